@@ -1,0 +1,33 @@
+# depthnet-jax: `make demo` and `make test` work on a fresh machine (they create .venv and install first).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-slow demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+# pytest exits 5 when no test ran: that is a failure here, not a pass.
+test: venv
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
+
+test-slow: venv
+	$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no slow tests defined"; exit 0; fi; exit $$rc
+
+demo: venv
+	$(PY) scripts/demo.py --out demo_out
+
+bench: venv
+	$(PY) benchmarks/torch_parity.py
+
+clean:
+	rm -rf demo_out .pytest_cache

@@ -1,0 +1,131 @@
+"""Losses and depth metrics, pure jnp.
+
+Targets are compared with a prediction at the prediction's resolution: the target is downsampled with
+`area_downsample`, the equivalent of torch's `interpolate(mode='area')` / `adaptive_avg_pool2d` (output pixel i
+averages input pixels floor(i * H / h) .. ceil((i + 1) * H / h) - 1, also when h does not divide H).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MULTISCALE_WEIGHTS = (0.32, 0.08, 0.02, 0.01, 0.005)
+LOSSES = ('L1', 'SmoothL1', 'MSE')
+METRIC_NAMES = ('depth_error', 'normalized_error', 'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'delta1', 'delta2',
+                'delta3')
+
+
+def _pooling_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """[out_size, in_size] matrix whose row i averages the adaptive-pooling window of output i."""
+  m = np.zeros((out_size, in_size), np.float32)
+  for i in range(out_size):
+    start, end = (i * in_size) // out_size, -(-((i + 1) * in_size) // out_size)
+    m[i, start:end] = 1.0 / (end - start)
+  return m
+
+
+def area_downsample(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Adaptive average pooling of `[B, H, W]` to `[B, h, w]` (torch's `interpolate(x, size, mode='area')`)."""
+  H, W = x.shape[-2:]
+  h, w = size
+  if (h, w) == (H, W):
+    return x
+  if H % h == 0 and W % w == 0:  # equal windows: a reshape-mean, exact like torch's sum / count
+    return x.reshape(*x.shape[:-2], h, H // h, w, W // w).mean(axis=(-3, -1))
+  ph, pw = jnp.asarray(_pooling_matrix(H, h)), jnp.asarray(_pooling_matrix(W, w))
+  # HIGHEST: TPUs otherwise run float32 matmuls in bfloat16, which would round the targets.
+  return jnp.einsum('hH,...HW,wW->...hw', ph, x, pw, precision=jax.lax.Precision.HIGHEST)
+
+
+def _elementwise(kind: str):
+  if kind == 'L1':
+    return jnp.abs
+  if kind == 'MSE':
+    return jnp.square
+  if kind == 'SmoothL1':  # torch SmoothL1Loss, beta = 1
+    return lambda d: jnp.where(jnp.abs(d) < 1.0, 0.5 * jnp.square(d), jnp.abs(d) - 0.5)
+  raise ValueError(f'loss must be one of {LOSSES}; got {kind!r}')
+
+
+def multiscale_loss(predictions: Sequence[jax.Array], target: jax.Array,
+                    weights: Sequence[float] = MULTISCALE_WEIGHTS, loss: str = 'L1') -> jax.Array:
+  """The original's training loss: sum_k w_k * mean(L(pred_k - area(target, size_k))).
+
+  Args:
+    predictions: depth maps `[B, h_k, w_k]`, finest first (DepthNet's train-mode output).
+    target: `[B, H, W]` depth in metres.
+    weights: one per scale.
+    loss: 'L1' (the paper's), 'SmoothL1' or 'MSE'.
+  """
+  if len(predictions) != len(weights):
+    raise ValueError(f'{len(predictions)} predictions but {len(weights)} weights')
+  fn = _elementwise(loss)
+  total = jnp.zeros((), jnp.float32)
+  for pred, w in zip(predictions, weights):
+    total = total + w * jnp.mean(fn(pred - area_downsample(target, pred.shape[-2:])))
+  return total
+
+
+def depth_error(pred: jax.Array, target: jax.Array, normalize: bool = False) -> jax.Array:
+  """The paper's depth error: mean |pred - area(target)| in metres; normalized: mean |diff| / area(target)."""
+  t = area_downsample(target, pred.shape[-2:])
+  diff = jnp.abs(pred - t)
+  return jnp.mean(diff / t if normalize else diff)
+
+
+def per_example_metrics(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None, *,
+                        min_depth: float = 1e-3, max_depth: float | None = None) -> dict[str, jax.Array]:
+  """Depth metrics of each example, `[B]` each, over its valid pixels.
+
+  Valid pixels: `mask` (broadcastable to the prediction `[B, h, w]`, e.g. `[B]` per example or `[B, h, w]`
+  per pixel) and `min_depth < area(target) <= max_depth`. The paper's `depth_error` and `normalized_error`
+  use the raw prediction; the standard metrics (abs rel, sq rel, RMSE, log RMSE, delta < 1.25^k) clip it to
+  `[min_depth, max_depth]` first, as is usual. An example without valid pixels gets 0 for every metric
+  (weight it out with `valid_pixels`, also returned).
+  """
+  t = area_downsample(target, pred.shape[-2:])
+  valid = t > min_depth
+  if max_depth is not None:
+    valid &= t <= max_depth
+  if mask is not None:
+    mask = jnp.asarray(mask)
+    mask = mask.reshape(mask.shape + (1,) * (pred.ndim - mask.ndim))
+    valid &= mask.astype(bool)
+  valid = valid.astype(jnp.float32)
+  count = jnp.sum(valid, axis=(-2, -1))
+  safe_t = jnp.where(valid > 0, t, 1.0)
+  clipped = jnp.clip(pred, min_depth, max_depth)
+
+  def mean(x):
+    return jnp.sum(jnp.where(valid > 0, x, 0.0), axis=(-2, -1)) / jnp.maximum(count, 1.0)
+
+  diff = pred - t
+  ratio = jnp.maximum(clipped / safe_t, safe_t / clipped)
+  return {
+      'depth_error': mean(jnp.abs(diff)),
+      'normalized_error': mean(jnp.abs(diff) / safe_t),
+      'abs_rel': mean(jnp.abs(clipped - t) / safe_t),
+      'sq_rel': mean(jnp.square(clipped - t) / safe_t),
+      'rmse': jnp.sqrt(mean(jnp.square(clipped - t))),
+      'rmse_log': jnp.sqrt(mean(jnp.square(jnp.log(clipped) - jnp.log(safe_t)))),
+      'delta1': mean((ratio < 1.25).astype(jnp.float32)),
+      'delta2': mean((ratio < 1.25 ** 2).astype(jnp.float32)),
+      'delta3': mean((ratio < 1.25 ** 3).astype(jnp.float32)),
+      'valid_pixels': count,
+  }
+
+
+def depth_metrics(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None, *,
+                  min_depth: float = 1e-3, max_depth: float | None = None) -> dict[str, jax.Array]:
+  """Depth metrics of a batch: each example's metrics (see `per_example_metrics`) averaged over the examples
+  that have valid pixels. RMSE and log RMSE are per image, then averaged (the KITTI/Eigen convention); with
+  every pixel valid, `depth_error` and `normalized_error` equal the original's batch means.
+  """
+  per_example = per_example_metrics(pred, target, mask, min_depth=min_depth, max_depth=max_depth)
+  weight = (per_example.pop('valid_pixels') > 0).astype(jnp.float32)
+  n = jnp.maximum(jnp.sum(weight), 1.0)
+  return {k: jnp.sum(v * weight) / n for k, v in per_example.items()}
