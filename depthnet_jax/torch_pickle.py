@@ -17,9 +17,11 @@ come back as numpy arrays, with their storage offsets and strides checked agains
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import os
 import pickle
+import pickletools
 import tarfile
 import zipfile
 from typing import Any
@@ -29,6 +31,9 @@ import numpy as np
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+# Bounds no DepthNet checkpoint comes near; a corrupt file could otherwise ask for gigabytes.
+_MAX_MEMO_INDEX = 10_000_000
+_MAX_PICKLE_BYTES = 1 << 30
 
 _STORAGE_DTYPES = {
     'DoubleStorage': np.float64, 'FloatStorage': np.float32, 'HalfStorage': np.float16,
@@ -187,10 +192,22 @@ _ALLOWED_GLOBALS.update({('torch.storage', 'UntypedStorage'): _DtypeRef(np.uint8
 _ALLOWED_GLOBALS.update({('torch', name): _DtypeRef(dtype) for name, dtype in _TORCH_DTYPES.items()})
 
 
+def _prescan(f: io.BytesIO, path: str) -> None:
+  """Walks the pickle starting at f's position (and rewinds): a memo index beyond any plausible size would make
+  the unpickler allocate and zero gigabytes before failing."""
+  start = f.tell()
+  for opcode, arg, _ in pickletools.genops(f):
+    if opcode.name in ('PUT', 'BINPUT', 'LONG_BINPUT', 'GET', 'BINGET', 'LONG_BINGET'):
+      if not 0 <= int(arg) <= _MAX_MEMO_INDEX:
+        raise TorchCheckpointError(f'{path}: corrupt pickle (memo index {arg})')
+  f.seek(start)
+
+
 class _SafeUnpickler(pickle.Unpickler):
   """Resolves globals only through the allow-list and torch storages through `storage_source`."""
 
-  def __init__(self, file, path: str, storage_source):
+  def __init__(self, file: io.BytesIO, path: str, storage_source):
+    _prescan(file, path)
     super().__init__(file, encoding='latin1')
     self._path = path
     self._storage_source = storage_source
@@ -217,6 +234,23 @@ class _SafeUnpickler(pickle.Unpickler):
     return self._storage_source(dtype.dtype, key, numel, pid[5] if len(pid) > 5 else None)
 
 
+# What malformed pickle content raises inside the unpickler or our rebuild functions.
+# (MemoryError: a corrupt length or memo index asks the unpickler for an absurd allocation.)
+_CORRUPT = (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            OverflowError, RecursionError, MemoryError, NotImplementedError, zipfile.BadZipFile)
+
+
+@contextlib.contextmanager
+def _corrupt_is_an_error(what: str):
+  """Turns any failure on malformed content into a TorchCheckpointError that says `what` was corrupt."""
+  try:
+    yield
+  except TorchCheckpointError:
+    raise
+  except _CORRUPT as e:
+    raise TorchCheckpointError(f'{what} ({type(e).__name__}: {e})') from None
+
+
 def _materialize(obj, path: str):
   """Replaces every `_LazyTensor` in a tree of dicts, lists and tuples by a numpy array."""
   if isinstance(obj, _LazyTensor):
@@ -236,7 +270,8 @@ def _materialize(obj, path: str):
 def _tensor_to_numpy(t: _LazyTensor, path: str) -> np.ndarray:
   storage, base = t.storage, 0
   if isinstance(storage, _StorageView):
-    if not isinstance(storage.root, _Storage) or storage.offset < 0 or storage.offset + storage.numel > storage.root.numel:
+    root = storage.root
+    if not isinstance(root, _Storage) or storage.offset < 0 or storage.offset + storage.numel > root.numel:
       raise TorchCheckpointError(f'{path}: a storage view outside its root storage')
     storage, base = storage.root, storage.offset
   if storage.data is None:
@@ -246,9 +281,9 @@ def _tensor_to_numpy(t: _LazyTensor, path: str) -> np.ndarray:
     flat = flat.view(np.uint8).view(t.dtype) if flat.nbytes % t.dtype.itemsize == 0 else None
     if flat is None:
       raise TorchCheckpointError(f'{path}: storage {storage.key} does not hold whole {t.dtype} elements')
-  offset = base + int(t.offset)
   size, stride = t.size, t.stride
-  if (len(size) != len(stride) or offset < 0 or any((not isinstance(v, int)) or v < 0 for v in size + stride)):
+  offset = base + t.offset if isinstance(t.offset, int) else -1
+  if len(size) != len(stride) or offset < 0 or any(not isinstance(v, int) or v < 0 for v in size + stride):
     raise TorchCheckpointError(f'{path}: malformed tensor (size {size}, stride {stride}, offset {offset})')
   if 0 in size:
     return np.zeros(size, t.dtype)
@@ -279,15 +314,17 @@ def _load_zip(path: str, raw: bytes):
         record = f'{prefix}data/{key}'
         if record not in names:
           raise TorchCheckpointError(f'{path}: storage record {record} is missing')
+        if archive.getinfo(record).file_size != numel * dtype.itemsize:  # checked before reading it
+          raise TorchCheckpointError(f'{path}: storage record {record} holds {archive.getinfo(record).file_size} '
+                                     f'bytes where {numel} x {dtype} = {numel * dtype.itemsize} were expected')
         storage = _Storage(dtype, numel, key)
         storage.data = _decode_storage(archive.read(record), dtype, numel, byteorder, f'{path}: {record}')
         storages[key] = storage
       return storages[key]
 
-    try:
-      obj = _SafeUnpickler(io.BytesIO(archive.read(pickles[0])), path, storage_source).load()
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
-      raise TorchCheckpointError(f'{path}: corrupt checkpoint pickle ({e})') from None
+    if archive.getinfo(pickles[0]).file_size > _MAX_PICKLE_BYTES:
+      raise TorchCheckpointError(f'{path}: {pickles[0]} is implausibly large for a checkpoint')
+    obj = _SafeUnpickler(io.BytesIO(archive.read(pickles[0])), path, storage_source).load()
   return obj
 
 
@@ -304,19 +341,14 @@ def _decode_storage(buf: bytes, dtype: np.dtype, numel: int, byteorder: str, whe
 
 def _load_legacy(path: str, raw: bytes):
   f = io.BytesIO(raw)
-  try:
+  with _corrupt_is_an_error(f'{path}: not a torch checkpoint (the file does not start with a torch header)'):
     magic = _SafeUnpickler(f, path, None).load()
     if magic != _LEGACY_MAGIC:
       raise TorchCheckpointError(f'{path}: not a torch checkpoint (no torch magic number at the start)')
     protocol = _SafeUnpickler(f, path, None).load()
     if protocol != _LEGACY_PROTOCOL:
-      raise TorchCheckpointError(f'{path}: unsupported legacy torch protocol version {protocol!r}')
+      raise TorchCheckpointError(f'{path}: unsupported legacy torch protocol version {protocol!r:.40}')
     sys_info = _SafeUnpickler(f, path, None).load()
-  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as e:
-    if isinstance(e, TorchCheckpointError):
-      raise
-    raise TorchCheckpointError(f'{path}: not a torch checkpoint (the file does not start with a torch '
-                               f'header: {e})') from None
   little_endian = sys_info.get('little_endian', True) if isinstance(sys_info, dict) else True
   roots: dict[str, _Storage] = {}
 
@@ -328,13 +360,9 @@ def _load_legacy(path: str, raw: bytes):
     view_key, view_offset, view_numel = view_metadata
     return _StorageView(roots[key], view_offset, view_numel)
 
-  try:
+  with _corrupt_is_an_error(f'{path}: corrupt or truncated checkpoint'):
     obj = _SafeUnpickler(f, path, storage_source).load()
     keys = _SafeUnpickler(f, path, None).load()
-  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as e:
-    if isinstance(e, TorchCheckpointError):
-      raise
-    raise TorchCheckpointError(f'{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})') from None
   if not isinstance(keys, list):
     raise TorchCheckpointError(f'{path}: malformed storage key list')
   for key in keys:
@@ -374,13 +402,15 @@ def load(path: str | os.PathLike) -> Any:
     raw = f.read()
   if not raw:
     raise TorchCheckpointError(f'{path}: empty file, not a torch checkpoint')
-  if raw[:4] == b'PK\x03\x04' and not zipfile.is_zipfile(io.BytesIO(raw)):
+  try:
+    is_zip = zipfile.is_zipfile(io.BytesIO(raw))
+  except zipfile.BadZipFile:  # is_zipfile lets some of these through
+    is_zip = False
+  if raw[:4] == b'PK\x03\x04' and not is_zip:
     raise TorchCheckpointError(f'{path}: a truncated or corrupt zip checkpoint (no zip directory at its end)')
-  if zipfile.is_zipfile(io.BytesIO(raw)):
-    try:
+  if is_zip:
+    with _corrupt_is_an_error(f'{path}: corrupt zip checkpoint'):
       obj = _load_zip(path, raw)
-    except zipfile.BadZipFile as e:
-      raise TorchCheckpointError(f'{path}: corrupt zip checkpoint ({e})') from None
   elif raw[:1] == b'\x80':  # a pickle protocol >= 2 header: the legacy format
     obj = _load_legacy(path, raw)
   elif tarfile.is_tarfile(path):
@@ -388,4 +418,5 @@ def load(path: str | os.PathLike) -> Any:
                                'load and re-save it with a newer PyTorch')
   else:
     raise TorchCheckpointError(f'{path}: not a torch checkpoint (neither a zip archive nor a pickle)')
-  return _materialize(obj, path)
+  with _corrupt_is_an_error(f'{path}: corrupt checkpoint'):
+    return _materialize(obj, path)
