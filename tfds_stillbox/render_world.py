@@ -1,0 +1,310 @@
+"""Still-Box-like worlds: random sampling of a scene, and the vectorised ray caster that renders it.
+
+Camera (pinhole, no rotation ever): x image-right, y image-down, z the optical axis; horizontal FOV `fov`, focal
+f = (W / 2) / tan(fov / 2) pixels, square pixels, principal point at the image centre, pixel (u, v) sampled at
+its centre (u + 0.5, v + 0.5). The ray of a pixel is `position + t * (x, y, 1)`, so the ray parameter `t` of the
+first hit IS the planar z-depth (metres along the optical axis, not the ray length) that the renderer returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from tfds_stillbox import render_shapes as shapes
+from tfds_stillbox import render_textures as textures
+
+STEP = 0.1  # metres the camera moves per frame, in every scene: what makes depth from two frames metric
+TIME_STEP = 0.1  # seconds per frame; |speed| = STEP / TIME_STEP = 1 m/s
+CLEARANCE = 0.5  # no object surface nearer than this (metres) to any camera position of its scene
+WALL_RANGE = (8.0, 150.0)  # each of the room's six walls is at a log-uniform distance in this range (metres)
+NUM_OBJECTS = (12, 40)  # objects per scene, uniform in this range, inclusive
+ANGULAR_RADIUS = (0.02, 0.3)  # radians, log-uniform: the apparent size, drawn independently of the depth
+NEAREST_CENTER = 1.0  # metres: object centres are at a log-uniform z-depth from this to the wall behind them
+KINDS = ('sphere', 'ellipsoid', 'box', 'cylinder', 'cone', 'torus')
+_KIND_P = (0.15, 0.12, 0.25, 0.16, 0.16, 0.16)
+SUPERSAMPLE = 1  # colour rays per pixel and axis by default (2: smoother edges, 3-4x slower; JPEG loss alike)
+_CHUNK = 1 << 16  # pixels shaded at a time: bounds the temporaries of the noise at high resolution
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class World:
+  """A sampled scene before rendering.
+
+  Attributes:
+    objects: the shapes, the Room first.
+    positions: [T, 3] camera position of each frame, `i * time_step * speed` (float64).
+    speed: [3] float32 camera velocity, camera axes, m/s.
+    time_step: seconds per frame.
+    light: [3] unit vector towards the light (world = camera axes).
+    ambient: share of the ambient term in the shading, in [0, 1].
+  """
+  objects: tuple
+  positions: np.ndarray
+  speed: np.ndarray
+  time_step: float
+  light: np.ndarray
+  ambient: float
+
+
+def as_resolution(resolution) -> tuple[int, int]:
+  """An int (square), a (width, height) pair, or a string '64' / '96x64' -> (width, height)."""
+  if isinstance(resolution, str):
+    parts = resolution.lower().split('x')
+    resolution = int(parts[0]) if len(parts) == 1 else tuple(int(p) for p in parts)
+  if np.ndim(resolution) == 0:
+    resolution = (resolution, resolution)
+  w, h = (int(v) for v in resolution)
+  if w < 1 or h < 1:
+    raise ValueError(f'resolution must be positive, got {resolution}')
+  return w, h
+
+
+def focal_length(width: int, fov: float) -> float:
+  """Focal length in pixels of an image `width` pixels wide with horizontal field of view `fov` degrees."""
+  if not 0.0 < fov < 180.0:
+    raise ValueError(f'fov must be in (0, 180) degrees, got {fov}')
+  return (width / 2.0) / np.tan(np.radians(fov) / 2.0)
+
+
+def pixel_slopes(resolution, fov: float) -> tuple[np.ndarray, np.ndarray, float]:
+  """(x [W], y [H], f): the ray (x[u], y[v], 1) goes through the centre of pixel (u, v)."""
+  w, h = as_resolution(resolution)
+  f = focal_length(w, fov)
+  x = ((np.arange(w) + 0.5 - w / 2.0) / f).astype(np.float32)
+  y = ((np.arange(h) + 0.5 - h / 2.0) / f).astype(np.float32)
+  return x, y, f
+
+
+def _slope_range(a, z, radius):
+  """Range of slopes a/z of the rays from the origin that can meet a disc (a, z, radius) of their plane."""
+  dist = np.hypot(a, z)
+  inside = dist <= radius * (1.0 + 1e-6)
+  theta = np.arctan2(a, z)
+  delta = np.arcsin(np.minimum(radius / np.maximum(dist, 1e-12), 1.0))
+  lo = np.maximum(theta - delta, -np.pi / 2)
+  hi = np.minimum(theta + delta, np.pi / 2)
+  visible = inside | (lo < hi)
+  lo = np.where(inside, -np.pi / 2, lo)
+  hi = np.where(inside, np.pi / 2, hi)
+  return np.clip(np.tan(lo), -1e6, 1e6), np.clip(np.tan(hi), -1e6, 1e6), visible
+
+
+def _screen_window(shape, positions, f, w, h):
+  """(v0, v1, u0, u1): pixels whose rays may meet the shape's bounding sphere in some frame; None if none."""
+  if not np.isfinite(shape.bound):
+    return 0, h, 0, w
+  rel = shape.center - positions  # [T, 3]
+  x_lo, x_hi, x_vis = _slope_range(rel[:, 0], rel[:, 2], shape.bound)
+  y_lo, y_hi, y_vis = _slope_range(rel[:, 1], rel[:, 2], shape.bound)
+  visible = x_vis & y_vis
+  if not visible.any():
+    return None
+  # Pixel i is sampled at slope (i + 0.5 - size / 2) / f; one pixel of margin absorbs rounding.
+  u0 = int(np.clip(np.floor(f * x_lo[visible].min() + w / 2 - 0.5) - 1, 0, w))
+  u1 = int(np.clip(np.ceil(f * x_hi[visible].max() + w / 2 - 0.5) + 2, 0, w))
+  v0 = int(np.clip(np.floor(f * y_lo[visible].min() + h / 2 - 0.5) - 1, 0, h))
+  v1 = int(np.clip(np.ceil(f * y_hi[visible].max() + h / 2 - 0.5) + 2, 0, h))
+  return (v0, v1, u0, u1) if u0 < u1 and v0 < v1 else None
+
+
+def _local_origins(shape, positions):
+  """Camera positions in the shape's frame, as float32 (x, y, z) components of shape [T, 1, 1]."""
+  o = ((positions - shape.center) @ shape.rotation).astype(np.float32)  # [T, 3]
+  return tuple(o[:, k, None, None] for k in range(3))
+
+
+def _cast(objects, positions, resolution, fov):
+  """(depth float32 [T, H, W], object index int32 [T, H, W], -1 where none) of the pixel-centre rays."""
+  w, h = resolution
+  x, y, f = pixel_slopes((w, h), fov)
+  depth = np.full((len(positions), h, w), np.inf, np.float32)
+  ids = np.full((len(positions), h, w), -1, np.int32)
+  for k, shape in enumerate(objects):
+    window = _screen_window(shape, positions, f, w, h)
+    if window is None:
+      continue
+    v0, v1, u0, u1 = window
+    rot = shape.rotation.astype(np.float32)
+    dx, dy = x[None, u0:u1], y[v0:v1, None]
+    d = tuple(rot[0, j] * dx + rot[1, j] * dy + rot[2, j] for j in range(3))  # local [h', w'] each
+    t = shape.local_hit(_local_origins(shape, positions), d)  # [T, h', w']
+    view = depth[:, v0:v1, u0:u1]
+    closer = t < view
+    view[closer] = t[closer]
+    ids[:, v0:v1, u0:u1][closer] = k
+  return depth, ids
+
+
+def render_frames(objects: Sequence[shapes.Shape], positions, resolution, fov: float = 90.0, *,
+                  light=(0.0, -0.6, -0.8), ambient: float = 0.4,
+                  supersample: int = SUPERSAMPLE) -> tuple[np.ndarray, np.ndarray]:
+  """Renders the objects from each camera position (camera axes = world axes, no rotation).
+
+  Args:
+    objects: shapes (render_shapes); where several meet a ray, the nearest wins.
+    positions: [T, 3] camera positions (or one [3] position: then T = 1).
+    resolution: int (square) or (width, height).
+    fov: horizontal field of view, degrees.
+    light: vector towards the directional light (normalised here).
+    ambient: share of the ambient term in the shading.
+    supersample: colour is the mean of supersample x supersample rays per pixel (anti-aliasing); depth is
+      always that of the single ray through the pixel centre (a z-buffer, not an average across edges).
+
+  Returns:
+    (rgb uint8 [T, H, W, 3], depth float32 [T, H, W]): depth is planar z-depth in metres, inf (and black)
+    where no object is hit.
+  """
+  positions = np.asarray(positions, np.float64).reshape(-1, 3)
+  w, h = as_resolution(resolution)
+  s = int(supersample)
+  if s < 1:
+    raise ValueError(f'supersample must be at least 1, got {supersample}')
+  with shapes._errstate():  # noqa: SLF001 - one module split in two files
+    depth, ids = _cast(objects, positions, (w, h), fov)
+    # The s-times finer grid of the same field of view has its pixels' s x s blocks inside ours.
+    fine_depth, fine_ids = (depth, ids) if s == 1 else _cast(objects, positions, (w * s, h * s), fov)
+    x, y, f = pixel_slopes((w * s, h * s), fov)
+    rgb = _shade(objects, positions, fine_ids, fine_depth, x, y, f, np.asarray(light, np.float64), ambient)
+  rgb = rgb.reshape(len(positions), h, s, w, s, 3).mean(axis=(2, 4), dtype=np.float32)
+  return np.clip(rgb * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8), depth
+
+
+def _shade(objects, positions, ids, depth, x, y, f, light, ambient):
+  """Colour in [0, 1] of every pixel from its object, depth and direction; [T * H * W, 3] float32."""
+  light = (light / np.linalg.norm(light)).astype(np.float32)
+  flat_ids = ids.ravel()
+  flat_depth = depth.ravel()
+  order = np.argsort(flat_ids, kind='stable')
+  ends = np.cumsum(np.bincount(flat_ids + 1, minlength=len(objects) + 1))
+  rgb = np.zeros((flat_ids.size, 3), np.float32)
+  for k, shape in enumerate(objects):
+    pixels = order[ends[k]:ends[k + 1]]
+    rot = shape.rotation.astype(np.float32)
+    origins = ((positions - shape.center) @ shape.rotation).astype(np.float32)  # [T, 3] local
+    for start in range(0, pixels.size, _CHUNK):
+      idx = pixels[start:start + _CHUNK]
+      frame, row, col = np.unravel_index(idx, ids.shape)
+      t = flat_depth[idx]
+      d = np.stack([x[col], y[row], np.ones_like(t)], -1) @ rot  # [N, 3] local, unnormalised
+      p = origins[frame] + t[:, None] * d  # [N, 3] local hit points
+      n = np.stack(shape.local_normal(tuple(p[:, j] for j in range(3))), -1).astype(np.float32)
+      n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+      # A pixel covers t / f metres on a fronto-parallel surface, stretched by the slant of the surface.
+      cos = np.abs(np.sum(n * d, -1)) / np.linalg.norm(d, axis=-1)
+      footprint = t / np.float32(f) / np.sqrt(np.maximum(cos, 0.1))
+      color = textures.albedo(shape.material, tuple(p[:, j] for j in range(3)), tuple(n[:, j] for j in range(3)),
+                              footprint)
+      rgb[idx] = textures.shade(color, n @ rot.T, light, ambient)
+  return np.clip(rgb, 0.0, 1.0)
+
+
+def render_frame(objects: Sequence[shapes.Shape], camera_position, resolution, fov: float = 90.0,
+                 **shading) -> tuple[np.ndarray, np.ndarray]:
+  """One frame: (rgb uint8 [H, W, 3], z-depth float32 [H, W]); see render_frames."""
+  rgb, depth = render_frames(objects, np.asarray(camera_position, np.float64)[None], resolution, fov, **shading)
+  return rgb[0], depth[0]
+
+
+# --- Sampling ---------------------------------------------------------------------------------------------
+
+
+def seed_sequence(seed) -> np.random.SeedSequence:
+  """An int or a tuple of non-negative ints (e.g. (dataset_seed, scene_index)) -> SeedSequence."""
+  entropy = [int(s) for s in np.atleast_1d(np.asarray(seed, dtype=object))]
+  if any(s < 0 for s in entropy):
+    raise ValueError(f'seed must be non-negative ints, got {seed!r}')
+  return np.random.SeedSequence(entropy)
+
+
+def _log_uniform(rng, lo, hi):
+  return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _random_rotation(rng) -> np.ndarray:
+  """Uniform on SO(3): a normalised Gaussian quaternion."""
+  w, x, y, z = (q := rng.normal(size=4)) / np.linalg.norm(q)
+  return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                   [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                   [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def _segment_distance(point, a, b) -> float:
+  ab = b - a
+  s = np.clip(np.dot(point - a, ab) / max(np.dot(ab, ab), 1e-12), 0.0, 1.0)
+  return float(np.linalg.norm(point - (a + s * ab)))
+
+
+def _sample_room(rng) -> shapes.Room:
+  """A randomly rotated box around the origin, each wall at its own distance in WALL_RANGE."""
+  rotation = _random_rotation(rng)
+  near = np.array([_log_uniform(rng, *WALL_RANGE) for _ in range(3)])  # walls on the - side of each axis
+  far = np.array([_log_uniform(rng, *WALL_RANGE) for _ in range(3)])  # and on the + side
+  center_local = (far - near) / 2.0  # the origin sits at -center_local in the room's frame
+  size = float(np.exp(np.mean(np.log(near + far))))
+  return shapes.Room(half=tuple((near + far) / 2.0), center=rotation @ center_local, rotation=rotation,
+                     material=textures.random_material(rng, size, room=True))
+
+
+def _sample_shape(rng, kind: str, radius: float, center, rotation, material) -> shapes.Shape:
+  """A shape of the given kind whose bounding sphere has the given radius."""
+  common = dict(center=center, rotation=rotation, material=material)
+  if kind == 'sphere':
+    return shapes.Sphere(radius, **common)
+  if kind == 'ellipsoid':
+    return shapes.Ellipsoid(axes=(radius, radius * rng.uniform(0.3, 1.0), radius * rng.uniform(0.3, 1.0)), **common)
+  if kind == 'box':
+    half = rng.uniform(0.15, 1.0, 3)
+    return shapes.Box(half=tuple(radius * half / np.linalg.norm(half)), **common)
+  if kind in ('cylinder', 'cone'):
+    phi = rng.uniform(0.25, 1.3)  # elongation: from a long rod to a flat disc
+    r0 = radius * np.sin(phi)
+    r1 = r0 if kind == 'cylinder' else r0 * rng.choice([0.0, rng.uniform(0.2, 0.8)])
+    return shapes.Frustum(half_height=radius * np.cos(phi), radius0=r0, radius1=r1, **common)
+  ratio = rng.uniform(0.15, 0.5)  # minor / major
+  major = radius / (1.0 + ratio)
+  return shapes.Torus(major=major, minor=ratio * major, **common)
+
+
+def sample_world(seed, resolution, fov: float = 90.0, num_frames: int = 10) -> World:
+  """The random scene of `seed`: camera path, room, objects, materials and light.
+
+  The camera moves STEP = 0.1 m per frame in a direction uniform on the sphere (forward, backward, sideways
+  alike). Objects are placed by direction (uniform in the image plane, a little beyond its edges, seen from the
+  middle of the path), z-depth (log-uniform between NEAREST_CENTER and the wall behind) and apparent size
+  (log-uniform ANGULAR_RADIUS, independent of the depth: near small and far big objects alike); a candidate
+  nearer than CLEARANCE to the camera path is drawn again. The same seed and aspect ratio give the same scene at
+  every resolution.
+  """
+  w, h = as_resolution(resolution)
+  if num_frames < 1:
+    raise ValueError(f'num_frames must be at least 1, got {num_frames}')
+  rng = np.random.default_rng(seed_sequence(seed))
+  direction = rng.normal(size=3)
+  speed = (direction / np.linalg.norm(direction) * (STEP / TIME_STEP)).astype(np.float32)
+  positions = np.arange(num_frames)[:, None] * (TIME_STEP * speed.astype(np.float64))  # [T, 3]
+  light = rng.normal(size=3) * 0.6 + np.array([0.0, -0.6, -0.8])
+  ambient = rng.uniform(0.3, 0.55)
+  room = _sample_room(rng)
+  objects = [room]
+  middle = positions[len(positions) // 2]
+  half_x = np.tan(np.radians(fov) / 2.0) * 1.15
+  half_y = half_x * h / w
+  for _ in range(int(rng.integers(NUM_OBJECTS[0], NUM_OBJECTS[1] + 1))):
+    for _ in range(20):  # rejection of candidates too near the path
+      ray = np.array([rng.uniform(-half_x, half_x), rng.uniform(-half_y, half_y), 1.0])
+      wall, _ = room.intersect(middle, ray[None])
+      z = _log_uniform(rng, NEAREST_CENTER, max(0.9 * float(wall[0]), NEAREST_CENTER * 1.01))
+      center = middle + z * ray
+      radius = _log_uniform(rng, *ANGULAR_RADIUS) * z * float(np.linalg.norm(ray))
+      if _segment_distance(center, positions[0], positions[-1]) - radius >= CLEARANCE:
+        break
+    else:
+      continue
+    kind = KINDS[rng.choice(len(KINDS), p=_KIND_P)]
+    material = textures.random_material(rng, 2.0 * radius)
+    objects.append(_sample_shape(rng, kind, radius, center, _random_rotation(rng), material))
+  return World(objects=tuple(objects), positions=positions, speed=speed, time_step=TIME_STEP,
+               light=light / np.linalg.norm(light), ambient=float(ambient))
