@@ -28,6 +28,7 @@ demo: venv
 
 bench: venv
 	$(PY) benchmarks/torch_parity.py
+	$(PY) benchmarks/input_pipeline.py
 
 clean:
 	rm -rf demo_out .pytest_cache
