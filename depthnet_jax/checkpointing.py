@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import nnx
 
 from depthnet_jax import models
@@ -91,3 +92,168 @@ def load_model(directory: str | os.PathLike) -> models.DepthNet:
   model = nnx.merge(graphdef, state)
   model.eval()
   return model
+
+
+# --- Training checkpoints -------------------------------------------------------------------------------------
+#
+# A training run's workdir holds `config.json`, `checkpoints/<step>/` (the latest K, every epoch and every N
+# steps) and `best/<step>/` (the one with the lowest eval depth error). Each step directory is also a model
+# checkpoint (items `model`, `model_config`), so `load_model` and inference read it directly; `checkpoints/`
+# adds `opt_state`, `train` (step, RNG key) and `data` (the input pipeline's position, a function of the step).
+
+
+def _pure_model(params, batch_stats) -> dict:
+  return nnx.merge_state(params, batch_stats).to_pure_dict()
+
+
+def _split_pure(pure: dict, params_template, stats_template):
+  """A model's pure dict -> (params, batch stats) shaped like the templates."""
+  state = jax.tree.map(lambda x: x, nnx.merge_state(params_template, stats_template))
+  nnx.replace_by_pure_dict(state, pure)
+  params, stats = nnx.split_state(state, nnx.Param, nnx.BatchStat)
+  return params, stats
+
+
+def _abstract(tree):
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class TrainCheckpoints:
+  """The latest-K and best checkpoints of a training run, asynchronous, with fallback past unreadable steps."""
+
+  def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, async_save: bool = True,
+               best_metric: str = 'depth_error'):
+    self.workdir = os.path.abspath(os.fspath(workdir))
+    self.best_metric = best_metric
+    common = dict(create=True, cleanup_tmp_directories=True, enable_async_checkpointing=async_save)
+    self.latest = ocp.CheckpointManager(os.path.join(self.workdir, 'checkpoints'),
+                                        options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common))
+    self.best = ocp.CheckpointManager(
+        os.path.join(self.workdir, 'best'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[best_metric], best_mode='min',
+                                             **common))
+
+  def save(self, step: int, state: dict, options: dict, data_state: dict) -> None:
+    if step in self.latest.all_steps():
+      return
+    self.latest.save(step, args=ocp.args.Composite(**{
+        MODEL_ITEM: ocp.args.StandardSave(_pure_model(state['params'], state['batch_stats'])),
+        CONFIG_ITEM: ocp.args.JsonSave(dict(options, source='training', step=step)),
+        'opt_state': ocp.args.StandardSave({f'{i:05d}': x for i, x in enumerate(jax.tree.leaves(
+            state['opt_state']))}),
+        'train': ocp.args.StandardSave({'step': state['step'], 'rng': state['rng']}),
+        'data': ocp.args.JsonSave(data_state)}))
+
+  def save_best(self, step: int, state: dict, options: dict, metrics: dict[str, float]) -> None:
+    if step in self.best.all_steps():
+      return
+    self.best.save(step, metrics=dict(metrics), args=ocp.args.Composite(**{
+        MODEL_ITEM: ocp.args.StandardSave(_pure_model(state['params'], state['batch_stats'])),
+        CONFIG_ITEM: ocp.args.JsonSave(dict(options, source='training', step=step, eval_metrics=metrics))}))
+
+  def restore_latest(self, template: dict) -> dict | None:
+    """The newest readable checkpoint as a state like `template` (same shardings), or None if there is none.
+
+    A step that cannot be read (partial or corrupt files) is reported and the previous one is tried.
+    """
+    steps = sorted(self.latest.all_steps(), reverse=True)
+    opt_leaves, opt_def = jax.tree.flatten(template['opt_state'])
+    targets = ocp.args.Composite(**{
+        MODEL_ITEM: ocp.args.StandardRestore(_abstract(_pure_model(template['params'], template['batch_stats']))),
+        'opt_state': ocp.args.StandardRestore(_abstract({f'{i:05d}': x for i, x in enumerate(opt_leaves)})),
+        'train': ocp.args.StandardRestore(_abstract({'step': template['step'], 'rng': template['rng']}))})
+    for n, step in enumerate(steps):
+      try:
+        restored = self.latest.restore(step, args=targets)
+        params, stats = _split_pure(restored[MODEL_ITEM], template['params'], template['batch_stats'])
+        opt_state = jax.tree.unflatten(opt_def, [restored['opt_state'][k] for k in sorted(restored['opt_state'])])
+        state = dict(params=params, batch_stats=stats, opt_state=opt_state, step=restored['train']['step'],
+                     rng=restored['train']['rng'])
+      except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous step
+        where = os.path.join(self.latest.directory, str(step))
+        message = (f'checkpoint {where} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:300]}); '
+                   + ('falling back to the previous one' if n + 1 < len(steps) else 'no older checkpoint'))
+        logging.warning(message)
+        print(f'WARNING: {message}', flush=True)
+        continue
+      if int(state['step']) != step:
+        raise ValueError(f'checkpoint {step} holds step {int(state["step"])}')
+      return state
+    if steps:
+      raise RuntimeError(f'no checkpoint in {self.latest.directory} is readable (tried steps {steps}); move the '
+                         'directory away to start afresh')
+    return None
+
+  def path_of(self, which: str = 'best') -> str:
+    """Directory of the best or the latest checkpoint (each a model checkpoint for `load_model`)."""
+    if which not in ('best', 'latest'):
+      raise ValueError(f"eval_checkpoint must be 'best' or 'latest'; got {which!r}")
+    manager = self.best if which == 'best' else self.latest
+    step = manager.best_step() if which == 'best' else manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'no {which} checkpoint in {self.workdir}: train first '
+                              f'(python train.py --config ... --workdir {self.workdir})')
+    return os.path.join(os.fspath(manager.directory), str(step))
+
+  def close(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+    self.latest.close()
+    self.best.close()
+
+
+def resolve_checkpoint(path: str | os.PathLike, prefer: str = 'best') -> str:
+  """A model checkpoint directory from a path: itself, or a training workdir's best (or latest) checkpoint."""
+  path = os.path.abspath(os.fspath(path))
+  if os.path.isdir(os.path.join(path, CONFIG_ITEM)):
+    return path
+  if os.path.isdir(os.path.join(path, 'checkpoints')) or os.path.isdir(os.path.join(path, 'best')):
+    order = (prefer, 'latest' if prefer == 'best' else 'best')
+    for which in order:
+      manager_dir = os.path.join(path, which if which == 'best' else 'checkpoints')
+      steps = sorted(int(s) for s in os.listdir(manager_dir) if s.isdigit()) if os.path.isdir(manager_dir) else []
+      steps = [s for s in steps if os.path.isdir(os.path.join(manager_dir, str(s), CONFIG_ITEM))]
+      if steps:
+        return os.path.join(manager_dir, str(steps[-1]))
+  raise FileNotFoundError(f'{path} is neither a depthnet-jax checkpoint (no {CONFIG_ITEM}/ inside) nor a training '
+                          'workdir with checkpoints/ or best/')
+
+
+def load_any(path: str | os.PathLike, prefer: str = 'best') -> models.DepthNet:
+  """A DepthNet (eval mode) from a training workdir, a model checkpoint, or a PyTorch `.pth.tar` (imported)."""
+  path = os.fspath(path)
+  if os.path.isfile(path):
+    from depthnet_jax import torch_import
+    return torch_import.load(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'checkpoint {path} does not exist')
+  return load_model(resolve_checkpoint(path, prefer))
+
+
+def warm_start(path: str | os.PathLike, options: dict[str, Any], params_template, stats_template):
+  """(params, batch stats) of a checkpoint for a model built with `options`; other state is not read."""
+  model = load_any(path)
+  theirs = model.options()
+  ours = {k: (models.normalize_depth_activation(v) if k == 'depth_activation' else v) for k, v in options.items()}
+  differ = {k: (ours[k], theirs.get(k)) for k in _OPTION_KEYS if ours[k] != theirs.get(k)}
+  if differ:
+    raise ValueError(f'checkpoint {path} was built with other model options (config vs checkpoint): {differ}; '
+                     'set the config to match it')
+  _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  if jax.tree.structure(params) != jax.tree.structure(params_template):
+    raise ValueError(f'checkpoint {path}: parameter structure differs from the model of the config')
+  return params, stats
+
+
+def write_config(workdir: str | os.PathLike, config) -> str:
+  """Writes the run's config as `workdir/config.json` (process 0, atomically); returns its path."""
+  import json
+  path = os.path.join(os.fspath(workdir), 'config.json')
+  if jax.process_index() == 0:
+    os.makedirs(os.fspath(workdir), exist_ok=True)
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True) if hasattr(config, 'to_json_best_effort')
+              else json.dumps(config, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+  return path

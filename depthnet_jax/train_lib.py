@@ -1,0 +1,297 @@
+"""Training and evaluation: the state, the jitted steps, and the loop behind `train.py`.
+
+The train state is a pytree of arrays (model parameters, BatchNorm statistics, optimizer state, step, RNG key),
+replicated over a 1-D ('data',) mesh of every device of every process; batches are sharded along it. One
+`train_step` is compiled once with the state donated. Everything a run depends on is a function of the config
+and the step: the data stream (see `input_pipeline`), the learning rate, the RNG. So restarting in the same
+workdir continues bit for bit from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from clu import metrics as clu_metrics
+from flax import nnx
+
+from depthnet_jax import checkpointing, input_pipeline, losses, models, optim, sharding
+
+EVAL_METRICS = ('depth_error', 'normalized_error', 'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'delta1',
+                'delta2', 'delta3')
+
+
+# Collection.create, not a class body: this module's annotations are strings (`from __future__ import ...`).
+TrainMetrics = clu_metrics.Collection.create(
+    **{k: clu_metrics.Average.from_output(k) for k in ('loss', 'depth_error', 'normalized_error')})
+EvalMetrics = clu_metrics.Collection.create(**{k: clu_metrics.Average.from_output(k) for k in EVAL_METRICS})
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def model_options(config) -> dict[str, Any]:
+  return dict(batch_norm=config.batch_norm, depth_activation=config.depth_activation, clamp=config.clamp,
+              with_confidence=config.with_confidence)
+
+
+def create_model(config) -> models.DepthNet:
+  return models.DepthNet(**model_options(config), rngs=nnx.Rngs(config.seed))
+
+
+def split_model(model: models.DepthNet):
+  """(train graphdef, eval graphdef, params, batch stats) of a model."""
+  model.train()
+  train_def, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  model.eval()
+  eval_def, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
+  return train_def, eval_def, params, stats
+
+
+def _depth(prediction: jax.Array) -> jax.Array:
+  return prediction[..., 0] if prediction.ndim == 4 else prediction  # drop the confidence channel
+
+
+def make_train_step(train_def, tx: optax.GradientTransformation, schedule: Callable, config) -> Callable:
+  """`train_step(state, batch) -> (state, TrainMetrics, learning_rate)`, pure, for `jax.jit`."""
+  weights = tuple(config.multiscale_weights)
+
+  def train_step(state, batch):
+    def loss_fn(params):
+      # copy: fresh Variables at this trace level, so BatchNorm may update its statistics here.
+      model = nnx.merge(train_def, params, state['batch_stats'], copy=True)
+      predictions = [_depth(p) for p in model(batch['image_pair'])]
+      loss = losses.multiscale_loss(predictions, batch['depth'], weights, config.loss)
+      return loss, (predictions[0], nnx.state(model, nnx.BatchStat))
+
+    (loss, (finest, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    new_state = dict(params=optax.apply_updates(state['params'], updates), batch_stats=batch_stats,
+                     opt_state=opt_state, step=state['step'] + 1, rng=jax.random.fold_in(state['rng'], 1))
+    metrics = TrainMetrics.single_from_model_output(
+        loss=loss, depth_error=losses.depth_error(finest, batch['depth']),
+        normalized_error=losses.depth_error(finest, batch['depth'], normalize=True))
+    return new_state, metrics, schedule(state['step'])
+
+  return train_step
+
+
+def make_eval_step(eval_def) -> Callable:
+  """`eval_step(params, batch_stats, batch) -> (EvalMetrics, finest prediction)`; padding rows count for nothing."""
+
+  def eval_step(params, batch_stats, batch):
+    prediction = _depth(nnx.merge(eval_def, params, batch_stats, copy=True)(batch['image_pair']))
+    return metrics_of(prediction, batch), prediction
+
+  return eval_step
+
+
+def metrics_of(prediction: jax.Array, batch) -> clu_metrics.Collection:
+  """Per-example depth metrics averaged over the real (mask 1) examples that have valid pixels."""
+  per_example = losses.per_example_metrics(prediction, batch['depth'], batch['mask'])
+  weight = batch['mask'] * (per_example.pop('valid_pixels') > 0)
+  return EvalMetrics.single_from_model_output(mask=weight > 0, **per_example)
+
+
+class Trainer:
+  """Compiled steps, sharding and data of one config; `train_and_evaluate` drives it."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, self.mesh)
+    sharding.check_batch_size(config.eval_batch_size, self.mesh)
+    self.train_source = input_pipeline.open_source(config.dataset, config.train_split, config.data_dir or None)
+    self.eval_source = input_pipeline.open_source(config.dataset, config.eval_split, config.data_dir or None)
+    self.frames = input_pipeline.frames_per_scene(self.train_source)
+    self.steps_per_epoch = input_pipeline.steps_per_epoch(len(self.train_source), self.frames, config.batch_size)
+    self.num_steps = (config.num_train_steps if config.num_train_steps > 0
+                      else config.num_epochs * self.steps_per_epoch)
+    model = create_model(config)
+    self.train_def, self.eval_def, params, stats = split_model(model)
+    self.schedule = optim.make_schedule(config, self.steps_per_epoch)
+    self.tx = optim.create_optimizer(config.solver, self.schedule, momentum=config.momentum,
+                                     dampening=config.dampening, weight_decay=config.weight_decay,
+                                     beta1=config.beta1, beta2=config.beta2)
+    self._init = (params, stats)
+    repl, data = sharding.replicated(self.mesh), sharding.data_sharded(self.mesh)
+    self.train_step = jax.jit(make_train_step(self.train_def, self.tx, self.schedule, config),
+                              donate_argnums=0, out_shardings=(repl, repl, repl))
+    self.eval_step = jax.jit(make_eval_step(self.eval_def), out_shardings=(repl, data))
+    self.metrics_of = jax.jit(metrics_of, out_shardings=repl)
+
+  def initial_state(self) -> dict[str, Any]:
+    params, stats = self._init
+    state = dict(params=params, batch_stats=stats, opt_state=self.tx.init(params),
+                 step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(self.config.seed)))
+    return sharding.replicate(state, self.mesh)
+
+  def train_iterator(self, start_step: int):
+    ds = input_pipeline.train_dataset(self.train_source, global_batch_size=self.config.batch_size,
+                                      seed=self.config.seed, shift=self.config.shift,
+                                      process_index=jax.process_index(), process_count=jax.process_count())
+    return input_pipeline.make_iterator(ds, self.config.worker_count, start_step=start_step)
+
+  def eval_batches(self):
+    ds = input_pipeline.eval_dataset(self.eval_source, global_batch_size=self.config.eval_batch_size,
+                                     shift=self.config.shift, process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+    for local in input_pipeline.make_iterator(ds, self.config.worker_count):
+      yield local, sharding.global_batch(local, self.mesh)
+
+  def evaluate(self, params, batch_stats, *, constant: float | None = None, images: int = 0):
+    """Eval metrics over the whole eval split (and up to `images` example pictures from its first batch).
+
+    With `constant`, the metrics of predicting that depth everywhere (the baseline), at the model's output size.
+    """
+    total, pictures = None, None
+    for local, batch in self.eval_batches():
+      if constant is None:
+        metrics, prediction = self.eval_step(params, batch_stats, batch)
+      else:
+        h, w = models.output_sizes(*batch['depth'].shape[1:])[0]
+        prediction = jnp.full((batch['depth'].shape[0], h, w), constant, jnp.float32)
+        metrics = self.metrics_of(prediction, batch)
+      total = metrics if total is None else total.merge(metrics)
+      if images and pictures is None and jax.process_index() == 0:
+        local_pred = np.asarray(prediction.addressable_shards[0].data) if jax.process_count() > 1 else \
+            np.asarray(prediction)
+        pictures = example_pictures(local, local_pred, images)
+    return {k: float(v) for k, v in total.compute().items()}, pictures
+
+
+def example_pictures(local_batch, prediction: np.ndarray, count: int) -> np.ndarray:
+  """[N, H, 4W, 3] uint8: frame 1, frame 2, ground truth and prediction (rainbow, 0-100 m) side by side."""
+  from tfds_stillbox.render import depth_colormap
+  pair = local_batch['image_pair'][:count]
+  frames = np.clip((pair * input_pipeline.STD + input_pipeline.MEAN) * 255 + 0.5, 0, 255).astype(np.uint8)
+  h, w = pair.shape[1:3]
+  pred = prediction[:count]
+  ry, rx = -(-h // pred.shape[1]), -(-w // pred.shape[2])
+  pred = np.repeat(np.repeat(pred, ry, axis=1), rx, axis=2)[:, :h, :w]
+  return np.concatenate([frames[..., :3], frames[..., 3:], depth_colormap(local_batch['depth'][:count]),
+                         depth_colormap(pred)], axis=2)
+
+
+def _progress(step: int, total: int, start_step: int, started: float, values: dict[str, float]) -> str:
+  elapsed = time.time() - started
+  rate = (step - start_step) / max(elapsed, 1e-9)
+  eta = (total - step) / rate if rate > 0 else float('inf')
+  eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'
+  shown = ' | '.join(f'{k} {v:.4g}' for k, v in values.items())
+  return f'step {step}/{total} | {shown} | {rate:.2f} steps/s | ETA {eta_text}'
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds checkpoints), evaluates; returns the last eval metrics."""
+  sharding.maybe_initialize_distributed(config)
+  trainer = Trainer(config)
+  ckpts = checkpointing.TrainCheckpoints(workdir, keep=config.keep_checkpoints,
+                                         async_save=config.async_checkpointing)
+  if config.eval_only:
+    return eval_only(trainer, ckpts, config)
+  checkpointing.write_config(workdir, config)
+  state = trainer.initial_state()
+  restored = ckpts.restore_latest(state)
+  if restored is not None:
+    state = restored
+    print(f'resuming from step {int(state["step"])} in {workdir}', flush=True)
+  elif config.init_from:
+    params, stats = checkpointing.warm_start(config.init_from, model_options(config), state['params'],
+                                             state['batch_stats'])
+    state['params'], state['batch_stats'] = sharding.replicate((params, stats), trainer.mesh)
+    print(f'initialised parameters and batch statistics from {config.init_from}', flush=True)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  step = int(state['step'])
+  if step == 0:
+    writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
+  eval_every = max(1, int(round(config.eval_every_epochs * trainer.steps_per_epoch)))
+  print(f'{len(trainer.train_source)} training scenes x {trainer.frames} frames, {trainer.steps_per_epoch} '
+        f'steps/epoch of {config.batch_size}, {trainer.num_steps} steps on {trainer.mesh.size} devices '
+        f'({jax.process_count()} processes)', flush=True)
+  iterator = trainer.train_iterator(step)
+  start_step, started, window = step, time.time(), time.time()
+  train_metrics, pending, last_metrics = None, None, {}
+  while step < trainer.num_steps:
+    batch = sharding.global_batch(next(iterator), trainer.mesh)
+    state, metrics, lr = trainer.train_step(state, batch)
+    step += 1
+    # Check the previous step's loss while this one runs: a NaN stops the run before anything is saved.
+    if pending is not None:
+      _check_finite(*pending)
+    pending = (metrics, step)
+    train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
+    if step % config.log_every_steps == 0 or step == trainer.num_steps:
+      _check_finite(*pending)
+      values = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
+      now = time.time()
+      values['train_learning_rate'] = float(lr)
+      values['train_steps_per_sec'] = config.log_every_steps / max(now - window, 1e-9)
+      writer.write_scalars(step, values)
+      if jax.process_index() == 0:
+        print(_progress(step, trainer.num_steps, start_step, started,
+                        {'loss': values['train_loss'], 'depth_error': values['train_depth_error'],
+                         'lr': values['train_learning_rate']}), flush=True)
+      train_metrics, window = None, now
+    end_of_epoch = step % trainer.steps_per_epoch == 0
+    if step % eval_every == 0 or step == trainer.num_steps:
+      _check_finite(*pending)
+      last_metrics, pictures = trainer.evaluate(state['params'], state['batch_stats'],
+                                                images=config.num_eval_images)
+      writer.write_scalars(step, {f'eval_{k}': v for k, v in last_metrics.items()})
+      if pictures is not None:
+        writer.write_images(step, {'eval_examples': pictures})
+      if jax.process_index() == 0:
+        print(f'eval at step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in last_metrics.items()), flush=True)
+      ckpts.save_best(step, state, model_options(config), last_metrics)
+    if end_of_epoch or step % config.checkpoint_every_steps == 0 or step == trainer.num_steps:
+      _check_finite(*pending)
+      ckpts.save(step, state, model_options(config), {'next_step': step, 'seed': config.seed,
+                                                      'batch_size': config.batch_size})
+  ckpts.close()
+  writer.flush()
+  return last_metrics
+
+
+def _check_finite(metrics: TrainMetrics, step: int) -> None:
+  loss = float(metrics.loss.compute())
+  if not math.isfinite(loss):
+    raise NonFiniteLossError(
+        f'the training loss is {loss} at step {step}; stopping. The last good checkpoint is kept. Lower the '
+        'learning rate (--config.learning_rate) or check the data.')
+
+
+def eval_only(trainer: Trainer, ckpts: checkpointing.TrainCheckpoints, config) -> dict[str, float]:
+  """Evaluates the best (or latest) checkpoint of the workdir and prints `name value` lines."""
+  path = ckpts.path_of(config.eval_checkpoint)
+  params, stats = checkpointing.warm_start(path, model_options(trainer.config), *trainer._init)
+  params, stats = sharding.replicate((params, stats), trainer.mesh)
+  metrics, _ = trainer.evaluate(params, stats)
+  if jax.process_index() == 0:
+    print(f'# eval metrics of {path} on {config.dataset}:{config.eval_split}')
+    for k, v in metrics.items():
+      print(f'eval_{k} {v!r}')
+  return metrics
+
+
+def mean_training_depth(trainer: Trainer, max_batches: int | None = None) -> float:
+  """Mean of the training targets over one epoch of the pipeline (the constant-depth baseline's value)."""
+  iterator = trainer.train_iterator(0)
+  total, count = 0.0, 0
+  for _ in range(min(trainer.steps_per_epoch, max_batches or trainer.steps_per_epoch)):
+    depth = next(iterator)['depth']
+    total += float(depth.sum(dtype=np.float64))
+    count += depth.size
+  return total / count
+
+
