@@ -5,10 +5,12 @@ Restarting the same command in the same workdir resumes exactly where the last c
 checkpoint instead of training.
 """
 
-from absl import app, flags
+import sys
+
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from depthnet_jax import train_lib
+from depthnet_jax import input_pipeline, train_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/synth64.py',
                                           lock_config=True)
@@ -19,7 +21,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO; -v 0 shows them
+  try:
+    train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (input_pipeline.DatasetNotBuiltError, train_lib.NonFiniteLossError) as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -85,9 +85,11 @@ def load_model(directory: str | os.PathLike) -> models.DepthNet:
   directory = os.path.abspath(os.fspath(directory))
   config = read_model_config(directory)
   graphdef, state = nnx.split(abstract_model(config))
+  # Onto this process's first device, whatever mesh the checkpoint was saved from (e.g. a multi-device run).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state.to_pure_dict())
   with _checkpointer() as ckptr:
-    restored = ckptr.restore(
-        directory, ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardRestore(state.to_pure_dict())}))
+    restored = ckptr.restore(directory, ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardRestore(target)}))
   nnx.replace_by_pure_dict(state, restored[MODEL_ITEM])
   model = nnx.merge(graphdef, state)
   model.eval()
@@ -175,6 +177,7 @@ class TrainCheckpoints:
                    + ('falling back to the previous one' if n + 1 < len(steps) else 'no older checkpoint'))
         logging.warning(message)
         print(f'WARNING: {message}', flush=True)
+        self._set_aside(step)
         continue
       if int(state['step']) != step:
         raise ValueError(f'checkpoint {step} holds step {int(state["step"])}')
@@ -183,6 +186,16 @@ class TrainCheckpoints:
       raise RuntimeError(f'no checkpoint in {self.latest.directory} is readable (tried steps {steps}); move the '
                          'directory away to start afresh')
     return None
+
+  def _set_aside(self, step: int) -> None:
+    """Moves an unreadable step out of the way (to workdir/unreadable/) so training can write it anew."""
+    if jax.process_index() == 0:
+      aside = os.path.join(self.workdir, 'unreadable')
+      os.makedirs(aside, exist_ok=True)
+      target = os.path.join(aside, f'{step}-{os.getpid()}')
+      os.rename(os.path.join(os.fspath(self.latest.directory), str(step)), target)
+      print(f'moved it to {target}', flush=True)
+    self.latest.reload()
 
   def path_of(self, which: str = 'best') -> str:
     """Directory of the best or the latest checkpoint (each a model checkpoint for `load_model`)."""

@@ -25,6 +25,9 @@ def maybe_initialize_distributed(config) -> None:
   wanted = bool(config.get('distributed', False)) or 'JAX_COORDINATOR_ADDRESS' in os.environ
   if not wanted or jax.distributed.is_initialized():
     return
+  if jax.config.jax_platforms in (None, '', 'cpu') or 'cpu' in str(jax.config.jax_platforms):
+    # CPU processes need a collectives backend to talk to each other (tests, and CPU-only clusters).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   kwargs = {}
   if config.get('coordinator_address'):
     kwargs = dict(coordinator_address=config.coordinator_address, num_processes=config.num_processes,

@@ -245,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_metrics, window = None, now
     end_of_epoch = step % trainer.steps_per_epoch == 0
     if step % eval_every == 0 or step == trainer.num_steps:
-      _check_finite(*pending)
+      _check_finite(*pending, state['params'])
       last_metrics, pictures = trainer.evaluate(state['params'], state['batch_stats'],
                                                 images=config.num_eval_images)
       writer.write_scalars(step, {f'eval_{k}': v for k, v in last_metrics.items()})
@@ -255,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         print(f'eval at step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in last_metrics.items()), flush=True)
       ckpts.save_best(step, state, model_options(config), last_metrics)
     if end_of_epoch or step % config.checkpoint_every_steps == 0 or step == trainer.num_steps:
-      _check_finite(*pending)
+      _check_finite(*pending, state['params'])
       ckpts.save(step, state, model_options(config), {'next_step': step, 'seed': config.seed,
                                                       'batch_size': config.batch_size})
   ckpts.close()
@@ -263,12 +263,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return last_metrics
 
 
-def _check_finite(metrics: TrainMetrics, step: int) -> None:
+def _check_finite(metrics, step: int, params=None) -> None:
+  """Stops on a non-finite loss (or, before a save, non-finite parameters) so no bad state is checkpointed."""
   loss = float(metrics.loss.compute())
-  if not math.isfinite(loss):
+  what = None if math.isfinite(loss) else f'the training loss is {loss} at step {step}'
+  if what is None and params is not None and not bool(_all_finite(params)):
+    what = f'the parameters are not finite after step {step}'
+  if what:
     raise NonFiniteLossError(
-        f'the training loss is {loss} at step {step}; stopping. The last good checkpoint is kept. Lower the '
-        'learning rate (--config.learning_rate) or check the data.')
+        f'{what}; stopping. The last good checkpoint is kept. Lower the learning rate (--config.learning_rate) '
+        'or check the data.')
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def eval_only(trainer: Trainer, ckpts: checkpointing.TrainCheckpoints, config) -> dict[str, float]:

@@ -1,0 +1,215 @@
+"""Training as a user runs it (`train.py` subprocesses on `configs/test.py`): checkpoints, eval, exact resume after
+SIGKILL, 1 vs 4 devices, 1 vs 2 processes, corrupt-checkpoint fallback, NaN stop, warm start, config errors."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from depthnet_jax import checkpointing, models, train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6
+
+
+def _command(workdir, data_dir, *overrides):
+  return [sys.executable, os.path.join(REPO, 'train.py'), '--config', os.path.join(REPO, 'configs', 'test.py'),
+          '--workdir', str(workdir), f'--config.data_dir={data_dir}', *overrides]
+
+
+def _env(devices=1):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}' if devices > 1 else ''
+  return env
+
+
+def _train(workdir, data_dir, *overrides, devices=1, ok=True):
+  result = subprocess.run(_command(workdir, data_dir, *overrides), env=_env(devices), capture_output=True,
+                          text=True, timeout=600, cwd=REPO)
+  if ok:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+  return result
+
+
+def _params(checkpoint_dir):
+  model = checkpointing.load_model(checkpoint_dir)
+  return {jax.tree_util.keystr(k): np.asarray(v) for k, v in
+          jax.tree_util.tree_leaves_with_path(model_state(model))}
+
+
+def model_state(model):
+  from flax import nnx
+  return nnx.state(model).to_pure_dict()
+
+
+def _final(workdir):
+  return _params(os.path.join(workdir, 'checkpoints', str(STEPS)))
+
+
+def _assert_close(a, b, atol):
+  assert a.keys() == b.keys()
+  worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+  assert worst <= atol, worst
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory, synth_tiny_dir):
+  """An uninterrupted run of STEPS steps: the reference of every other run."""
+  workdir = tmp_path_factory.mktemp('straight')
+  result = _train(workdir, synth_tiny_dir)
+  return str(workdir), result
+
+
+def test_run_writes_checkpoints_events_and_progress(straight):
+  workdir, result = straight
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']   # every 3 steps, latest 3 kept
+  assert os.listdir(os.path.join(workdir, 'best')) == ['6']
+  assert os.path.exists(os.path.join(workdir, 'config.json'))
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  assert f'step {STEPS}/{STEPS}' in result.stdout and 'steps/s' in result.stdout and 'ETA' in result.stdout
+  assert 'eval at step 6: depth_error' in result.stdout
+  # a training checkpoint is a model checkpoint too
+  model = checkpointing.load_model(os.path.join(workdir, 'best', '6'))
+  assert isinstance(model, models.DepthNet) and model.deterministic
+
+
+def test_tensorboard_events_hold_scalars_and_images(straight):
+  from tensorboard.backend.event_processing import event_accumulator
+  workdir, _ = straight
+  events = event_accumulator.EventAccumulator(workdir, size_guidance={'images': 0, 'tensors': 0})
+  events.Reload()
+  tags = set(events.Tags()['tensors']) | set(events.Tags()['scalars'])
+  for tag in ('train_loss', 'train_depth_error', 'train_learning_rate', 'train_steps_per_sec', 'eval_depth_error',
+              'eval_abs_rel', 'eval_rmse', 'eval_delta1'):
+    assert tag in tags, tags
+  assert any('eval_examples' in t for t in set(events.Tags()['images']) | tags)
+
+
+def test_eval_only_prints_the_metrics_of_the_best_checkpoint(straight, synth_tiny_dir):
+  workdir, result = straight
+  out = _train(workdir, synth_tiny_dir, '--config.eval_only=True').stdout
+  lines = dict(line.split() for line in out.splitlines() if line.startswith('eval_'))
+  assert set(lines) == {f'eval_{k}' for k in train_lib.EVAL_METRICS}
+  logged = result.stdout.split('eval at step 6: ')[1].splitlines()[0]
+  assert f'depth_error {float(lines["eval_depth_error"]):.4g}' in logged
+  assert len(lines['eval_depth_error']) > 8   # full precision
+
+
+def test_sigkill_and_resume_ends_with_the_same_parameters(straight, synth_tiny_dir, tmp_path):
+  workdir = tmp_path / 'killed'
+  process = subprocess.Popen(_command(workdir, synth_tiny_dir, '--config.checkpoint_every_steps=1'), env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+  deadline = time.time() + 300
+  while not os.path.isdir(workdir / 'checkpoints' / '2') and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  done = sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
+  assert done and max(done) < STEPS, done   # killed mid-run
+  result = _train(workdir, synth_tiny_dir, '--config.checkpoint_every_steps=1')
+  assert f'resuming from step {max(done)}' in result.stdout
+  _assert_close(_final(workdir), _final(straight[0]), atol=0)
+
+
+def test_four_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
+  result = _train(tmp_path, synth_tiny_dir, devices=4)
+  assert 'on 4 devices' in result.stdout
+  _assert_close(_final(tmp_path), _final(straight[0]), atol=1e-5)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
+  port = _free_port()
+  processes = [subprocess.Popen(
+      _command(tmp_path, synth_tiny_dir, '--config.distributed=True', f'--config.coordinator_address=127.0.0.1:{port}',
+               '--config.num_processes=2', f'--config.process_id={i}'),
+      env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in processes]
+  for p, (out, err) in zip(processes, outputs):
+    assert p.returncode == 0, out[-2000:] + err[-5000:]
+  assert '(2 processes)' in outputs[0][0]
+  _assert_close(_final(tmp_path), _final(straight[0]), atol=1e-5)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(straight, synth_tiny_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(straight[0], workdir)
+  model_item = workdir / 'checkpoints' / str(STEPS) / 'model'
+  for root, _, files in os.walk(model_item):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'garbage')
+  result = _train(workdir, synth_tiny_dir)
+  assert 'unreadable' in result.stdout and 'falling back' in result.stdout
+  assert 'resuming from step 3' in result.stdout
+  _assert_close(_final(workdir), _final(straight[0]), atol=0)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir, tmp_path):
+  result = _train(tmp_path, synth_tiny_dir, '--config.learning_rate=1e30', '--config.checkpoint_every_steps=1',
+                  ok=False)
+  assert result.returncode == 1
+  assert 'not finite after step' in result.stderr or 'training loss is' in result.stderr, result.stderr[-3000:]
+  assert 'step' in result.stderr and 'last good checkpoint is kept' in result.stderr
+  kept = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit())
+  for step in kept:
+    assert all(np.all(np.isfinite(v)) for v in _params(tmp_path / 'checkpoints' / str(step)).values())
+
+
+def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path):
+  import torch
+  import torch_reference
+  from depthnet_jax import torch_import
+  torch.manual_seed(0)
+  reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'), 3)
+  path = tmp_path / 'DepthNet_elu_bn_64.pth.tar'
+  torch_reference.save(torch_reference.checkpoint_dict(reference, batch_norm=True, depth_activation='elu'), path,
+                       legacy=True)
+  result = _train(tmp_path / 'run', synth_tiny_dir, f'--config.init_from={path}', '--config.num_train_steps=1',
+                  '--config.learning_rate=0')
+  assert f'initialised parameters and batch statistics from {path}' in result.stdout
+  # lr 0 and SGD: the parameters after one step are the imported ones (BatchNorm statistics move on)
+  trained = checkpointing.load_model(tmp_path / 'run' / 'checkpoints' / '1')
+  imported = torch_import.load(str(path))
+  from flax import nnx
+  mine = nnx.state(trained, nnx.Param).to_pure_dict()
+  theirs = nnx.state(imported, nnx.Param).to_pure_dict()
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), mine, theirs)
+
+
+def test_init_from_with_other_model_options_is_refused(straight, synth_tiny_dir, tmp_path):
+  result = _train(tmp_path, synth_tiny_dir, f'--config.init_from={straight[0]}', '--config.batch_norm=False',
+                  ok=False)
+  assert result.returncode != 0 and 'other model options' in result.stderr
+
+
+def test_best_checkpoint_is_the_lowest_eval_error(tmp_path):
+  from flax import nnx
+  model = models.DepthNet(rngs=nnx.Rngs(0))
+  _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  state = dict(params=params, batch_stats=stats)
+  ckpts = checkpointing.TrainCheckpoints(tmp_path, async_save=False)
+  for step, error in ((1, 5.0), (2, 3.0), (3, 4.0)):
+    ckpts.save_best(step, state, model.options(), {'depth_error': error})
+  assert ckpts.path_of('best').endswith(os.sep + '2')
+  assert checkpointing.read_model_config(ckpts.path_of('best'))['eval_metrics'] == {'depth_error': 3.0}
+  ckpts.close()
+
+
+def test_unknown_config_field_and_missing_dataset_say_what_to_do(tmp_path):
+  result = _train(tmp_path, tmp_path, '--config.no_such_field=1', ok=False)
+  assert result.returncode != 0 and 'no_such_field' in result.stderr
+  result = _train(tmp_path, tmp_path / 'empty', ok=False)
+  assert result.returncode == 1 and 'tfds build tfds_stillbox --config synth_tiny' in result.stderr
