@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-slow demo bench clean
+.PHONY: venv test test-slow demo demo-import bench clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,9 @@ test-slow: venv
 
 demo: venv
 	$(PY) scripts/demo.py --out demo_out
+
+demo-import: venv
+	$(PY) scripts/import_demo.py --out demo_out/import
 
 bench: venv
 	$(PY) benchmarks/torch_parity.py

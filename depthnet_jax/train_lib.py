@@ -163,8 +163,8 @@ class Trainer:
         metrics = self.metrics_of(prediction, batch)
       total = metrics if total is None else total.merge(metrics)
       if images and pictures is None and jax.process_index() == 0:
-        local_pred = np.asarray(prediction.addressable_shards[0].data) if jax.process_count() > 1 else \
-            np.asarray(prediction)
+        shards = sorted(prediction.addressable_shards, key=lambda s: s.index[0].start or 0)
+        local_pred = np.concatenate([np.asarray(s.data) for s in shards])   # this process's rows
         pictures = example_pictures(local, local_pred, images)
     return {k: float(v) for k, v in total.compute().items()}, pictures
 
@@ -172,13 +172,18 @@ class Trainer:
 def example_pictures(local_batch, prediction: np.ndarray, count: int) -> np.ndarray:
   """[N, H, 4W, 3] uint8: frame 1, frame 2, ground truth and prediction (rainbow, 0-100 m) side by side."""
   from tfds_stillbox.render import depth_colormap
-  pair = local_batch['image_pair'][:count]
+  # Spread over the batch (eval batches run scene by scene): several scenes rather than one scene's pairs.
+  real = np.flatnonzero(local_batch['mask'] > 0)
+  rows = real[np.linspace(0, len(real) - 1, min(count, len(real))).astype(int)] if len(real) else np.arange(1)
+  local_batch = {k: v[rows] for k, v in local_batch.items()}
+  prediction = prediction[rows]
+  pair = local_batch['image_pair']
   frames = np.clip((pair * input_pipeline.STD + input_pipeline.MEAN) * 255 + 0.5, 0, 255).astype(np.uint8)
   h, w = pair.shape[1:3]
-  pred = prediction[:count]
+  pred = prediction
   ry, rx = -(-h // pred.shape[1]), -(-w // pred.shape[2])
   pred = np.repeat(np.repeat(pred, ry, axis=1), rx, axis=2)[:, :h, :w]
-  return np.concatenate([frames[..., :3], frames[..., 3:], depth_colormap(local_batch['depth'][:count]),
+  return np.concatenate([frames[..., :3], frames[..., 3:], depth_colormap(local_batch['depth']),
                          depth_colormap(pred)], axis=2)
 
 

@@ -1,13 +1,12 @@
-"""`make demo`, for now: import a PyTorch DepthNet checkpoint without PyTorch and run it on two frames.
+"""`make demo`: build a small rendered Still Box, train DepthNet on it, evaluate it against a baseline, draw it.
 
-1. makes a DepthNet checkpoint with PyTorch (random weights, elu + BN, the published checkpoints' legacy
-   format and dict layout); the repository ships no weights and nothing is downloaded;
-2. converts it with `python -m depthnet_jax.torch_import` into an Orbax checkpoint;
-3. renders two frames of a camera translating sideways past a near and a far textured plane;
-4. runs the imported model on them, checks it against PyTorch, and writes the frames and the depth map.
+1. `tfds build tfds_stillbox --config synth64_small` (800 rendered 64x64 scenes; skipped when already built);
+2. `train.py --config configs/synth64.py` on it for `--steps` steps (resumes if the run exists);
+3. evaluates the best checkpoint on the validation split beside the constant-depth baseline (predicting the
+   mean training target everywhere) and prints both;
+4. writes `<out>/examples.png`: rows of frame 1, frame 2, ground truth, prediction (rainbow, 0-100 m).
 
-The weights are random, so the depth map shows the network running, not a learned depth: training comes with
-the training pipeline.
+Exits 1 if the trained model does not beat the baseline.
 """
 
 from __future__ import annotations
@@ -18,84 +17,62 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tests'))  # the PyTorch reference model lives with the tests
 
 
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-  """Smooth random RGB texture in [0, 255]."""
-  noise = rng.uniform(0, 1, (h // 8 + 2, w // 8 + 2, 3))
-  big = np.kron(noise, np.ones((8, 8, 1)))[:h, :w]
-  return (255 * (0.25 + 0.5 * big + 0.25 * rng.uniform(0, 1, (h, w, 3)))).clip(0, 255)
+def _run(cmd: list[str]) -> None:
+  print('$ ' + ' '.join(cmd), flush=True)
+  subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def render_pair(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """Two uint8 frames: the camera moves right by 0.3 m; a plane at 4 m in front of a wall at 40 m.
-
-  With the Still Box focal length (size / 2 px, 90 degrees), a point at depth z shifts by f * 0.3 / z px.
-  """
-  rng = np.random.default_rng(seed)
-  f = size / 2
-  far, near = _texture(rng, size, size + 64), _texture(rng, size, size + 64)
-  frames = []
-  for t in (0.0, 0.3):
-    far_shift, near_shift = int(round(f * t / 40)), int(round(f * t / 4))
-    img = far[:, 32 + far_shift:32 + far_shift + size].copy()
-    lo, hi = size // 4, 3 * size // 4
-    img[lo:hi, lo:hi] = near[lo:hi, 32 + lo + near_shift:32 + hi + near_shift]
-    frames.append(img.astype(np.uint8))
-  return frames[0], frames[1]
-
-
-def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--out', default='demo_out', help='output directory')
-  parser.add_argument('--size', type=int, default=128, help='frame size in pixels')
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--out', default='demo_out', help='output folder (dataset, run, pictures)')
+  parser.add_argument('--steps', type=int, default=300, help='training steps of 32 pairs')
   args = parser.parse_args()
-  os.makedirs(args.out, exist_ok=True)
+  out = os.path.abspath(args.out)
+  data_dir, workdir = os.path.join(out, 'data'), os.path.join(out, 'run')
+  bin_dir = os.path.dirname(sys.executable)
   started = time.time()
 
-  import torch
-  import torch_reference
-  ckpt_path = os.path.join(args.out, 'DepthNet_random_elu_bn.pth.tar')
-  print(f'[1/4] PyTorch: a randomly initialised DepthNet (elu + BN) -> {ckpt_path} (legacy torch format)')
-  torch.manual_seed(0)
-  reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'))
-  torch_reference.save(torch_reference.checkpoint_dict(reference, batch_norm=True, depth_activation='elu'),
-                       ckpt_path, legacy=True)
-
-  imported = os.path.join(args.out, 'imported')
-  command = [sys.executable, '-m', 'depthnet_jax.torch_import', ckpt_path, imported, '--overwrite']
-  print(f'[2/4] python {" ".join(command[1:])}')
-  subprocess.run(command, check=True, cwd=ROOT)
+  _run([os.path.join(bin_dir, 'tfds'), 'build', 'tfds_stillbox', '--config', 'synth64_small', '--data_dir', data_dir])
+  built = time.time()
+  overrides = ['--config.dataset=tfds_stillbox/synth64_small', f'--config.data_dir={data_dir}',
+               f'--config.num_train_steps={args.steps}', '--config.eval_every_epochs=0.5']
+  _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', os.path.join(ROOT, 'configs', 'synth64.py'),
+        '--workdir', workdir, *overrides])
+  trained = time.time()
 
   import imageio.v3 as iio
-  import jax.numpy as jnp
-  from depthnet_jax import checkpointing
-  frame1, frame2 = render_pair(args.size)
-  print(f'[3/4] two {args.size}x{args.size} frames of a camera translating 0.3 m past a plane at 4 m and a wall '
-        'at 40 m')
-  iio.imwrite(os.path.join(args.out, 'frames.png'), np.concatenate([frame1, frame2], axis=1))
+  import numpy as np
+  from configs import synth64
+  from depthnet_jax import checkpointing, train_lib
 
-  model = checkpointing.load_model(imported)
-  pair = np.concatenate([frame1, frame2], axis=-1).astype(np.float32)
-  pair = (pair / 255.0 - 0.5) / 0.2  # the original's normalisation
-  depth = np.asarray(model(jnp.asarray(pair[None])))[0]
-  reference.eval()
-  with torch.no_grad():
-    expected = reference(torch.from_numpy(pair.transpose(2, 0, 1)[None].copy()))[0].numpy()
-  rel = float(np.abs(depth - expected).max() / np.abs(expected).max())
-  print(f'[4/4] depth {depth.shape[0]}x{depth.shape[1]} (1/4 of the input), {depth.min():.3f} .. '
-        f'{depth.max():.3f} m; max |JAX - PyTorch| / max |PyTorch| = {rel:.2e}')
-  grey = (255 * (depth - depth.min()) / max(float(np.ptp(depth)), 1e-6)).astype(np.uint8)
-  iio.imwrite(os.path.join(args.out, 'depth.png'), np.kron(grey, np.ones((4, 4), np.uint8)))
-  print(f'wrote {args.out}/frames.png and {args.out}/depth.png (random weights: the map shows the network '
-        f'running, not learned depth) in {time.time() - started:.1f} s')
-  return 0 if rel <= 1e-5 else 1
+  config = synth64.get_config()
+  config.dataset, config.data_dir = 'tfds_stillbox/synth64_small', data_dir
+  trainer = train_lib.Trainer(config)
+  mean_depth = train_lib.mean_training_depth(trainer)
+  baseline, _ = trainer.evaluate(None, None, constant=mean_depth)
+  best = checkpointing.TrainCheckpoints(workdir).path_of('best')
+  params, stats = checkpointing.warm_start(best, train_lib.model_options(config), *trainer._init)
+  metrics, pictures = trainer.evaluate(params, stats, images=6)
+  print(f'\nvalidation split of synth64_small, every (i, i+3) pair; best checkpoint {best}')
+  print(f'{"metric":<18} {"constant " + format(mean_depth, ".2f") + " m":>16} {"DepthNet":>12}')
+  for k in train_lib.EVAL_METRICS:
+    print(f'{k:<18} {baseline[k]:>16.4f} {metrics[k]:>12.4f}')
+  sheet = np.concatenate(list(pictures), axis=0)
+  sheet = np.repeat(np.repeat(sheet, 2, axis=0), 2, axis=1)
+  path = os.path.join(out, 'examples.png')
+  iio.imwrite(path + '.tmp.png', sheet)
+  os.replace(path + '.tmp.png', path)
+  print(f'\nwrote {path} (rows: frame 1 | frame 2 | ground truth | prediction, rainbow 0-100 m)')
+  print(f'time: build {built - started:.0f} s, train {trained - built:.0f} s, evaluate '
+        f'{time.time() - trained:.0f} s')
+  if not metrics['depth_error'] < baseline['depth_error']:
+    print('error: the trained model does not beat the constant-depth baseline', file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  main()

@@ -146,6 +146,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       _manual(64), _manual(128), _manual(256), _manual(512),
       _synth('synth64', 64, 4000, description='4000 rendered scenes at 64x64, 90 degrees (the training default).'),
       _synth('synth128', 128, 2000),
+      _synth('synth64_small', 64, 800, description='800 rendered scenes at 64x64: make demo, quick experiments.'),
       _synth('synth_tiny', 32, 12, num_frames=6, description='12 tiny rendered scenes, for tests.'),
   ]
 
