@@ -32,6 +32,7 @@ demo-import: venv
 bench: venv
 	$(PY) benchmarks/torch_parity.py
 	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf demo_out .pytest_cache
