@@ -5,9 +5,10 @@ import os
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # One persistent compilation cache for the session, inherited by the train.py subprocesses of the tests: the same
 # train step compiles once, not once per process.
+_OWN_CACHE = None
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   import tempfile
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='depthnet-jax-test-cache-')
+  _OWN_CACHE = os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='depthnet-jax-test-cache-')
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 
@@ -23,3 +24,9 @@ def synth_tiny_dir(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp('tfds_data')
   stillbox.Builder(config='synth_tiny', data_dir=str(data_dir)).download_and_prepare()
   return str(data_dir)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  if _OWN_CACHE:
+    import shutil
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
