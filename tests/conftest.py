@@ -26,6 +26,22 @@ def synth_tiny_dir(tmp_path_factory):
   return str(data_dir)
 
 
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory, synth_tiny_dir):
+  """(workdir, completed process) of `train.py --config configs/test.py` for 6 steps on synth_tiny."""
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = str(tmp_path_factory.mktemp('tiny_run'))
+  result = subprocess.run([sys.executable, os.path.join(repo, 'train.py'), '--config',
+                           os.path.join(repo, 'configs', 'test.py'), '--workdir', workdir,
+                           f'--config.data_dir={synth_tiny_dir}'],
+                          env=dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS='cpu', XLA_FLAGS=''),
+                          capture_output=True, text=True, timeout=600, cwd=repo)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+  return workdir, result
+
+
 def pytest_sessionfinish(session, exitstatus):
   if _OWN_CACHE:
     import shutil

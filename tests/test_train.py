@@ -60,11 +60,8 @@ def _assert_close(a, b, atol):
 
 
 @pytest.fixture(scope='module')
-def straight(tmp_path_factory, synth_tiny_dir):
-  """An uninterrupted run of STEPS steps: the reference of every other run."""
-  workdir = tmp_path_factory.mktemp('straight')
-  result = _train(workdir, synth_tiny_dir)
-  return str(workdir), result
+def straight(tiny_run):
+  return tiny_run
 
 
 def test_run_writes_checkpoints_events_and_progress(straight):

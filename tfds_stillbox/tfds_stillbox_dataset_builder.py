@@ -94,9 +94,10 @@ def _manual(resolution: int) -> StillBoxConfig:
                         description=f'The real Still Box at {resolution}x{resolution} (manual download).')
 
 
-def _synth(name: str, resolution, num_scenes: int, num_frames: int = 10, description: str = '') -> StillBoxConfig:
+def _synth(name: str, resolution, num_scenes: int, num_frames: int = 10, description: str = '',
+           jobs: int = 0) -> StillBoxConfig:
   return StillBoxConfig(name=name, source='synth', resolution=resolution, num_scenes=num_scenes,
-                        num_frames=num_frames,
+                        num_frames=num_frames, jobs=jobs,
                         description=description or f'{num_scenes} rendered Still-Box-like scenes at {resolution}.')
 
 
@@ -147,7 +148,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       _synth('synth64', 64, 4000, description='4000 rendered scenes at 64x64, 90 degrees (the training default).'),
       _synth('synth128', 128, 2000),
       _synth('synth64_small', 64, 800, description='800 rendered scenes at 64x64: make demo, quick experiments.'),
-      _synth('synth_tiny', 32, 12, num_frames=6, description='12 tiny rendered scenes, for tests.'),
+      # one process: a fraction of a second of rendering, and no fork from a process that already runs JAX
+      _synth('synth_tiny', 32, 12, num_frames=6, description='12 tiny rendered scenes, for tests.', jobs=1),
   ]
 
   def __init__(self, *, file_format=None, **kwargs):
