@@ -113,6 +113,9 @@ class Trainer:
     self.train_source = input_pipeline.open_source(config.dataset, config.train_split, config.data_dir or None)
     self.eval_source = input_pipeline.open_source(config.dataset, config.eval_split, config.data_dir or None)
     self.frames = input_pipeline.frames_per_scene(self.train_source)
+    first = self.train_source[0]
+    # Recorded in every checkpoint: inference resizes footage to the focal length the network learned.
+    self.image_info = {'image_size': [int(first['height']), int(first['width'])], 'fov': float(first['fov'])}
     self.steps_per_epoch = input_pipeline.steps_per_epoch(len(self.train_source), self.frames, config.batch_size)
     self.num_steps = (config.num_train_steps if config.num_train_steps > 0
                       else config.num_epochs * self.steps_per_epoch)
@@ -171,7 +174,7 @@ class Trainer:
 
 def example_pictures(local_batch, prediction: np.ndarray, count: int) -> np.ndarray:
   """[N, H, 4W, 3] uint8: frame 1, frame 2, ground truth and prediction (rainbow, 0-100 m) side by side."""
-  from tfds_stillbox.render import depth_colormap
+  from depthnet_jax.inference import depth_to_rgb
   # Spread over the batch (eval batches run scene by scene): several scenes rather than one scene's pairs.
   real = np.flatnonzero(local_batch['mask'] > 0)
   rows = real[np.linspace(0, len(real) - 1, min(count, len(real))).astype(int)] if len(real) else np.arange(1)
@@ -183,8 +186,9 @@ def example_pictures(local_batch, prediction: np.ndarray, count: int) -> np.ndar
   pred = prediction
   ry, rx = -(-h // pred.shape[1]), -(-w // pred.shape[2])
   pred = np.repeat(np.repeat(pred, ry, axis=1), rx, axis=2)[:, :h, :w]
-  return np.concatenate([frames[..., :3], frames[..., 3:], depth_colormap(local_batch['depth']),
-                         depth_colormap(pred)], axis=2)
+  truth = np.stack([depth_to_rgb(d) for d in local_batch['depth']])
+  predicted = np.stack([depth_to_rgb(d) for d in pred])
+  return np.concatenate([frames[..., :3], frames[..., 3:], truth, predicted], axis=2)
 
 
 def _progress(step: int, total: int, start_step: int, started: float, values: dict[str, float]) -> str:
@@ -258,11 +262,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.write_images(step, {'eval_examples': pictures})
       if jax.process_index() == 0:
         print(f'eval at step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in last_metrics.items()), flush=True)
-      ckpts.save_best(step, state, model_options(config), last_metrics)
+      ckpts.save_best(step, state, dict(model_options(config), **trainer.image_info), last_metrics)
     if end_of_epoch or step % config.checkpoint_every_steps == 0 or step == trainer.num_steps:
       _check_finite(*pending, state['params'])
-      ckpts.save(step, state, model_options(config), {'next_step': step, 'seed': config.seed,
-                                                      'batch_size': config.batch_size})
+      ckpts.save(step, state, dict(model_options(config), **trainer.image_info),
+                 {'next_step': step, 'seed': config.seed, 'batch_size': config.batch_size})
   ckpts.close()
   writer.flush()
   return last_metrics

@@ -4,7 +4,9 @@
 2. `train.py --config configs/synth64.py` on it for `--steps` steps (resumes if the run exists);
 3. evaluates the best checkpoint on the validation split beside the constant-depth baseline (predicting the
    mean training target everywhere) and prints both;
-4. writes `<out>/examples.png`: rows of frame 1, frame 2, ground truth, prediction (rainbow, 0-100 m).
+4. writes `<out>/examples.png`: rows of frame 1, frame 2, ground truth, prediction (rainbow, 0-100 m);
+5. renders a new scene into `<out>/scene/`, runs `infer.py` on it as a user would (`<out>/infer/`), and writes
+   `<out>/inference.png`: rows of frame t + 3, its true depth, the predicted depth.
 
 Exits 1 if the trained model does not beat the baseline.
 """
@@ -67,8 +69,28 @@ def main():
   iio.imwrite(path + '.tmp.png', sheet)
   os.replace(path + '.tmp.png', path)
   print(f'\nwrote {path} (rows: frame 1 | frame 2 | ground truth | prediction, rainbow 0-100 m)')
-  print(f'time: build {built - started:.0f} s, train {trained - built:.0f} s, evaluate '
-        f'{time.time() - trained:.0f} s')
+  evaluated = time.time()
+
+  from depthnet_jax import inference
+  from tfds_stillbox import render
+  scene_dir, infer_dir = os.path.join(out, 'scene'), os.path.join(out, 'infer')
+  os.makedirs(scene_dir, exist_ok=True)
+  scene = render.render_scene((2026, 0), 64)   # a seed the dataset does not use
+  for i, frame in enumerate(scene.frames):
+    iio.imwrite(os.path.join(scene_dir, f'frame_{i:02d}.png'), frame)
+  _run([sys.executable, os.path.join(ROOT, 'infer.py'), '--checkpoint', workdir, '--input', scene_dir, '--output',
+        infer_dir, '--frame_shift', '3'])
+  rows = []
+  for i in range(3, len(scene.frames), 2):
+    predicted = iio.imread(os.path.join(infer_dir, f'frame_{i:02d}_depth.png'))
+    rows.append(np.concatenate([scene.frames[i], inference.depth_to_rgb(scene.depth[i]), predicted], axis=1))
+  sheet = np.concatenate(rows, axis=0)
+  path = os.path.join(out, 'inference.png')
+  iio.imwrite(path + '.tmp.png', np.repeat(np.repeat(sheet, 2, axis=0), 2, axis=1))
+  os.replace(path + '.tmp.png', path)
+  print(f'wrote {path} (rows: frame t+3 | true depth | infer.py depth, pairs (t, t+3))')
+  print(f'time: build {built - started:.0f} s, train {trained - built:.0f} s, evaluate {evaluated - trained:.0f} s, '
+        f'infer {time.time() - evaluated:.0f} s')
   if not metrics['depth_error'] < baseline['depth_error']:
     print('error: the trained model does not beat the constant-depth baseline', file=sys.stderr)
     sys.exit(1)
