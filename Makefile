@@ -33,6 +33,7 @@ bench: venv
 	$(PY) benchmarks/torch_parity.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/inference.py
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -150,7 +150,6 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
   if not (output_depth or output_disp or output_raw or output_video):
     output_depth = output_disp = output_raw = True
     output_video = is_video
-  predictor = inference.Predictor.from_checkpoint(checkpoint)
   if is_video:
     frames, total = _video_frames(source), None
   else:
@@ -159,6 +158,7 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
       raise FootageError(f'{source}: {len(paths)} frame(s); pairs at --frame_shift {frame_shift} need at least '
                          f'{frame_shift + 1}')
     frames, total = _folder_frames(paths), len(paths) - frame_shift
+  predictor = inference.Predictor.from_checkpoint(checkpoint)
   os.makedirs(output, exist_ok=True)
   animation = _Animation(os.path.join(output, f'depth.{video_format}'), fps) if output_video else None
   window: collections.deque = collections.deque(maxlen=frame_shift + 1)
