@@ -229,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f'steps/epoch of {config.batch_size}, {trainer.num_steps} steps on {trainer.mesh.size} devices '
         f'({jax.process_count()} processes)', flush=True)
   iterator = trainer.train_iterator(step)
-  start_step, started, window = step, time.time(), time.time()
+  start_step, started, window, window_step = step, time.time(), time.time(), step
   train_metrics, pending, last_metrics = None, None, {}
   while step < trainer.num_steps:
     batch = sharding.global_batch(next(iterator), trainer.mesh)
@@ -245,13 +245,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       values = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
       now = time.time()
       values['train_learning_rate'] = float(lr)
-      values['train_steps_per_sec'] = config.log_every_steps / max(now - window, 1e-9)
+      values['train_steps_per_sec'] = (step - window_step) / max(now - window, 1e-9)
       writer.write_scalars(step, values)
       if jax.process_index() == 0:
         print(_progress(step, trainer.num_steps, start_step, started,
                         {'loss': values['train_loss'], 'depth_error': values['train_depth_error'],
                          'lr': values['train_learning_rate']}), flush=True)
-      train_metrics, window = None, now
+      train_metrics, window, window_step = None, now, step
     end_of_epoch = step % trainer.steps_per_epoch == 0
     if step % eval_every == 0 or step == trainer.num_steps:
       _check_finite(*pending, state['params'])
