@@ -183,8 +183,9 @@ class TrainCheckpoints:
         raise ValueError(f'checkpoint {step} holds step {int(state["step"])}')
       return state
     if steps:
-      raise RuntimeError(f'no checkpoint in {self.latest.directory} is readable (tried steps {steps}); move the '
-                         'directory away to start afresh')
+      raise RuntimeError(f'no checkpoint in {self.latest.directory} is readable (tried steps {steps}; they are in '
+                         f'{os.path.join(self.workdir, "unreadable")} now). Run again to start from scratch, or put '
+                         'back a good one.')
     return None
 
   def _set_aside(self, step: int) -> None:
