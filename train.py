@@ -25,7 +25,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO; -v 0 shows them
   try:
     train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (input_pipeline.DatasetNotBuiltError, train_lib.NonFiniteLossError) as e:
+  except (input_pipeline.DatasetNotBuiltError, train_lib.NonFiniteLossError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
 
