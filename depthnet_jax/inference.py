@@ -44,8 +44,8 @@ def size_for_fov(height: int, width: int, fov: float, train_width: int, train_fo
     raise ValueError(
         f'the footage\'s FOV ({fov} deg) is wider than the network\'s training FOV ({train_fov} deg): at the '
         f'training focal length its borders fall outside anything the network has seen. Crop the footage to at '
-        f'most {train_fov} deg (a centred crop {crop_width_for_fov(width, train_fov, fov):.0f} px wide of its {width} px'
-        f') or use a network trained wider.')
+        f'most {train_fov} deg (a centred crop {crop_width_for_fov(width, train_fov, fov):.0f} px wide of its '
+        f'{width} px) or use a network trained wider.')
   new_width = 2 * focal_length(train_width, train_fov) * math.tan(math.radians(fov) / 2)
   return max(1, round(height * new_width / width)), max(1, round(new_width))
 
