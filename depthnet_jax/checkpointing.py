@@ -48,6 +48,8 @@ def save_model(directory: str | os.PathLike, model: models.DepthNet, *, metadata
     if os.listdir(directory) and not overwrite:
       raise FileExistsError(f'{directory} exists and is not empty; choose another output directory or '
                             'pass overwrite')
+    if os.listdir(directory):
+      check_replaceable(directory)
   config = dict(model.options(), **(metadata or {}))
   state = jax.tree.map(np.asarray, nnx.state(model).to_pure_dict())
   tmp = f'{directory}.tmp-{os.getpid()}'
@@ -63,6 +65,34 @@ def save_model(directory: str | os.PathLike, model: models.DepthNet, *, metadata
   else:
     os.rename(tmp, directory)
   return directory
+
+
+# What a model checkpoint directory holds: its Orbax items and Orbax's own metadata files.
+_CHECKPOINT_ENTRIES = frozenset({MODEL_ITEM, CONFIG_ITEM, 'opt_state', 'train', 'data'})
+
+
+def check_replaceable(directory: str | os.PathLike) -> None:
+  """Raises FileExistsError unless `directory` holds a model checkpoint and nothing else.
+
+  `overwrite` replaces a previous checkpoint, never a user's files: a folder with anything beside the
+  checkpoint's own items (a `.pth.tar`, notes, another program's output) is refused, naming what is there.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  entries = sorted(os.listdir(directory))
+  if CONFIG_ITEM not in entries or MODEL_ITEM not in entries:
+    raise FileExistsError(
+        f'{directory} is not a depthnet-jax model checkpoint (it holds {_shown(entries)}); overwrite replaces only '
+        'a previous checkpoint: choose another output directory')
+  other = [e for e in entries if e not in _CHECKPOINT_ENTRIES and not e.startswith('_')]
+  if other:
+    raise FileExistsError(
+        f'{directory} holds a checkpoint and also {_shown(other)}; overwrite replaces only a checkpoint, never '
+        'other files: move them away or choose another output directory')
+
+
+def _shown(names: list[str], limit: int = 5) -> str:
+  more = f' and {len(names) - limit} more' if len(names) > limit else ''
+  return ', '.join(names[:limit]) + more
 
 
 def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:

@@ -1,0 +1,150 @@
+"""What every command does with a user's mistake: one `error:` line, a non-zero exit, a traceback only on request.
+
+`train.py`, `infer.py`, `python -m depthnet_jax.torch_import` and `python -m tfds_stillbox.render` all run their
+work through `run`: a `UserError` (or another exception the command declares as the user's) becomes a single
+line on stderr, `error: <what, which file/flag/field, the value, what was expected>`, and exit code 1. With
+`--debug` (or the environment variable DEPTHNET_DEBUG=1) the traceback is printed above that line.
+
+The `check_*` helpers state each flag's valid range once, where the flag is read, and are called before any
+work starts (no model loaded, no file written).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import traceback
+from typing import Any, Callable, Iterable
+
+DEBUG_ENV = 'DEPTHNET_DEBUG'
+
+
+class UserError(ValueError):
+  """A mistake the user can fix; the message names the file, flag or field, its value and what was expected."""
+
+
+def debug_enabled(flag: bool = False) -> bool:
+  return bool(flag) or os.environ.get(DEBUG_ENV, '').strip().lower() not in ('', '0', 'false', 'no')
+
+
+def one_line(error: BaseException | str) -> str:
+  """An error message as one line: its lines joined with '; ', surrounding blanks dropped."""
+  text = str(error) if not isinstance(error, str) else error
+  if isinstance(error, KeyError) and len(error.args) == 1:
+    text = str(error.args[0])  # KeyError's str() is the repr of its key
+  parts = [p.strip() for p in text.splitlines() if p.strip()]
+  return '; '.join(parts) or type(error).__name__
+
+
+def report(error: BaseException | str, *, debug: bool = False, stream=None) -> None:
+  """Prints `error: <message>` on one line (after the traceback, with debug)."""
+  stream = stream or sys.stderr
+  if debug and isinstance(error, BaseException):
+    traceback.print_exception(error, file=stream)
+  stream.flush()
+  print(f'error: {one_line(error)}', file=stream, flush=True)
+
+
+def run(work: Callable[[], Any], *, debug: bool = False,
+        user_errors: tuple[type[BaseException], ...] = ()) -> int:
+  """Runs `work()`; a user error -> one `error:` line and 1, Ctrl-C -> 130; returns work's int result or 0."""
+  debug = debug_enabled(debug)
+  try:
+    result = work()
+  except KeyboardInterrupt as e:
+    report('interrupted (Ctrl-C); temporary files were removed, finished outputs kept', debug=debug)
+    del e
+    return 130
+  except (UserError, *user_errors) as e:
+    report(e, debug=debug)
+    return 1
+  return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+# --- Valid ranges -------------------------------------------------------------------------------------------
+
+def _fail(name: str, value: Any, expected: str) -> UserError:
+  return UserError(f'{name}={value!r}: expected {expected}')
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+  """`value` as an int in [minimum, maximum] (either bound optional); `name` is the flag or field."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+      isinstance(value, float) and (not math.isfinite(value) or value != int(value))):
+    raise _fail(name, value, _int_range(minimum, maximum))
+  value = int(value)
+  if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    raise _fail(name, value, _int_range(minimum, maximum))
+  return value
+
+
+def _int_range(minimum, maximum) -> str:
+  if minimum is not None and maximum is not None:
+    return f'an integer from {minimum} to {maximum}'
+  if minimum is not None:
+    return f'an integer >= {minimum}'
+  if maximum is not None:
+    return f'an integer <= {maximum}'
+  return 'an integer'
+
+
+def check_float(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False) -> float:
+  """`value` as a finite float in the interval given by low/high (each bound closed unless `*_open`)."""
+  expected = _float_range(low, high, low_open, high_open)
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raise _fail(name, value, expected)
+  value = float(value)
+  if low is not None and (value < low or (low_open and value == low)):
+    raise _fail(name, value, expected)
+  if high is not None and (value > high or (high_open and value == high)):
+    raise _fail(name, value, expected)
+  return value
+
+
+def _float_range(low, high, low_open, high_open) -> str:
+  if low is not None and high is not None:
+    return f'a number in {"(" if low_open else "["}{low:g}, {high:g}{")" if high_open else "]"}'
+  if low is not None:
+    return f'a number {">" if low_open else ">="} {low:g}'
+  if high is not None:
+    return f'a number {"<" if high_open else "<="} {high:g}'
+  return 'a finite number'
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+  choices = list(choices)
+  if value not in choices:
+    raise _fail(name, value, f'one of {", ".join(map(repr, choices))}')
+  return value
+
+
+# --- Paths ----------------------------------------------------------------------------------------------------
+
+def check_writable_dir(path: str, name: str) -> str:
+  """Checks, without creating anything, that `path` is (or can be created as) a writable directory.
+
+  The nearest existing ancestor must be a directory in which a file can really be created (a probe file is
+  created and removed at once; permission bits alone say nothing for root or on read-only mounts).
+  """
+  path = os.path.abspath(os.fspath(path))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f'{name} {path}: is a file, expected a directory (or a path that does not exist yet)')
+  existing = path
+  while not os.path.exists(existing):
+    parent = os.path.dirname(existing)
+    if parent == existing:
+      break
+    existing = parent
+  if not os.path.isdir(existing):
+    raise UserError(f'{name} {path}: {existing} is a file, so the directory cannot be created there')
+  try:
+    fd, probe = tempfile.mkstemp(prefix='.depthnet-write-probe-', dir=existing)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'{name} {path}: cannot write in {existing} ({e.strerror or e}); expected a writable '
+                    'directory') from None
+  return path
