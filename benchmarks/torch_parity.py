@@ -1,8 +1,9 @@
 """Parity and forward speed of the imported DepthNet against the PyTorch reference, in one run.
 
 For each option set and input size: max |ours - torch| / max |torch| of the eval output and of the worst of
-the five train outputs (weights randomised beyond their initialisation, imported from a legacy-format
-checkpoint), then the eval forward time of both at the same batch on this machine's CPU, and their ratio.
+the five train outputs (weights randomised beyond their initialisation, imported from a checkpoint saved as
+the original's train.py saves it, in the legacy torch format; see tests/test_parity.py), then the eval forward
+time of both at the same batch on this machine's CPU, and their ratio.
 
     .venv/bin/python benchmarks/torch_parity.py [--batch 8] [--repeats 5]
 """

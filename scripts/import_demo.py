@@ -1,7 +1,8 @@
 """`make demo-import`: import a PyTorch DepthNet checkpoint without PyTorch and run it on two frames.
 
-1. makes a DepthNet checkpoint with PyTorch (random weights, elu + BN, the published checkpoints' legacy
-   format and dict layout); the repository ships no weights and nothing is downloaded;
+1. makes a DepthNet checkpoint with PyTorch (random weights, elu + BN) as the original wrote the published
+   ones: the 2017 train.py's dict (arch 'DepthNet_elu_bn', `best_EPE`, no `module.` prefix) in the legacy
+   torch format; the repository ships no weights and nothing is downloaded;
 2. converts it with `python -m depthnet_jax.torch_import` into an Orbax checkpoint;
 3. renders two frames of a camera translating sideways past a near and a far textured plane;
 4. runs the imported model on them, checks it against PyTorch, and writes the frames and the depth map.
@@ -61,11 +62,11 @@ def main() -> int:
   import torch
   import torch_reference
   ckpt_path = os.path.join(args.out, 'DepthNet_random_elu_bn.pth.tar')
-  print(f'[1/4] PyTorch: a randomly initialised DepthNet (elu + BN) -> {ckpt_path} (legacy torch format)')
+  print(f'[1/4] PyTorch: a randomly initialised DepthNet (elu + BN) -> {ckpt_path} (arch DepthNet_elu_bn, the '
+        'published weights\' layout and legacy torch format)')
   torch.manual_seed(0)
   reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'))
-  torch_reference.save(torch_reference.checkpoint_dict(reference, batch_norm=True, depth_activation='elu'),
-                       ckpt_path, legacy=True)
+  torch_reference.save(torch_reference.checkpoint_dict_2017(reference), ckpt_path, legacy=True)
 
   imported = os.path.join(args.out, 'imported')
   command = [sys.executable, '-m', 'depthnet_jax.torch_import', ckpt_path, imported, '--overwrite']

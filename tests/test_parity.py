@@ -1,4 +1,9 @@
-"""Parity with PyTorch: a torch DepthNet, saved in both torch formats and imported, computes the same depth.
+"""Parity with PyTorch: a torch DepthNet, saved as the original saves it and imported, computes the same depth.
+
+Each reference is saved three ways (tests/torch_reference.py): train.py's checkpoint dict (DataParallel's
+`module.` names, its `arch` string such as 'DepthNet_elu_bn_clamp') in the zip format of PyTorch >= 1.6 and in
+the legacy format of older PyTorch, and the 2017 layout of the published weights (`best_EPE`, no prefix,
+legacy format). All three must import to the same weights.
 
 The reference (tests/torch_reference.py) is randomised beyond its initialisation (biases, BN affine parameters
 and running statistics), so that a weight or statistic mapped to the wrong place cannot go unnoticed.
@@ -46,12 +51,16 @@ class Imported:
       # pixels and passes others (test_models checks the upper bound).
       with torch.no_grad():
         self.torch_model.predict_depth2.bias.fill_(9.0 if options['depth_activation'] == 'elu' else 10.0)
-    ckpt = torch_reference.checkpoint_dict(self.torch_model, **options)
+    ckpt = torch_reference.checkpoint_dict(self.torch_model)
+    self.arch = ckpt['arch']
     self.paths = {}
     for fmt in ('legacy', 'zip'):
       self.paths[fmt] = tmp_dir / f'{name}_{fmt}.pth.tar'
       torch_reference.save(ckpt, self.paths[fmt], legacy=(fmt == 'legacy'))
+    self.paths['2017'] = tmp_dir / f'{name}_2017.pth.tar'
+    torch_reference.save(torch_reference.checkpoint_dict_2017(self.torch_model), self.paths['2017'], legacy=True)
     self.model = torch_import.load(self.paths['legacy'])
+    assert self.model.options() == dict(options, with_confidence=options.get('with_confidence', False))
     self._forward = {}
 
   def forward(self, x_nchw, train):
@@ -76,13 +85,15 @@ def imported(request, tmp_path_factory):
   return Imported(request.param, tmp_path_factory.mktemp(request.param))
 
 
-def test_both_torch_formats_import_to_identical_weights(imported):
-  other = torch_import.load(imported.paths['zip'])
+def test_both_torch_formats_and_the_2017_layout_import_to_identical_weights(imported):
   ours = jax.tree.leaves(nnx.state(imported.model).to_pure_dict())
-  theirs = jax.tree.leaves(nnx.state(other).to_pure_dict())
-  assert len(ours) == len(theirs) > 0
-  for a, b in zip(ours, theirs):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for layout in ('zip', '2017'):
+    other = torch_import.load(imported.paths[layout])
+    assert other.options() == imported.model.options()
+    theirs = jax.tree.leaves(nnx.state(other).to_pure_dict())
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.parametrize('size', SIZES, ids=lambda s: f'{s[0]}x{s[1]}')

@@ -2,7 +2,10 @@
 
 Written from the architecture in DESIGN.md section 3 (the original's `models/DepthNet.py`): `nn.Sequential`
 blocks, so that the state_dict keys are `conv1.0.weight`, `conv1.1.running_mean`, `deconv5.0.weight`, ...
-Test and benchmark code only: the product never imports torch.
+Its checkpoints are written as the original writes them: `checkpoint_dict` is what its train.py saves every
+epoch (DataParallel names, `arch` built as util.set_params builds it, `best_error`), `checkpoint_dict_2017`
+what the 2017 revision behind the published weights saved (`best_EPE`, no DataParallel); `save` writes either
+torch format. Test and benchmark code only: the product never imports torch.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class TorchDepthNet(nn.Module):
 
   def __init__(self, batch_norm=False, with_confidence=False, clamp=False, depth_activation=None):
     super().__init__()
+    self.batch_norm = batch_norm
     self.clamp = clamp
     self.depth_activation = depth_activation
     self.with_confidence = with_confidence
@@ -109,26 +113,78 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
   return model
 
 
-def checkpoint_dict(model: TorchDepthNet, *, batch_norm, depth_activation, clamp=False, with_confidence=False,
-                    prefix='module.', epoch=55, best_error=4.65):
-  """The original train.py's checkpoint dict (DataParallel-prefixed names by default)."""
-  own = model.state_dict()
-  state_dict = collections.OrderedDict((prefix + k, v) for k, v in own.items())
-  # A real state_dict carries this attribute; it reaches the pickle as a BUILD of the OrderedDict.
-  state_dict._metadata = collections.OrderedDict((prefix + k, v) for k, v in own._metadata.items())
+_UNSET = object()
+
+
+def arch_string(*, batch_norm, activation_function, clamp, with_confidence=False):
+  """The `arch` the original's util.set_params builds from its command line (e.g. 'DepthNet_elu_bn')."""
+  arch = 'DepthNet'
+  if with_confidence:
+    arch += '_confidence'
+  if activation_function is not None:
+    arch += '_' + activation_function
+  if batch_norm:
+    arch += '_bn'
+  if clamp:
+    arch += '_clamp'
+  return arch
+
+
+def checkpoint_dict(model: TorchDepthNet, *, activation_function=_UNSET, epoch=55, best_error=4.65):
+  """What the original's train.py saves every epoch (`checkpoint.pth.tar`, copied to `model_best.pth.tar`).
+
+  Its model is `torch.nn.DataParallel(DepthNet(...))`, so the state_dict is DataParallel's: every key starts
+  with `module.`, BatchNorm layers carry `num_batches_tracked`, and the OrderedDict has its `_metadata`
+  attribute (it reaches the pickle as a BUILD of the OrderedDict). `best_error` is a Python float; `bn`,
+  `clamp` and `activation_function` are its command-line values (`--activation-function` is None or any string
+  the user typed, here the model's own unless `activation_function` is given); `arch` is built from them as
+  util.set_params builds it. train.py trains no confidence and writes `with_confidence: False`; for a
+  confidence model (another script of the original) the key is True and the arch has `_confidence`.
+  """
+  if activation_function is _UNSET:
+    activation_function = model.depth_activation
+  state_dict = torch.nn.DataParallel(model).state_dict()
+  assert all(k.startswith('module.') for k in state_dict) and hasattr(state_dict, '_metadata')
   return {
-      'epoch': epoch,
-      'arch': 'DepthNet',
+      'epoch': int(epoch),
+      'arch': arch_string(batch_norm=model.batch_norm, activation_function=activation_function, clamp=model.clamp,
+                          with_confidence=model.with_confidence),
       'state_dict': state_dict,
-      'best_EPE': best_error,
-      'bn': batch_norm,
-      'with_confidence': with_confidence,
-      'activation_function': depth_activation,
-      'clamp': clamp,
+      'best_error': float(best_error),
+      'bn': bool(model.batch_norm),
+      'with_confidence': bool(model.with_confidence),
+      'activation_function': activation_function,
+      'clamp': bool(model.clamp),
+      'mean': [0.5, 0.5, 0.5],
+      'std': [0.2, 0.2, 0.2],
+  }
+
+
+def checkpoint_dict_2017(model: TorchDepthNet, *, epoch=55, best_error=4.65):
+  """What the original's 2017 train.py saved (the revision behind the published `DepthNet_elu_bn_*` weights).
+
+  The same keys as `checkpoint_dict` but `best_EPE` for `best_error`, and the model was not wrapped in
+  DataParallel: no `module.` prefix. Its PyTorch (0.2/0.3) wrote state_dicts without `_metadata` and without
+  BatchNorm's `num_batches_tracked` (both came with PyTorch 0.4), so neither is here. Save it with
+  `legacy=True`: the zip format came with PyTorch 1.6.
+  """
+  own = model.state_dict()
+  state_dict = collections.OrderedDict((k, v) for k, v in own.items() if not k.endswith('num_batches_tracked'))
+  return {
+      'epoch': int(epoch),
+      'arch': arch_string(batch_norm=model.batch_norm, activation_function=model.depth_activation,
+                          clamp=model.clamp, with_confidence=model.with_confidence),
+      'state_dict': state_dict,
+      'best_EPE': float(best_error),
+      'bn': bool(model.batch_norm),
+      'with_confidence': bool(model.with_confidence),
+      'activation_function': model.depth_activation,
+      'clamp': bool(model.clamp),
       'mean': [0.5, 0.5, 0.5],
       'std': [0.2, 0.2, 0.2],
   }
 
 
 def save(obj, path, legacy: bool):
+  """torch.save in the legacy format (PyTorch < 1.6) or the zip format (PyTorch >= 1.6, its default)."""
   torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
