@@ -171,3 +171,42 @@ def test_tfds_cli_builds_rendered_and_real_configs(tmp_path):
   result = _cli('--config', '64', '--manual_dir', DUMMY, '--data_dir', tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   assert len(tfds.data_source('tfds_stillbox/64', data_dir=str(tmp_path), split='validation')) >= 1
+
+
+BAD_CONFIGS = [
+    ('{"num_scenes": 0}', r"num_scenes=0: expected an integer >= 2 \(the train and validation splits need a scene"),
+    ('{"num_scenes": 1}', r'num_scenes=1: expected an integer >= 2'),
+    ('{"fov": 0}', r'fov=0: expected a number of degrees in \(0, 180\)'),
+    ('{"fov": 180}', r'fov=180: expected a number of degrees in \(0, 180\)'),
+    ('{"num_frames": 0}', r'num_frames=0: expected an integer >= 2 \(a training pair needs two frames of a scene\)'),
+    ('{"num_frames": 200000, "resolution": 32}', r'num_frames=200000: expected at most 163840 frames at 32x32'),
+    ('{"resolution": 0}', r'resolution=0: expected an integer like 64 or a list \[width, height\], each from 1 to '
+                          '4096'),
+    ('{"resolution": [96, 0]}', r'resolution=\[96, 0\]: expected an integer like 64'),
+    ('{"resolution": "96x64"}', r"resolution='96x64': expected an integer like 64"),
+    ('{"train_percent": 0}', r'train_percent=0: expected a number in \(0, 100\)'),
+    ('{"train_percent": 100}', r'train_percent=100: expected a number in \(0, 100\)'),
+    ('{"train_percent": -5}', r'train_percent=-5: expected a number in \(0, 100\)'),
+    ('{"seed": -1}', r'seed=-1: expected an integer >= 0'),
+    ('{"jobs": -1}', r'jobs=-1: expected an integer >= 0'),
+    ('{"source": "synthetic"}', r"source='synthetic': expected 'manual' or 'synth'"),
+    ('{"skip_bad_scenes": "yes"}', r"skip_bad_scenes='yes': expected true or false"),
+]
+
+
+@pytest.mark.parametrize('fields, message', BAD_CONFIGS, ids=[f for f, _ in BAD_CONFIGS])
+def test_json_config_out_of_range_is_refused_naming_the_field(fields, message):
+  """`tfds build tfds_stillbox --config '{...}'` makes the config as `StillBoxConfig(**json.loads(text))`."""
+  text = json.dumps({'name': 'bad', 'source': 'synth', 'num_scenes': 10, **json.loads(fields)})
+  with pytest.raises(ValueError, match=f"^StillBoxConfig 'bad': {message}"):
+    stillbox.StillBoxConfig(**json.loads(text))  # refused before a Builder exists, so before any data_dir
+
+
+def test_valid_configs_are_kept_and_normalised():
+  assert all(c.name for c in stillbox.Builder.BUILDER_CONFIGS)  # the built-in configs pass their own checks
+  config = stillbox.StillBoxConfig(**json.loads(
+      '{"name": "ok", "source": "synth", "resolution": [96, 64], "num_scenes": 2.0, "fov": 60, "train_percent": 50}'))
+  assert (config.resolution, config.num_scenes, config.fov, config.train_percent) == ([96, 64], 2, 60.0, 50.0)
+  assert isinstance(config.num_scenes, int) and config.folder == '96x64'
+  # A real-data config ignores num_scenes (its tree decides), so its default 0 is fine.
+  assert stillbox.StillBoxConfig(name='m', resolution=128).num_scenes == 0

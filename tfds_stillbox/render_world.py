@@ -50,23 +50,44 @@ class World:
 
 
 def as_resolution(resolution) -> tuple[int, int]:
-  """An int (square), a (width, height) pair, or a string '64' / '96x64' -> (width, height)."""
-  if isinstance(resolution, str):
-    parts = resolution.lower().split('x')
-    resolution = int(parts[0]) if len(parts) == 1 else tuple(int(p) for p in parts)
-  if np.ndim(resolution) == 0:
-    resolution = (resolution, resolution)
-  w, h = (int(v) for v in resolution)
+  """An int (square), a (width, height) pair, or a string '64' / '96x64' -> (width, height), each >= 1.
+
+  Raises:
+    ValueError: naming the value and the expected form (not a bare int() or unpacking error).
+  """
+  expected = "expected a positive size like 64 (square), (width, height) or '96x64' (width x height)"
+  value = resolution
+  if isinstance(value, str):
+    parts = value.strip().lower().split('x')
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+      raise ValueError(f'resolution {resolution!r}: {expected}')
+    value = int(parts[0]) if len(parts) == 1 else tuple(int(p) for p in parts)
+  if np.ndim(value) == 0:
+    value = (value, value)
+  try:
+    sizes = [v.item() if isinstance(v, np.generic) else v for v in value]
+  except TypeError:
+    raise ValueError(f'resolution {resolution!r}: {expected}') from None
+  # bools and non-integral floats are mistakes, not sizes; int(63.7) would silently render 63
+  if len(sizes) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)
+                            or v != int(v) for v in sizes):
+    raise ValueError(f'resolution {resolution!r}: {expected}')
+  w, h = (int(v) for v in sizes)
   if w < 1 or h < 1:
-    raise ValueError(f'resolution must be positive, got {resolution}')
+    raise ValueError(f'resolution {resolution!r}: {expected}')
   return w, h
+
+
+def check_fov(fov) -> float:
+  """`fov` (horizontal field of view, degrees) as a float in the open interval (0, 180)."""
+  if isinstance(fov, bool) or not isinstance(fov, (int, float, np.number)) or not 0.0 < float(fov) < 180.0:
+    raise ValueError(f'fov={fov!r}: expected a number of degrees in (0, 180)')
+  return float(fov)
 
 
 def focal_length(width: int, fov: float) -> float:
   """Focal length in pixels of an image `width` pixels wide with horizontal field of view `fov` degrees."""
-  if not 0.0 < fov < 180.0:
-    raise ValueError(f'fov must be in (0, 180) degrees, got {fov}')
-  return (width / 2.0) / np.tan(np.radians(fov) / 2.0)
+  return (width / 2.0) / np.tan(np.radians(check_fov(fov)) / 2.0)
 
 
 def pixel_slopes(resolution, fov: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -213,9 +234,9 @@ def render_frame(objects: Sequence[shapes.Shape], camera_position, resolution, f
 
 def seed_sequence(seed) -> np.random.SeedSequence:
   """An int or a tuple of non-negative ints (e.g. (dataset_seed, scene_index)) -> SeedSequence."""
-  entropy = [int(s) for s in np.atleast_1d(np.asarray(seed, dtype=object))]
-  if any(s < 0 for s in entropy):
-    raise ValueError(f'seed must be non-negative ints, got {seed!r}')
+  entropy = [s.item() if isinstance(s, np.generic) else s for s in np.atleast_1d(np.asarray(seed, dtype=object))]
+  if not entropy or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in entropy):
+    raise ValueError(f'seed={seed!r}: expected a non-negative integer or a tuple of them')
   return np.random.SeedSequence(entropy)
 
 
@@ -279,8 +300,9 @@ def sample_world(seed, resolution, fov: float = 90.0, num_frames: int = 10) -> W
   every resolution.
   """
   w, h = as_resolution(resolution)
-  if num_frames < 1:
-    raise ValueError(f'num_frames must be at least 1, got {num_frames}')
+  fov = check_fov(fov)  # before tan(fov / 2): 180 overflows the sampling of directions
+  if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
+    raise ValueError(f'num_frames={num_frames!r}: expected an integer >= 1')
   rng = np.random.default_rng(seed_sequence(seed))
   direction = rng.normal(size=3)
   speed = (direction / np.linalg.norm(direction) * (STEP / TIME_STEP)).astype(np.float32)

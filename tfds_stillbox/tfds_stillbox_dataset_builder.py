@@ -75,6 +75,38 @@ class StillBoxConfig(tfds.core.BuilderConfig):
   skip_bad_scenes: bool = False
   jobs: int = 0
 
+  def __post_init__(self):
+    """Refuses a field out of its range as the config is made (`tfds build --config '{...}'` included), naming
+    the field, its value and the range."""
+    where = f'StillBoxConfig {self.name!r}: '
+    try:
+      if self.source not in ('manual', 'synth'):
+        raise render.UserError(f"source={self.source!r}: expected 'manual' or 'synth'")
+      expected = f'expected an integer like 64 or a list [width, height], each from 1 to {render.MAX_RESOLUTION}'
+      if isinstance(self.resolution, str):  # '96x64' would read as a folder name, not a size
+        raise render.UserError(f'resolution={self.resolution!r}: {expected}')
+      try:
+        width, height = render.check_resolution('resolution', self.resolution)
+      except render.UserError:
+        raise render.UserError(f'resolution={self.resolution!r}: {expected}') from None
+      self.resolution = width if isinstance(self.resolution, (int, float)) and width == height else [width, height]
+      if self.source == 'synth':  # the real data has its own number of scenes, frames and field of view
+        self.num_scenes = render.check_int('num_scenes', self.num_scenes, 2,
+                                           why='the train and validation splits need a scene each')
+      self.fov = render.check_fov('fov', self.fov)
+      self.num_frames = render.check_frames('num_frames', self.num_frames, (width, height))
+      self.seed = render.check_int('seed', self.seed, 0)
+      self.jobs = render.check_int('jobs', self.jobs, 0, why='0: one per core')
+      if isinstance(self.train_percent, bool) or not isinstance(self.train_percent, (int, float)) or not (
+          0.0 < self.train_percent < 100.0):
+        raise render.UserError(f'train_percent={self.train_percent!r}: expected a number in (0, 100) (both splits '
+                               'hold scenes)')
+      self.train_percent = float(self.train_percent)
+      if not isinstance(self.skip_bad_scenes, bool):
+        raise render.UserError(f'skip_bad_scenes={self.skip_bad_scenes!r}: expected true or false')
+    except render.UserError as e:
+      raise render.UserError(where + str(e)) from None
+
   @property
   def size(self) -> tuple[int, int]:
     """(height, width)."""
