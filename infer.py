@@ -9,54 +9,88 @@ Without any --output_* flag, depth and disparity PNGs and the raw arrays are wri
 Geometry: by default frames are resized to the size the network was trained at (512x512 for imported PyTorch
 weights); `--fov DEG` resizes so that the footage's focal length matches the network's training focal length;
 `--height/--width` set the size; `--no_resize` keeps the frames as they are.
+
+The output folder gets `depthnet_infer.json`: the run's status ('complete', 'incomplete', 'failed' and the error),
+its settings and the files it wrote. Files infer.py did not write are never replaced, and its outputs are never
+read as frames. Every user error is one `error:` line and exit code 1, found before the model loads or anything
+is written; Ctrl-C exits with 130. `--debug` (or DEPTHNET_DEBUG=1) adds the traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from absl import app, flags, logging
-
-from depthnet_jax import footage
-
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'training workdir, checkpoint directory, or .pth.tar')
-_INPUT = flags.DEFINE_string('input', None, 'folder of frames (sorted by name) or a video file')
-_OUTPUT = flags.DEFINE_string('output', None, 'output folder (created)')
-_SHIFT = flags.DEFINE_integer('frame_shift', 1, 'pairs are (frame t, frame t + frame_shift)')
-_BATCH = flags.DEFINE_integer('batch_size', 8, 'pairs per network call')
-_NO_RESIZE = flags.DEFINE_bool('no_resize', False, 'feed the frames at their own size')
-_HEIGHT = flags.DEFINE_integer('height', None, 'network input height (with --width)')
-_WIDTH = flags.DEFINE_integer('width', None, 'network input width (with --height)')
-_FOV = flags.DEFINE_float('fov', None, 'horizontal field of view of the footage, degrees: resize to match the '
-                          "network's training focal length")
-_TRAIN_FOV = flags.DEFINE_float('train_fov', None, "the network's training FOV (default: from the checkpoint, or 90)")
-_EXTENSIONS = flags.DEFINE_list('extensions', list(footage.IMAGE_EXTENSIONS), 'image extensions read in a folder')
-_OUT_DEPTH = flags.DEFINE_bool('output_depth', False, 'write <stem>_depth.png')
-_OUT_DISP = flags.DEFINE_bool('output_disp', False, 'write <stem>_disp.png')
-_OUT_RAW = flags.DEFINE_bool('output_raw', False, 'write <stem>_depth.npy')
-_OUT_VIDEO = flags.DEFINE_bool('output_video', False, 'write the input beside its depth as an animation')
-_VIDEO_FORMAT = flags.DEFINE_enum('video_format', 'gif', ['gif', 'mp4'], 'animation format of --output_video')
-_FPS = flags.DEFINE_float('fps', 10.0, 'frame rate of the animation')
-flags.mark_flags_as_required(['checkpoint', 'input', 'output'])
+from depthnet_jax import cli, footage
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO
-  try:
-    summary = footage.run(
-        checkpoint=_CHECKPOINT.value, source=_INPUT.value, output=_OUTPUT.value, frame_shift=_SHIFT.value,
-        batch_size=_BATCH.value, no_resize=_NO_RESIZE.value, height=_HEIGHT.value, width=_WIDTH.value,
-        fov=_FOV.value, train_fov=_TRAIN_FOV.value, extensions=_EXTENSIONS.value, output_depth=_OUT_DEPTH.value,
-        output_disp=_OUT_DISP.value, output_raw=_OUT_RAW.value, output_video=_OUT_VIDEO.value,
-        video_format=_VIDEO_FORMAT.value, fps=_FPS.value)
-  except (footage.FootageError, FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+class _Parser(argparse.ArgumentParser):
+  """argparse whose usage errors are a cli.UserError (one `error:` line, exit 1) instead of usage + exit 2."""
+
+  def error(self, message):
+    raise cli.UserError(message)
+
+
+def _extensions(text: str) -> list[str]:
+  return [e.strip() for e in text.split(',') if e.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+  p = _Parser(prog='python infer.py', description=__doc__.split('\n\n')[0], allow_abbrev=False)
+  p.add_argument('--checkpoint', required=True, help='training workdir, checkpoint directory, or .pth.tar')
+  p.add_argument('--input', required=True, help='folder of frames (sorted by name) or a video file')
+  p.add_argument('--output', required=True,
+                 help='output folder (created; if it exists, files infer.py did not write are never replaced)')
+  p.add_argument('--overwrite', action='store_true',
+                 help="replace results of an earlier run with other settings (only files listed in the folder's "
+                      f'{footage.MANIFEST})')
+  p.add_argument('--frame_shift', type=int, default=1,
+                 help='pairs are (frame t, frame t + frame_shift); >= 1, default 1')
+  p.add_argument('--batch_size', type=int, default=8, help='pairs per network call; >= 1, default 8')
+  p.add_argument('--no_resize', action='store_true', help='feed the frames at their own size')
+  p.add_argument('--height', type=int, default=None,
+                 help=f'network input height, 1 to {footage.MAX_SIZE}, given with --width')
+  p.add_argument('--width', type=int, default=None,
+                 help=f'network input width, 1 to {footage.MAX_SIZE}, given with --height')
+  p.add_argument('--fov', type=float, default=None,
+                 help="horizontal field of view of the footage, degrees in (0, 180), at most the network's "
+                      "training FOV: resize to match the network's training focal length")
+  p.add_argument('--train_fov', type=float, default=None,
+                 help="the network's training FOV, degrees in (0, 180), with --fov (default: from the checkpoint, "
+                      'or 90)')
+  p.add_argument('--extensions', type=_extensions, default=list(footage.IMAGE_EXTENSIONS),
+                 help='comma-separated image extensions read in a folder; at least one, default '
+                      f'{",".join(footage.IMAGE_EXTENSIONS)}')
+  p.add_argument('--output_depth', action='store_true', help='write <stem>_depth.png')
+  p.add_argument('--output_disp', action='store_true', help='write <stem>_disp.png')
+  p.add_argument('--output_raw', action='store_true', help='write <stem>_depth.npy')
+  p.add_argument('--output_video', action='store_true', help='write the input beside its depth as an animation')
+  p.add_argument('--video_format', choices=['gif', 'mp4'], default='gif',
+                 help='animation format of --output_video, default gif')
+  p.add_argument('--fps', type=float, default=10.0,
+                 help='frame rate of the animation: 0.01 to 100 for gif, > 0 up to 1000 for mp4; default 10')
+  p.add_argument('--debug', action='store_true', help='print the traceback of an error too')
+  return p
+
+
+def _work(argv: list[str]) -> int:
+  args = parser().parse_args(argv)
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO
+  summary = footage.run(
+      checkpoint=args.checkpoint, source=args.input, output=args.output, frame_shift=args.frame_shift,
+      batch_size=args.batch_size, no_resize=args.no_resize, height=args.height, width=args.width, fov=args.fov,
+      train_fov=args.train_fov, extensions=args.extensions, output_depth=args.output_depth,
+      output_disp=args.output_disp, output_raw=args.output_raw, output_video=args.output_video,
+      video_format=args.video_format, fps=args.fps, overwrite=args.overwrite)
   print(summary, flush=True)
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  return cli.run(lambda: _work(argv), debug='--debug' in argv)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  sys.exit(main())

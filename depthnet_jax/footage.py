@@ -1,35 +1,88 @@
 """Footage in, depth out (behind `infer.py`): frames from a folder or a video, pairs, the predictor, the files.
 
 Frames are read as people have them: grayscale, RGBA and 16-bit images are converted to 8-bit RGB. A folder must
-hold frames of one size. Every file is written atomically (temporary name, then rename), so an interrupted run
-leaves no truncated picture.
+hold frames of one size.
+
+**Checks first.** `run` checks every option, the input, the checkpoint's path and recorded geometry, the output
+folder and every file the run would write, and for a folder decodes every frame, all before it loads the model
+or creates any file or folder: a user error is one `cli.UserError` (one line from `infer.py`) and leaves the
+disk as it was.
+
+**The output folder's manifest.** `run` keeps `depthnet_infer.json` in the output folder (written atomically),
+so that a script, a later run and a run reading that folder as its input know what is in it:
+
+- `status`: 'incomplete' while a run writes (and after it was killed), 'complete' when it finished, 'failed'
+  with `error` (its one-line message) when it stopped on an error; `run` says which run (pid, host, times);
+- `settings`: per settings key, what determines the results: the checkpoint resolved and a digest of its files'
+  bytes, the input and a digest of its frames' names and bytes (or of the video's bytes), the frame shift, the
+  network input size, the results' version, and for the animation the frame rate (paths are shown, not compared:
+  a copied checkpoint or a moved folder gives the same results);
+- `files`: each file a run wrote (or is about to write) -> the key of the settings it was written with. A name
+  is entered before its file is written, so a killed run leaves no file of ours unlisted.
+
+Rules drawn from it: (1) listing the frames of a folder skips every file its manifest lists, the manifest itself
+and hidden files (our temporaries), so outputs written into the input folder are never read as frames; (2) before
+any work, every output path is checked: an existing file the manifest does not list is the user's and is never
+replaced (error naming it); a file the manifest lists under the same settings key is replaced (by the same
+result); one listed under other settings is refused unless `overwrite` (which replaces only listed files);
+(3) a run refuses a folder whose manifest says another live process is writing there.
+
+**No half-results that look whole.** Each file is written to `.NAME.tmp-PID.EXT` and renamed into place (the MP4
+is streamed into such a temporary and renamed at the end). On any error and on Ctrl-C the temporaries are
+removed and the manifest's status says the folder is not whole (exit code 1, or 130 for Ctrl-C). A killed run
+(SIGKILL) cannot clean up: the next run into that folder removes temporaries of our naming whose writer process
+is no longer alive, and only those.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime
+import hashlib
+import itertools
+import json
 import os
+import re
+import socket
 import sys
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
-from depthnet_jax import inference
+from depthnet_jax import cli, inference
 
 IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'bmp')
+MANIFEST = 'depthnet_infer.json'
+MANIFEST_KIND = 'depthnet-jax infer.py outputs'
+RESULTS_VERSION = 1          # bump when the same settings would give other bytes (colormaps, writers, resizing)
+MAX_SIZE = 16384             # --height/--width beyond this are typos, not network inputs
+KIND_SUFFIXES = {'depth': '_depth.png', 'disp': '_disp.png', 'raw': '_depth.npy'}
+ANIMATIONS = ('depth.gif', 'depth.mp4')
+_TEMPORARY = re.compile(r'^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(?P<ext>\.[^./]+)$')
+_REGISTER_AHEAD = 256        # video outputs entered in the manifest per rewrite of it
 
 
-class FootageError(ValueError):
+class FootageError(cli.UserError):
   """Input footage that cannot be used; the message names the file."""
 
+
+class CheckpointError(cli.UserError):
+  """A checkpoint that is missing or cannot be loaded; the message names it."""
+
+
+class OutputError(cli.UserError):
+  """An output folder or file that cannot (or must not) be written; the message names it."""
+
+
+# --- Frames ------------------------------------------------------------------------------------------------------
 
 def to_rgb8(image: np.ndarray, path: str) -> np.ndarray:
   """Any decoded image -> uint8 RGB `[H, W, 3]` (gray expanded, alpha dropped, 16-bit and float scaled)."""
   a = np.asarray(image)
   if a.ndim == 2:
     a = a[..., None]
-  if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
+  if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4) or 0 in a.shape:
     raise FootageError(f'{path}: expected an image [H, W] or [H, W, 1-4 channels]; got an array of shape {a.shape}')
   if a.dtype == np.uint16:
     a = ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
@@ -48,23 +101,67 @@ def to_rgb8(image: np.ndarray, path: str) -> np.ndarray:
   return np.ascontiguousarray(a)
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, data: bytes | None = None) -> np.ndarray:
+  """The image at `path` (or its bytes `data`, already read) as uint8 RGB."""
   import imageio.v3 as iio
   try:
-    image = iio.imread(path)
+    if data is None:
+      image = iio.imread(path)
+    else:   # the bytes carry no name: the extension picks the plugin as it does for the path
+      image = iio.imread(data, extension=os.path.splitext(path)[1].lower() or None)
   except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault here
-    raise FootageError(f'{path}: cannot read the image ({type(e).__name__}: {e})') from None
+    raise FootageError(f'{path}: cannot read the image ({type(e).__name__}: {cli.one_line(e)[:300]}); expected '
+                       'a readable image file') from None
   if image.ndim == 4:   # an animated image: its first frame
     image = image[0]
   return to_rgb8(image, path)
 
 
 def list_frames(folder: str, extensions) -> list[str]:
+  """The frames of `folder`, sorted by name: files with one of `extensions`, except hidden files (our
+  temporaries among them) and every output of infer.py its manifest lists."""
   exts = {e.lower().lstrip('.') for e in extensions}
-  names = sorted(n for n in os.listdir(folder) if n.rsplit('.', 1)[-1].lower() in exts and not n.startswith('.'))
+  outputs = set(Manifest.read(folder, '--input').files)
+  names, skipped = [], 0
+  for n in sorted(os.listdir(folder)):
+    if n.startswith('.') or n.rsplit('.', 1)[-1].lower() not in exts or n == MANIFEST:
+      continue
+    if n in outputs:
+      skipped += 1
+      continue
+    names.append(n)
   if not names:
-    raise FootageError(f'{folder}: no frames with extensions {sorted(exts)} (change --extensions?)')
+    besides = f' besides the {skipped} outputs of infer.py its {MANIFEST} lists' if skipped else ''
+    raise FootageError(f'--input {folder}: no frames with extensions {sorted(exts)}{besides} (change --extensions?)')
   return [os.path.join(folder, n) for n in names]
+
+
+def check_frames(paths: list[str]) -> tuple[tuple[int, int], str]:
+  """Decodes every frame (all must be readable and of one size) before anything is written.
+
+  Returns:
+    (h, w) of the frames, and the identity of the input: a digest of every frame's name and bytes.
+  """
+  shape = first = None
+  digests = []
+  for path in paths:
+    try:
+      with open(path, 'rb') as f:
+        data = f.read()
+    except OSError as e:
+      raise FootageError(f'{path}: cannot read it ({e.strerror or e}); expected a readable image file') from None
+    image = read_image(path, data)
+    if shape is None:
+      shape, first = image.shape, path
+    elif image.shape != shape:
+      raise _size_error(path, image.shape, first, shape)
+    digests.append([os.path.basename(path), hashlib.sha256(data).hexdigest()])
+  return shape[:2], _digest(digests)
+
+
+def _size_error(path, shape, first, first_shape) -> FootageError:
+  return FootageError(f'{path}: frame size {shape[1]}x{shape[0]} differs from {first}\'s {first_shape[1]}x'
+                      f'{first_shape[0]}; expected all frames of a folder to have one size')
 
 
 def _folder_frames(paths: list[str]) -> Iterator[tuple[str, np.ndarray]]:
@@ -73,9 +170,8 @@ def _folder_frames(paths: list[str]) -> Iterator[tuple[str, np.ndarray]]:
     image = read_image(path)
     if shape is None:
       shape, first = image.shape, path
-    elif image.shape != shape:
-      raise FootageError(f'{path}: frame size {image.shape[1]}x{image.shape[0]} differs from {first}\'s '
-                         f'{shape[1]}x{shape[0]}; all frames of a folder must have one size')
+    elif image.shape != shape:   # changed since check_frames read it
+      raise _size_error(path, image.shape, first, shape)
     yield os.path.splitext(os.path.basename(path))[0], image
 
 
@@ -87,11 +183,247 @@ def _video_frames(path: str) -> Iterator[tuple[str, np.ndarray]]:
   except FootageError:
     raise
   except Exception as e:  # noqa: BLE001
-    raise FootageError(f'{path}: cannot read the video ({type(e).__name__}: {e})') from None
+    raise FootageError(f'--input {path}: cannot read the video ({type(e).__name__}: {cli.one_line(e)[:300]}); '
+                       'expected a video file FFmpeg can decode') from None
 
+
+# --- Options ---------------------------------------------------------------------------------------------------
+
+def check_options(*, frame_shift, batch_size, no_resize, height, width, fov, train_fov, extensions, video_format,
+                  fps) -> list[str]:
+  """Checks every option against its stated range (see infer.py's --help); returns the extensions, normalised."""
+  cli.check_int('--frame_shift', frame_shift, 1)
+  cli.check_int('--batch_size', batch_size, 1)
+  if (height is None) != (width is None):
+    raise cli.UserError(f'--height={height!r} --width={width!r}: expected both (the network input size) or neither')
+  if height is not None:
+    cli.check_int('--height', height, 1, MAX_SIZE)
+    cli.check_int('--width', width, 1, MAX_SIZE)
+  if fov is not None:
+    cli.check_float('--fov', fov, 0, 180, low_open=True, high_open=True)
+  if train_fov is not None:
+    cli.check_float('--train_fov', train_fov, 0, 180, low_open=True, high_open=True)
+    if fov is None:
+      raise cli.UserError(f'--train_fov={train_fov!r}: used only with --fov (the footage\'s FOV it is matched to); '
+                          'expected --fov too')
+  chosen = [name for name, given in (('--no_resize', no_resize), ('--height/--width', height is not None),
+                                     ('--fov', fov is not None)) if given]
+  if len(chosen) > 1:
+    raise cli.UserError(f'{" and ".join(chosen)}: expected at most one of --no_resize, --height/--width, --fov '
+                        '(each sets the network input size)')
+  exts = [str(e).strip().lower().lstrip('.') for e in extensions]
+  if not [e for e in exts if e]:
+    raise cli.UserError(f'--extensions={",".join(map(str, extensions))!r}: expected at least one image extension, '
+                        'e.g. jpg,png')
+  cli.check_choice('--video_format', video_format, ('gif', 'mp4'))
+  if video_format == 'gif':
+    try:
+      cli.check_float('--fps', fps, 0.01, 100)
+    except cli.UserError as e:
+      raise cli.UserError(f'{e} with --video_format gif (GIF frame delays are whole 1/100 s)') from None
+  else:
+    cli.check_float('--fps', fps, 0, 1000, low_open=True)
+  return [e for e in exts if e]
+
+
+def network_size(default_size: tuple[int, int], default_fov: float, height: int, width: int, *, no_resize=False,
+                 size=None, fov=None, train_fov=None) -> tuple[int, int] | None:
+  """The network input size the options ask for, for frames of height x width (None: as they are)."""
+  if no_resize:
+    return None
+  if size is not None:
+    return tuple(size)
+  if fov is not None:
+    try:
+      return inference.size_for_fov(height, width, fov, default_size[1], train_fov or default_fov)
+    except cli.UserError as e:
+      raise cli.UserError(f'--fov={fov!r}: {e}') from None
+  return tuple(default_size)
+
+
+# --- Identities, the manifest, temporaries ---------------------------------------------------------------------
+
+def _digest(value: Any) -> str:
+  return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def tree_identity(path: str) -> str:
+  """Identity of a file's bytes, or of every file's name and bytes under a directory.
+
+  By content, not modification time: a checkpoint or a video copied, or frames written again with the same
+  bytes, give the same results, so their results may be replaced by a new run without --overwrite.
+  """
+  if os.path.isfile(path):
+    return _digest(file_digest(path))
+  files = []
+  for directory, dirs, names in os.walk(path):
+    dirs.sort()
+    files += [os.path.join(directory, n) for n in sorted(names)]
+  return _digest([[os.path.relpath(f, path), file_digest(f)] for f in files])
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def pid_alive(pid: int) -> bool:
+  """Whether process `pid` may still be running (True when unsure: the callers then leave things alone)."""
+  if pid <= 0:
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, OverflowError):
+    return True
+  try:   # a pid reused by a program that is not Python cannot be one of our writers
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      return b'python' in f.read()
+  except OSError:
+    return True
+
+
+def _is_output_name(name: str) -> bool:
+  return name == MANIFEST or name in ANIMATIONS or name.endswith(tuple(KIND_SUFFIXES.values()))
+
+
+def sweep_temporaries(folder: str) -> list[str]:
+  """Removes the temporaries a killed run left in `folder`: `.NAME.tmp-PID.EXT` with NAME one of our output
+  names, EXT its extension, and PID a process that is no longer alive. Returns the names removed."""
+  removed = []
+  for name in sorted(os.listdir(folder)):
+    m = _TEMPORARY.match(name)
+    if not m or not _is_output_name(m['name']) or os.path.splitext(m['name'])[1] != m['ext']:
+      continue
+    if int(m['pid']) == os.getpid() or pid_alive(int(m['pid'])):
+      continue
+    try:
+      os.remove(os.path.join(folder, name))
+      removed.append(name)
+    except FileNotFoundError:
+      pass
+  return removed
+
+
+class Manifest:
+  """`depthnet_infer.json` of an output folder (see the module docstring)."""
+
+  def __init__(self, folder: str, data: dict | None = None):
+    self.folder, self.path = folder, os.path.join(folder, MANIFEST)
+    data = data or {}
+    self.files: dict[str, str] = dict(data.get('files', {}))
+    self.settings: dict[str, dict] = dict(data.get('settings', {}))
+    self.status: str | None = data.get('status')
+    self.error: str | None = data.get('error')
+    self.run: dict = dict(data.get('run') or {})
+
+  @classmethod
+  def read(cls, folder: str, flag: str) -> 'Manifest':
+    """The manifest of `folder` (empty if it has none); `flag` names the folder in errors."""
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.lexists(path):
+      return cls(folder)
+    try:
+      with open(path, encoding='utf-8') as f:
+        data = json.load(f)
+    except (OSError, ValueError) as e:
+      raise OutputError(f'{flag} {folder}: {path} is unreadable ({type(e).__name__}: {cli.one_line(e)[:200]}); it '
+                        'is how infer.py tells its outputs from your files: restore it, or move it away (the files '
+                        'it listed then count as yours)') from None
+    if not (isinstance(data, dict) and data.get('kind') == MANIFEST_KIND and isinstance(data.get('files'), dict)
+            and isinstance(data.get('settings'), dict)):
+      raise OutputError(f'{flag} {folder}: {path} is not a manifest of infer.py (expected "kind": '
+                        f'"{MANIFEST_KIND}"); move it away or choose another {flag}')
+    return cls(folder, data)
+
+  def writer_alive(self) -> bool:
+    """Whether another live process on this host is writing into the folder."""
+    pid = self.run.get('pid')
+    return (self.status == 'incomplete' and isinstance(pid, int) and pid != os.getpid()
+            and self.run.get('host') == socket.gethostname() and pid_alive(pid))
+
+  def prune(self, keep: tuple[str, ...] = ()) -> None:
+    """Forgets files that do not exist (entered but never written) and settings no file uses."""
+    self.files = {n: k for n, k in self.files.items() if os.path.lexists(os.path.join(self.folder, n))}
+    used = set(self.files.values()) | set(keep)
+    self.settings = {k: v for k, v in self.settings.items() if k in used}
+
+  def save(self) -> None:
+    data = {'kind': MANIFEST_KIND, 'version': 1, 'status': self.status, 'error': self.error, 'run': self.run,
+            'settings': self.settings, 'files': dict(sorted(self.files.items()))}
+    text = json.dumps(data, indent=1) + '\n'
+
+    def write(tmp):
+      with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text)
+    inference._atomic(self.path, write)
+
+
+_DIFFERENCES = (('checkpoint_id', 'checkpoint'), ('input_id', 'input'), ('frame_shift', '--frame_shift'),
+                ('network_input', 'network input'), ('fps', '--fps'), ('results_version', 'infer.py results version'))
+
+
+def _differences(old: dict, new: dict) -> str:
+  parts = []
+  for field, label in _DIFFERENCES:
+    if old.get(field) == new.get(field):
+      continue
+    if field.endswith('_id'):
+      before, after = old.get(field[:-3]), new.get(field[:-3])
+      parts.append(f'{label} {before} -> {after}' if before != after else f'{label} {after} changed since')
+    else:
+      parts.append(f'{label} {_shown_value(old.get(field))} -> {_shown_value(new.get(field))}')
+  return ', '.join(parts) or 'other settings'
+
+
+def _shown_value(value) -> str:
+  if isinstance(value, list) and len(value) == 2:
+    return f'{value[1]}x{value[0]}'
+  return str(value)
+
+
+def _names(names: list[str], limit: int = 3) -> str:
+  more = f' (and {len(names) - limit} more)' if len(names) > limit else ''
+  return ', '.join(names[:limit]) + more
+
+
+def check_targets(folder: str, manifest: Manifest, targets: dict[str, str], settings: dict[str, dict],
+                  overwrite: bool) -> None:
+  """Refuses, before any work, to write over a file the manifest does not list (the user's) or, without
+  `overwrite`, over a result of ours from other settings. `targets`: output name -> settings key."""
+  foreign, other = [], []
+  for name, key in targets.items():
+    if not os.path.lexists(os.path.join(folder, name)):
+      continue
+    owner = manifest.files.get(name)
+    if owner is None:
+      foreign.append(name)
+    elif owner != key and not overwrite:
+      other.append((name, owner, key))
+  if foreign:
+    raise OutputError(f'--output {folder}: {_names(foreign)} already exist(s) and infer.py did not write it (not '
+                      f'listed in its {MANIFEST}); expected no such file: infer.py never replaces files it did not '
+                      'write, so move them away or choose another --output')
+  if other:
+    _, owner, key = other[0]
+    raise OutputError(f'--output {folder}: {_names([o[0] for o in other])} hold(s) the results of an earlier run '
+                      f'with other settings ({_differences(manifest.settings.get(owner, {}), settings[key])}); '
+                      'pass --overwrite to replace earlier results of infer.py (never other files), or choose '
+                      'another --output')
+
+
+# --- Writing ---------------------------------------------------------------------------------------------------
 
 class _Animation:
-  """Input beside depth, as a GIF (kept in memory) or an MP4 (streamed); written atomically."""
+  """Input beside depth, as a GIF (kept in memory) or an MP4 (streamed into a temporary); written atomically."""
 
   def __init__(self, path: str, fps: float):
     self.path, self.fps, self.frames, self._writer, self._tmp = path, fps, [], None, None
@@ -102,104 +434,318 @@ class _Animation:
       return
     import imageio.v3 as iio
     frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)))  # yuv420p: even sizes
-    if self._writer is None:
-      directory, name = os.path.split(self.path)
-      self._tmp = os.path.join(directory, f'.{name}.tmp-{os.getpid()}.mp4')
-      self._writer = iio.imopen(self._tmp, 'w', plugin='pyav')
-      self._writer.init_video_stream('libx264', fps=self.fps)
-    self._writer.write_frame(frame)
+    try:
+      if self._writer is None:
+        self._tmp = inference.temporary_path(self.path)
+        self._writer = iio.imopen(self._tmp, 'w', plugin='pyav')
+        self._writer.init_video_stream('libx264', fps=self.fps)
+      self._writer.write_frame(frame)
+    except Exception as e:  # noqa: BLE001 - the encoder's or the disk's failure, reported as one line
+      raise OutputError(f'--output {self.path}: the mp4 encoder failed ({type(e).__name__}: '
+                        f'{cli.one_line(e)[:300]})') from e
 
   def close(self) -> None:
     if self.path.endswith('.gif'):
       import imageio.v3 as iio
-      inference._atomic(self.path, lambda tmp: iio.imwrite(tmp, np.stack(self.frames), extension='.gif',
-                                                           duration=1000 / self.fps, loop=0))
+      try:
+        inference._atomic(self.path, lambda tmp: iio.imwrite(tmp, np.stack(self.frames), extension='.gif',
+                                                             duration=1000 / self.fps, loop=0))
+      except Exception as e:  # noqa: BLE001
+        raise OutputError(f'--output {self.path}: cannot write the GIF ({type(e).__name__}: '
+                          f'{cli.one_line(e)[:300]})') from e
     elif self._writer is not None:
-      self._writer.close()
-      os.replace(self._tmp, self.path)
+      try:
+        writer, self._writer = self._writer, None
+        writer.close()
+        os.replace(self._tmp, self.path)
+      except Exception as e:  # noqa: BLE001
+        raise OutputError(f'--output {self.path}: the mp4 encoder failed ({type(e).__name__}: '
+                          f'{cli.one_line(e)[:300]})') from e
+      finally:
+        self.abort()
+
+  def abort(self) -> None:
+    """Drops what was written so far: the temporary is removed."""
+    writer, self._writer = self._writer, None
+    if writer is not None:
+      try:
+        writer.close()
+      except Exception:  # noqa: BLE001 - it is thrown away anyway
+        pass
+    if self._tmp and os.path.lexists(self._tmp):
+      os.remove(self._tmp)
 
 
-def network_size(predictor: inference.Predictor, height: int, width: int, *, no_resize=False, size=None, fov=None,
-                 train_fov=None) -> tuple[int, int] | None:
-  """The network input size the flags ask for, for frames of height x width."""
-  chosen = [name for name, given in (('--no_resize', no_resize), ('--height/--width', size), ('--fov', fov)) if given]
-  if len(chosen) > 1:
-    raise ValueError(f'choose one of {", ".join(chosen)}')
-  if no_resize:
-    return None
-  if size:
-    return tuple(size)
-  if fov:
-    train_width = predictor.default_size()[1]
-    return inference.size_for_fov(height, width, fov, train_width, train_fov or predictor.train_fov)
-  return predictor.default_size()
+class _Output:
+  """The output folder of one run: created at the first write, the manifest kept current, the files written."""
+
+  def __init__(self, folder: str, manifest: Manifest, key: str, video_key: str | None, settings: dict[str, dict],
+               planned: list[str] | None, suffixes: list[str], animation: _Animation | None):
+    self.folder, self.manifest, self.key, self.video_key = folder, manifest, key, video_key
+    self.settings, self.planned, self.suffixes, self.animation = settings, planned, suffixes, animation
+    self.started = False
+
+  def _start(self) -> None:
+    try:
+      os.makedirs(self.folder, exist_ok=True)
+    except OSError as e:
+      raise OutputError(f'--output {self.folder}: cannot create it ({e.strerror or e})') from None
+    removed = sweep_temporaries(self.folder)
+    if removed:
+      print(f'removed {len(removed)} temporary file(s) a killed run left in {self.folder}: {_names(removed)}',
+            file=sys.stderr, flush=True)
+    m = self.manifest
+    m.prune(keep=(self.key, self.video_key))
+    m.settings.update(self.settings)
+    m.status, m.error = 'incomplete', None
+    m.run = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': _now(), 'finished': None,
+             'settings': self.key, 'video_settings': self.video_key, 'pairs': 0}
+    for name in self.planned or []:
+      m.files[name] = self.key
+    if self.animation:
+      m.files[os.path.basename(self.animation.path)] = self.video_key
+    self.started = True
+    self._save()
+
+  def _save(self) -> None:
+    try:
+      self.manifest.save()
+    except OSError as e:
+      raise OutputError(f'--output {self.manifest.path}: cannot write it ({e.strerror or e})') from None
+
+  def enter(self, stems: list[str]) -> None:
+    """Makes sure the outputs of these pairs are in the manifest before they are written."""
+    if not self.started:
+      self._start()
+    names = [s + x for s in stems for x in self.suffixes]
+    if all(self.manifest.files.get(n) == self.key for n in names):
+      return
+    first = int(stems[0])   # only video outputs are entered as they come: their stems are frame numbers
+    for i in range(first, first + max(_REGISTER_AHEAD, len(stems))):
+      for x in self.suffixes:
+        self.manifest.files[f'{i:06d}{x}'] = self.key
+    self._save()
+
+  def write(self, name: str, writer, data) -> None:
+    path = os.path.join(self.folder, name)
+    try:
+      writer(path, data)
+    except OSError as e:
+      raise OutputError(f'--output {path}: cannot write it ({e.strerror or e})') from e
+
+  def finish(self, pairs: int) -> None:
+    if self.animation:
+      if not self.started:
+        self._start()
+      self.animation.close()
+    self._end('complete', None, pairs)
+
+  def abort(self, error: BaseException, pairs: int) -> None:
+    """After `error`: temporaries removed, the manifest's status 'failed' (or 'incomplete' for Ctrl-C)."""
+    if self.animation:
+      self.animation.abort()
+    if not self.started:
+      return
+    try:
+      if isinstance(error, KeyboardInterrupt):
+        self._end('incomplete', f'interrupted (Ctrl-C) after {pairs} pairs', pairs)
+      else:
+        self._end('failed', cli.one_line(error), pairs)
+    except Exception:  # noqa: BLE001 - e.g. the disk is full: the error being raised is the one to report
+      pass
+
+  def _end(self, status: str, error: str | None, pairs: int) -> None:
+    m = self.manifest
+    m.prune(keep=(self.key, self.video_key))
+    m.status, m.error = status, error
+    m.run.update(finished=_now(), pairs=pairs)
+    self._save()
+
+
+# --- The run ---------------------------------------------------------------------------------------------------
+
+# Errors of the checkpoint code whose message already names the checkpoint and what is wrong with it.
+def _named_errors() -> tuple[type[BaseException], ...]:
+  from depthnet_jax import torch_pickle
+  return cli.UserError, FileNotFoundError, torch_pickle.TorchCheckpointError
+
+
+def _checkpoint(checkpoint: str, prefer: str) -> inference.CheckpointInfo:
+  if not os.path.exists(checkpoint):
+    raise CheckpointError(f'--checkpoint {checkpoint}: no such file or directory; expected a training workdir, a '
+                          'checkpoint directory or a .pth.tar')
+  try:
+    return inference.checkpoint_info(checkpoint, prefer)
+  except _named_errors() as e:
+    raise CheckpointError(f'--checkpoint: {cli.one_line(e)}') from e
+  except Exception as e:  # noqa: BLE001 - any failure to read its config: the checkpoint is damaged
+    raise CheckpointError(f'--checkpoint {checkpoint}: cannot read its model_config ({type(e).__name__}: '
+                          f'{cli.one_line(e)[:300]}); expected an intact checkpoint') from e
+
+
+def _load(info: inference.CheckpointInfo, checkpoint: str, prefer: str) -> inference.Predictor:
+  try:
+    return inference.Predictor.from_checkpoint(info.path, prefer, info=info)
+  except _named_errors() as e:
+    raise CheckpointError(f'--checkpoint: {cli.one_line(e)}') from e
+  except Exception as e:  # noqa: BLE001 - a checkpoint that does not load (truncated, damaged, not ours)
+    raise CheckpointError(f'--checkpoint {checkpoint}: cannot load {info.resolved} ({type(e).__name__}: '
+                          f'{cli.one_line(e)[:300]}); expected an intact checkpoint') from e
+
+
+def _inside(path: str, folder: str) -> bool:
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batch_size: int = 8,
         no_resize: bool = False, height: int | None = None, width: int | None = None, fov: float | None = None,
         train_fov: float | None = None, extensions=IMAGE_EXTENSIONS, output_depth=False, output_disp=False,
-        output_raw=False, output_video=False, video_format: str = 'gif', fps: float = 10.0) -> str:
-  """Runs `infer.py`; returns the summary line."""
-  if frame_shift < 1 or batch_size < 1:
-    raise ValueError(f'frame_shift and batch_size must be at least 1; got {frame_shift} and {batch_size}')
-  if (height is None) != (width is None):
-    raise ValueError('give both --height and --width, or neither')
+        output_raw=False, output_video=False, video_format: str = 'gif', fps: float = 10.0, overwrite=False,
+        prefer: str = 'best') -> str:
+  """Runs `infer.py` (the keyword arguments are its flags); returns the summary line.
+
+  Raises:
+    cli.UserError (FootageError, CheckpointError, OutputError): a user error, found before any file is written
+      when it can be (see the module docstring).
+  """
+  extensions = check_options(frame_shift=frame_shift, batch_size=batch_size, no_resize=no_resize, height=height,
+                             width=width, fov=fov, train_fov=train_fov, extensions=extensions,
+                             video_format=video_format, fps=fps)
+  source = os.path.abspath(os.fspath(source))
   if not os.path.exists(source):
-    raise FileNotFoundError(f'{source}: no such folder or video file')
+    raise FootageError(f'--input {source}: no such folder or video file')
   is_video = os.path.isfile(source)
+  if not is_video and not os.path.isdir(source):
+    raise FootageError(f'--input {source}: neither a folder nor a regular file; expected a folder of frames or a '
+                       'video file')
   if not (output_depth or output_disp or output_raw or output_video):
     output_depth = output_disp = output_raw = True
     output_video = is_video
+  output = cli.check_writable_dir(output, '--output')
+  info = _checkpoint(os.fspath(checkpoint), prefer)
+  if os.path.isdir(info.resolved) and _inside(output, info.resolved):
+    raise OutputError(f'--output {output}: inside the checkpoint {info.resolved}; expected a folder outside it')
+
+  # The frames: a folder's are listed (outputs of ours skipped), a video's first one decoded.
   if is_video:
-    frames, total = _video_frames(source), None
+    frames = _video_frames(source)
+    first = next(frames, None)
+    if first is None:
+      raise FootageError(f'--input {source}: no frames in the video; expected at least {frame_shift + 1}')
+    frames = itertools.chain([first], frames)
+    try:
+      input_id = tree_identity(source)
+    except OSError as e:
+      raise FootageError(f'--input {source}: cannot read it ({e.strerror or e})') from None
+    frame_size, total, paths = first[1].shape[:2], None, None
   else:
     paths = list_frames(source, extensions)
     if len(paths) <= frame_shift:
-      raise FootageError(f'{source}: {len(paths)} frame(s); pairs at --frame_shift {frame_shift} need at least '
-                         f'{frame_shift + 1}')
-    frames, total = _folder_frames(paths), len(paths) - frame_shift
-  predictor = inference.Predictor.from_checkpoint(checkpoint)
-  os.makedirs(output, exist_ok=True)
-  animation = _Animation(os.path.join(output, f'depth.{video_format}'), fps) if output_video else None
+      raise FootageError(f'--input {source}: {len(paths)} frame(s); pairs at --frame_shift {frame_shift} need at '
+                         f'least {frame_shift + 1}')
+    seen: dict[str, str] = {}
+    for path in paths[frame_shift:]:
+      stem = os.path.splitext(os.path.basename(path))[0]
+      if stem in seen:
+        raise FootageError(f'--input {source}: frames {os.path.basename(seen[stem])} and {os.path.basename(path)} '
+                           f'would both write outputs named {stem}_*; expected one frame per name (rename one, or '
+                           'narrow --extensions)')
+      seen[stem] = path
+    # every frame decoded (readable, one size) before anything is written
+    frame_size, input_id = check_frames(paths)
+    total = len(paths) - frame_shift
+  size = network_size(info.train_size or inference.DEFAULT_SIZE, info.train_fov or inference.DEFAULT_FOV,
+                      *frame_size, no_resize=no_resize, size=(height, width) if height is not None else None,
+                      fov=fov, train_fov=train_fov)
+
+  # What determines the results, and every file this run would write, checked against the folder.
+  try:
+    checkpoint_id = tree_identity(info.resolved)
+  except OSError as e:
+    raise CheckpointError(f'--checkpoint {checkpoint}: cannot read {e.filename or info.resolved} '
+                          f'({e.strerror or e})') from None
+  settings = {'results_version': RESULTS_VERSION, 'checkpoint': info.resolved, 'checkpoint_id': checkpoint_id,
+              'input': source, 'input_id': input_id, 'frame_shift': frame_shift,
+              'network_input': list(size) if size else 'as is'}
+  key = _digest({k: v for k, v in settings.items() if k not in ('checkpoint', 'input')})
+  all_settings = {key: settings}
+  video_key = None
+  if output_video:
+    video_settings = dict(settings, fps=float(fps))
+    video_key = _digest({k: v for k, v in video_settings.items() if k not in ('checkpoint', 'input')})
+    all_settings[video_key] = video_settings
+  suffixes = [KIND_SUFFIXES[k] for k, on in (('depth', output_depth), ('disp', output_disp), ('raw', output_raw))
+              if on]
+  animation_name = f'depth.{video_format}' if output_video else None
+  manifest = Manifest.read(output, '--output') if os.path.isdir(output) else Manifest(output)
+  if manifest.writer_alive():
+    raise OutputError(f'--output {output}: another infer.py (pid {manifest.run["pid"]}, started '
+                      f'{manifest.run.get("started")}) is writing there; expected it to finish first, or choose '
+                      'another --output')
+  if is_video:
+    planned = None
+    pattern = re.compile(r'^(\d{6,})(' + '|'.join(map(re.escape, suffixes)) + r')$') if suffixes else None
+    existing = os.listdir(output) if os.path.isdir(output) else []
+    targets = {n: key for n in existing if pattern and (m := pattern.match(n)) and int(m[1]) >= frame_shift}
+  else:
+    planned = [os.path.splitext(os.path.basename(p))[0] + x for p in paths[frame_shift:] for x in suffixes]
+    targets = dict.fromkeys(planned, key)
+  if animation_name:
+    targets[animation_name] = video_key
+  if os.path.isdir(output):
+    check_targets(output, manifest, targets, all_settings, overwrite)
+
+  if not is_video:
+    frames = _folder_frames(paths)
+  predictor = _load(info, os.fspath(checkpoint), prefer)
+
+  animation = _Animation(os.path.join(output, animation_name), fps) if animation_name else None
+  out = _Output(output, manifest, key, video_key, all_settings, planned, suffixes, animation)
   window: collections.deque = collections.deque(maxlen=frame_shift + 1)
   batch: list = []
-  size, counts, started = None, {'frames': 0, 'pairs': 0}, time.time()
+  counts, started = {'frames': 0, 'pairs': 0, 'shown': False}, time.time()
 
   def flush():
     depth = predictor.predict_batch(np.stack([b[1] for b in batch]), np.stack([b[2] for b in batch]), size)
+    out.enter([b[0] for b in batch])
     for (stem, _, second), d in zip(batch, depth):
       if output_depth:
-        inference.write_png(os.path.join(output, f'{stem}_depth.png'), inference.depth_to_rgb(d))
+        out.write(f'{stem}_depth.png', inference.write_png, inference.depth_to_rgb(d))
       if output_disp:
-        inference.write_png(os.path.join(output, f'{stem}_disp.png'), inference.disparity_to_rgb(d))
+        out.write(f'{stem}_disp.png', inference.write_png, inference.disparity_to_rgb(d))
       if output_raw:
-        inference.write_npy(os.path.join(output, f'{stem}_depth.npy'), d.astype(np.float32))
+        out.write(f'{stem}_depth.npy', inference.write_npy, d.astype(np.float32))
       if animation:
         animation.add(np.concatenate([second, inference.depth_to_rgb(d)], axis=1))
-    counts['pairs'] += len(batch)
+      counts['pairs'] += 1
     batch.clear()
     rate = counts['pairs'] / max(time.time() - started, 1e-9)
     print(f'\r{counts["pairs"]}/{total or "?"} pairs, {rate:.1f} pairs/s', end='', file=sys.stderr, flush=True)
+    counts['shown'] = True
 
-  for stem, image in frames:
-    if size is None and counts['frames'] == 0:
-      size = network_size(predictor, *image.shape[:2], no_resize=no_resize,
-                          size=(height, width) if height else None, fov=fov, train_fov=train_fov)
-    counts['frames'] += 1
-    window.append((stem, image))
-    if len(window) == frame_shift + 1:
-      batch.append((window[-1][0], window[0][1], window[-1][1]))
-      if len(batch) == batch_size:
-        flush()
-  if batch:
-    flush()
-  print(file=sys.stderr)
-  if counts['pairs'] == 0:
-    raise FootageError(f'{source}: {counts["frames"]} frame(s); pairs at --frame_shift {frame_shift} need at least '
-                       f'{frame_shift + 1}')
-  if animation:
-    animation.close()
+  try:
+    for stem, image in frames:
+      counts['frames'] += 1
+      window.append((stem, image))
+      if len(window) == frame_shift + 1:
+        batch.append((window[-1][0], window[0][1], window[-1][1]))
+        if len(batch) == batch_size:
+          flush()
+    if batch:
+      flush()
+    if counts['pairs'] == 0:
+      raise FootageError(f'--input {source}: {counts["frames"]} frame(s); pairs at --frame_shift {frame_shift} '
+                         f'need at least {frame_shift + 1}')
+    out.finish(counts['pairs'])
+  except BaseException as e:
+    if counts['shown']:
+      print(file=sys.stderr, flush=True)
+    out.abort(e, counts['pairs'])
+    raise
+  if counts['shown']:
+    print(file=sys.stderr, flush=True)
   elapsed = time.time() - started
   shown = 'as they are' if size is None else f'{size[1]}x{size[0]}'
   return (f'{counts["frames"]} frames, {counts["pairs"]} pairs (shift {frame_shift}), network input {shown}: '
-          f'{elapsed:.1f} s, {counts["pairs"] / elapsed:.1f} pairs/s -> {output}')
+          f'{elapsed:.1f} s, {counts["pairs"] / elapsed:.1f} pairs/s -> {output} ({MANIFEST}: complete)')

@@ -10,16 +10,16 @@ run_inference does. One compiled function per input shape.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from depthnet_jax import checkpointing, input_pipeline
+from depthnet_jax import checkpointing, cli, input_pipeline
 
 MAX_DEPTH = 100.0
 DEFAULT_SIZE = (512, 512)  # the original's inference default (its published network ends at 512x512)
@@ -39,9 +39,9 @@ def size_for_fov(height: int, width: int, fov: float, train_width: int, train_fo
   the network was trained at (`train_width` pixels wide at `train_fov`). W' = 2 f tan(fov / 2), H' = H W' / W.
   """
   if not 0 < fov < 180:
-    raise ValueError(f'fov must be in (0, 180) degrees; got {fov}')
+    raise cli.UserError(f'fov must be in (0, 180) degrees; got {fov}')
   if fov > train_fov + 1e-9:
-    raise ValueError(
+    raise cli.UserError(
         f'the footage\'s FOV ({fov} deg) is wider than the network\'s training FOV ({train_fov} deg): at the '
         f'training focal length its borders fall outside anything the network has seen. Crop the footage to at '
         f'most {train_fov} deg (a centred crop {crop_width_for_fov(width, train_fov, fov):.0f} px wide of its '
@@ -79,14 +79,21 @@ def disparity_to_rgb(depth: np.ndarray, max_disparity: float | None = None) -> n
 
 # --- Atomic writers ----------------------------------------------------------------------------------------------
 
-def _atomic(path: str, write) -> str:
+def temporary_path(path: str) -> str:
+  """Where `_atomic` writes `path` first: `.NAME.tmp-PID.EXT` beside it (hidden, and named after its writer, so a
+  later run can tell a dead writer's leftover from a live one's file; see `footage.sweep_temporaries`)."""
   directory, name = os.path.split(os.path.abspath(path))
-  tmp = os.path.join(directory, f'.{name}.tmp-{os.getpid()}{os.path.splitext(name)[1]}')
+  return os.path.join(directory, f'.{name}.tmp-{os.getpid()}{os.path.splitext(name)[1]}')
+
+
+def _atomic(path: str, write) -> str:
+  """Calls `write(tmp)` and renames tmp to `path`; the temporary is removed whatever happens (Ctrl-C included)."""
+  tmp = temporary_path(path)
   try:
     write(tmp)
     os.replace(tmp, path)
   finally:
-    if os.path.exists(tmp):
+    if os.path.lexists(tmp):
       os.remove(tmp)
   return path
 
@@ -101,6 +108,43 @@ def write_npy(path: str, array: np.ndarray) -> str:
     with open(tmp, 'wb') as f:
       np.save(f, array, allow_pickle=False)
   return _atomic(path, write)
+
+
+# --- Checkpoints -------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+  """What inference needs to know of a checkpoint before loading its weights."""
+  path: str                             # as given (absolute)
+  resolved: str                         # the model checkpoint directory read, or the .pth.tar file
+  train_size: tuple[int, int] | None    # (h, w) the network was trained at, if recorded
+  train_fov: float | None               # its training FOV in degrees, if recorded
+
+
+def checkpoint_info(path: str | os.PathLike, prefer: str = 'best') -> CheckpointInfo:
+  """Resolves `path` (a workdir's best or latest step, a checkpoint, a `.pth.tar`) and reads its recorded
+  geometry (only the small `model_config` item; no weights). Raises FileNotFoundError for a missing path or a
+  directory that holds no checkpoint."""
+  path = os.path.abspath(os.fspath(path))
+  if os.path.isfile(path):
+    return CheckpointInfo(path, path, None, None)   # PyTorch weights record neither: 512x512 and 90 deg
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'checkpoint {path} does not exist')
+  resolved = checkpointing.resolve_checkpoint(path, prefer)
+  config = checkpointing.read_model_config(resolved)
+  size = config.get('image_size')
+  return CheckpointInfo(path, resolved, tuple(int(x) for x in size) if size else None,
+                        float(config['fov']) if config.get('fov') else None)
+
+
+def check_finite(model, source: str) -> None:
+  """Raises cli.UserError naming the first array of `model` that holds NaN or infinite values."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.state(model).to_pure_dict())
+  for key_path, leaf in leaves:
+    if not np.all(np.isfinite(np.asarray(leaf))):
+      name = '/'.join(str(getattr(k, 'key', k)) for k in key_path)
+      raise cli.UserError(f'checkpoint {source}: array {name} holds NaN or infinite values; expected finite '
+                          'weights (the checkpoint is damaged, or was saved from a diverged training run)')
 
 
 # --- The predictor -----------------------------------------------------------------------------------------------
@@ -130,14 +174,18 @@ class Predictor:
     self._forward = jax.jit(self._forward_impl, static_argnums=(2,))
 
   @classmethod
-  def from_checkpoint(cls, path: str | os.PathLike, prefer: str = 'best') -> 'Predictor':
-    """From a training workdir (its best checkpoint, else latest), a model checkpoint or a `.pth.tar`."""
-    path = os.fspath(path)
-    model = checkpointing.load_any(path, prefer)
-    info: dict[str, Any] = {}
-    if os.path.isdir(path):
-      info = checkpointing.read_model_config(checkpointing.resolve_checkpoint(path, prefer))
-    return cls(model, train_size=info.get('image_size'), train_fov=info.get('fov'), source=path)
+  def from_checkpoint(cls, path: str | os.PathLike, prefer: str = 'best', *,
+                      info: 'CheckpointInfo | None' = None) -> 'Predictor':
+    """From a training workdir (its best checkpoint, else latest), a model checkpoint or a `.pth.tar`.
+
+    Args:
+      info: `checkpoint_info(path, prefer)` if the caller has it already (the checkpoint it resolved to is
+        then the one loaded, even if training has written a better one since).
+    """
+    info = info or checkpoint_info(path, prefer)
+    model = checkpointing.load_any(info.resolved, prefer)
+    check_finite(model, info.resolved)
+    return cls(model, train_size=info.train_size, train_fov=info.train_fov, source=info.path)
 
   def default_size(self) -> tuple[int, int]:
     return self.train_size or DEFAULT_SIZE

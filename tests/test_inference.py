@@ -10,9 +10,8 @@ import imageio.v3 as iio
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-from depthnet_jax import checkpointing, footage, inference, input_pipeline, models, train_lib
+from depthnet_jax import checkpointing, footage, inference, input_pipeline, train_lib
 from tfds_stillbox import render
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,8 +59,9 @@ def test_wider_fov_than_training_is_refused():
 
 @pytest.fixture(scope='module')
 def random_checkpoint(tmp_path_factory):
+  from test_infer_faults import random_depthnet   # NumPy-drawn weights: Flax's initialisers compile per shape
   path = tmp_path_factory.mktemp('model') / 'ckpt'
-  checkpointing.save_model(path, models.DepthNet(rngs=nnx.Rngs(0)))
+  checkpointing.save_model(path, random_depthnet())
   return str(path)
 
 
@@ -175,12 +175,13 @@ def test_bad_inputs_name_the_file(random_checkpoint, tmp_path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(footage.FootageError, match='no frames with extensions'):
     footage.run(source=str(tmp_path / 'empty'), **run)
-  with pytest.raises(FileNotFoundError, match='no such folder'):
+  with pytest.raises(footage.FootageError, match='no such folder'):
     footage.run(source=str(tmp_path / 'nowhere'), **run)
-  with pytest.raises(FileNotFoundError, match='does not exist'):
+  with pytest.raises(footage.CheckpointError, match='no_ckpt: no such file or directory'):
     footage.run(checkpoint=str(tmp_path / 'no_ckpt'), source=str(few), output=str(tmp_path / 'out'))
-  with pytest.raises(FileNotFoundError, match='neither a depthnet-jax checkpoint'):
+  with pytest.raises(footage.CheckpointError, match='neither a depthnet-jax checkpoint'):
     footage.run(checkpoint=str(few), source=str(few), output=str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()   # every one of them found before anything was written
   result = _infer('--checkpoint', random_checkpoint, '--input', tmp_path / 'empty', '--output', tmp_path / 'o',
                   ok=False)
   assert result.returncode == 1 and 'error:' in result.stderr and 'no frames' in result.stderr
@@ -212,7 +213,7 @@ def test_pytorch_checkpoint_on_the_fly_and_one_compile_per_shape(tmp_path):
   torch.manual_seed(0)
   reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'), 4)
   path = tmp_path / 'DepthNet_elu_bn_512.pth.tar'
-  torch_reference.save(torch_reference.checkpoint_dict(reference, batch_norm=True, depth_activation='elu'), path,
+  torch_reference.save(torch_reference.checkpoint_dict(reference), path,
                        legacy=False)
   predictor = inference.Predictor.from_checkpoint(path)
   assert predictor.default_size() == (512, 512)   # the original's inference size, for PyTorch weights
