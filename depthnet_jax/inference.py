@@ -81,7 +81,7 @@ def disparity_to_rgb(depth: np.ndarray, max_disparity: float | None = None) -> n
 
 def temporary_path(path: str) -> str:
   """Where `_atomic` writes `path` first: `.NAME.tmp-PID.EXT` beside it (hidden, and named after its writer, so a
-  later run can tell a dead writer's leftover from a live one's file; see `footage.sweep_temporaries`)."""
+  later run can tell a dead writer's leftover from a live one's file; see `outputs.sweep_temporaries`)."""
   directory, name = os.path.split(os.path.abspath(path))
   return os.path.join(directory, f'.{name}.tmp-{os.getpid()}{os.path.splitext(name)[1]}')
 
