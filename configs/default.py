@@ -1,4 +1,5 @@
-"""Every config field, each with its default and what it does. The other configs import this and override.
+"""Every config field, each with its default, what it does and its valid range (train.py checks them all at
+start-up, before any work: depthnet_jax/train_checks.py). The other configs import this and override.
 
     python train.py --config configs/default.py --workdir runs/x --config.batch_size=64
 """
@@ -9,49 +10,49 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # Data.
-  c.dataset = 'tfds_stillbox/synth64'   # TFDS name/config of a built Still Box dataset (tfds build ...).
-  c.data_dir = ''                       # TFDS data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets.
-  c.train_split = 'train'               # split trained on.
-  c.eval_split = 'validation'           # split evaluated on.
-  c.shift = 3                           # S, the nominal frame shift of a pair (the original's 3).
-  c.worker_count = 0                    # grain worker processes (0: threads in the training process).
+  c.dataset = 'tfds_stillbox/synth64'   # 'tfds_stillbox/<config>' of a built dataset (tfds build ...).
+  c.data_dir = ''                       # a TFDS data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  c.train_split = 'train'               # split trained on (a split of the dataset).
+  c.eval_split = 'validation'           # split evaluated on (a split of the dataset).
+  c.shift = 3                           # S, the nominal frame shift of a pair (the original's 3); 1 to frames - 1.
+  c.worker_count = 0                    # grain worker processes, >= 0 (0: threads in the training process).
   # Model (DepthNet options).
-  c.batch_norm = True                   # BatchNorm after each conv (the published weights use it).
+  c.batch_norm = True                   # True/False: BatchNorm after each conv (the published weights use it).
   c.depth_activation = 'elu'            # 'elu' (depth = elu(x) + 1) or 'none' (identity).
-  c.clamp = False                       # clamp the depth to [10, 60] m.
-  c.with_confidence = False             # a second output channel (confidence); trained on depth only.
+  c.clamp = False                       # True/False: clamp the depth to [10, 60] m.
+  c.with_confidence = False             # True/False: a second output channel (confidence); trained on depth only.
   # Loss.
   c.loss = 'L1'                         # 'L1' (the paper's), 'SmoothL1' or 'MSE'.
-  c.multiscale_weights = (0.32, 0.08, 0.02, 0.01, 0.005)  # weight of each scale, finest first.
+  c.multiscale_weights = (0.32, 0.08, 0.02, 0.01, 0.005)  # 5 weights >= 0, one per scale, finest first.
   # Optimisation.
   c.solver = 'sgd'                      # 'sgd' (torch SGD with dampening, the paper's) or 'adam'.
-  c.learning_rate = 0.01                # base learning rate.
-  c.momentum = 0.9                      # SGD momentum.
-  c.dampening = 0.9                     # SGD dampening (torch semantics; the paper's 0.9).
-  c.weight_decay = 4e-4                 # L2 weight decay added to the gradient.
-  c.beta1 = 0.9                         # Adam beta1.
-  c.beta2 = 0.999                       # Adam beta2.
+  c.learning_rate = 0.01                # base learning rate, >= 0.
+  c.momentum = 0.9                      # SGD momentum, in [0, 1].
+  c.dampening = 0.9                     # SGD dampening, in [0, 1] (torch semantics; the paper's 0.9).
+  c.weight_decay = 4e-4                 # L2 weight decay added to the gradient, >= 0.
+  c.beta1 = 0.9                         # Adam beta1, in [0, 1).
+  c.beta2 = 0.999                       # Adam beta2, in [0, 1).
   c.lr_schedule = 'torch'               # 'torch' (MultiStepLR x0.3, as torch>=1.1 runs it), '2017', 'constant'.
-  c.milestones = (19, 30, 44, 53)       # epochs of the learning-rate drops.
-  c.gamma = 0.3                         # drop factor of the 'torch' schedule.
-  c.batch_size = 256                    # global batch, over all devices and processes.
-  c.num_epochs = 55                     # epochs; an epoch visits each training scene once per frame.
-  c.num_train_steps = -1                # > 0: stop after this many steps instead.
-  c.seed = 0                            # seeds the initialisation and the data order.
+  c.milestones = (19, 30, 44, 53)       # epochs of the 'torch' schedule's drops: increasing integers >= 0.
+  c.gamma = 0.3                         # drop factor of the 'torch' schedule, in (0, 1].
+  c.batch_size = 256                    # global batch over all devices and processes: >= 1, a multiple of the devices.
+  c.num_epochs = 55                     # epochs, >= 1; an epoch visits each training scene once per frame.
+  c.num_train_steps = -1                # -1: train num_epochs; >= 1: stop after this many steps instead.
+  c.seed = 0                            # seeds the initialisation and the data order; 0 to 2**32 - 1.
   # Evaluation, logging, checkpoints.
-  c.eval_batch_size = 64                # global eval batch (the tail is padded and masked).
-  c.eval_every_epochs = 1.0             # evaluate every this many epochs (and at the end).
-  c.num_eval_images = 4                 # example pictures written to TensorBoard at each eval.
-  c.log_every_steps = 50                # train scalars and the progress line.
-  c.checkpoint_every_steps = 1000       # checkpoint this often, besides every epoch.
-  c.keep_checkpoints = 3                # latest checkpoints kept (the best is kept apart).
-  c.async_checkpointing = True          # write checkpoints in the background.
-  c.init_from = ''                      # warm start: a workdir, checkpoint dir or .pth.tar (params + BN stats).
-  c.eval_only = False                   # evaluate a checkpoint of --workdir and print the metrics.
+  c.eval_batch_size = 64                # global eval batch, >= 1, a multiple of the devices (tail padded, masked).
+  c.eval_every_epochs = 1.0             # evaluate every this many epochs (and at the end), > 0.
+  c.num_eval_images = 4                 # example pictures written to TensorBoard at each eval, >= 0.
+  c.log_every_steps = 50                # train scalars and the progress line every this many steps, >= 1.
+  c.checkpoint_every_steps = 1000       # checkpoint every this many steps, besides every epoch; >= 1.
+  c.keep_checkpoints = 3                # latest checkpoints kept, >= 1 (the best is kept apart).
+  c.async_checkpointing = True          # True/False: write checkpoints in the background.
+  c.init_from = ''                      # '' or a warm start: a workdir, checkpoint dir or .pth.tar (params, BN stats).
+  c.eval_only = False                   # True: evaluate a checkpoint of --workdir and print the metrics.
   c.eval_checkpoint = 'best'            # with eval_only: 'best' or 'latest'.
   # Multi-host.
-  c.distributed = False                 # call jax.distributed.initialize (also on if JAX_COORDINATOR_ADDRESS).
-  c.coordinator_address = ''            # host:port of process 0; '' = auto-detect the cluster.
-  c.num_processes = 1                   # with coordinator_address: the number of processes.
-  c.process_id = 0                      # with coordinator_address: this process's index.
+  c.distributed = False                 # True: call jax.distributed.initialize (also if JAX_COORDINATOR_ADDRESS).
+  c.coordinator_address = ''            # 'host:port' of process 0 (needs distributed); '' = auto-detect the cluster.
+  c.num_processes = 1                   # with coordinator_address: the number of processes, >= 1 (else 1).
+  c.process_id = 0                      # with coordinator_address: this process's index, 0 to num_processes - 1.
   return c

@@ -24,6 +24,7 @@ iterator can resume from any step (`get_state` / `set_state`, or `start_step`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from typing import Any
@@ -44,23 +45,35 @@ class DatasetNotBuiltError(FileNotFoundError):
 
 
 def open_source(dataset: str, split: str, data_dir: str | None = None):
-  """`tfds.data_source` of a built Still Box config, e.g. 'tfds_stillbox/synth64'; a clear error if not built."""
+  """`tfds.data_source` of a built Still Box config, e.g. 'tfds_stillbox/synth64'; a one-line error if not built."""
   import tensorflow_datasets as tfds
   from tfds_stillbox import tfds_stillbox_dataset_builder as tfds_stillbox  # registers the builder
   try:
     return tfds.data_source(dataset, split=split, data_dir=data_dir, download=False, try_gcs=False)
-  except (tfds.core.registered.DatasetNotFoundError, KeyError) as e:  # KeyError: a folder with no finished build
-    _, _, config = dataset.partition('/')
+  except (tfds.core.registered.DatasetNotFoundError, KeyError, ValueError) as e:
+    # KeyError: a folder with no finished build; ValueError: an unknown config (or split) of the builder.
+    name, _, config = dataset.partition('/')
+    config = config.partition(':')[0]
     where = data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
-    hint = f'tfds build tfds_stillbox --config {config or "synth64"} --data_dir {where}'
-    if config and not config.startswith('synth'):
-      hint += ' --manual_dir <Still Box root>'
-    known = ', '.join(tfds_stillbox.Builder.builder_configs)
+    known = list(tfds_stillbox.Builder.builder_configs)
+    if name != 'tfds_stillbox' or not config:
+      raise DatasetNotBuiltError(f"dataset {dataset!r}: expected 'tfds_stillbox/<config>' (built-in configs: "
+                                 f'{", ".join(known)})') from None
+    if isinstance(e, ValueError) and 'BuilderConfig' not in str(e):  # e.g. an unknown split
+      reason = '; '.join(line.strip() for line in str(e).splitlines() if line.strip())
+      raise ValueError(f'dataset {dataset!r} under data_dir {where}: {reason}') from e
+    if config in known:
+      hint = f'tfds build tfds_stillbox --config {config} --data_dir {where}'
+      if not config.startswith('synth'):
+        hint += ' --manual_dir <Still Box root>'
+      raise DatasetNotBuiltError(f'dataset {dataset!r} is not built (or not completely) under data_dir {where}: '
+                                 f'build it first with `{hint}`') from None
+    close = difflib.get_close_matches(config, known, n=2, cutoff=0.6)
     raise DatasetNotBuiltError(
-        f'dataset {dataset!r} is not built under data_dir {where} (tfds: {str(e).splitlines()[0]})\n'
-        f'Build it first:\n  {hint}\n(built-in configs: {known})') from None
-  except ValueError as e:  # e.g. an unknown split
-    raise ValueError(f'dataset {dataset!r} under {data_dir}: {e}') from e
+        f'dataset {dataset!r} is not built under data_dir {where}, and {config!r} is not a built-in config'
+        f'{" (did you mean " + " or ".join(close) + "?)" if close else ""}: expected one of {", ".join(known)} '
+        f'(build it with `tfds build tfds_stillbox --config <name> --data_dir {where}`), or the name of a JSON '
+        'config built there') from None
 
 
 def frames_per_scene(source) -> int:

@@ -14,6 +14,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from depthnet_jax import cli
+
 
 def maybe_initialize_distributed(config) -> None:
   """Starts `jax.distributed` when the config asks for it or a cluster environment says so.
@@ -32,7 +34,12 @@ def maybe_initialize_distributed(config) -> None:
   if config.get('coordinator_address'):
     kwargs = dict(coordinator_address=config.coordinator_address, num_processes=config.num_processes,
                   process_id=config.process_id)
-  jax.distributed.initialize(**kwargs)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as e:  # e.g. no coordinator_address and no cluster environment to detect one in
+    raise cli.UserError(f'--config.distributed=True: jax.distributed.initialize failed: {cli.one_line(e)} '
+                        '(expected a cluster JAX detects, e.g. SLURM or a TPU pod, or --config.coordinator_address='
+                        'host:port with --config.num_processes and --config.process_id)') from e
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
@@ -51,10 +58,14 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = '--config.batch_size') -> None:
+  """A global batch splits evenly over the devices (and so over the processes); else a one-line `UserError`."""
   if global_batch_size % mesh.size:
-    raise ValueError(f'batch_size {global_batch_size} must be a multiple of the number of devices {mesh.size} '
-                     f'({jax.process_count()} processes): change --config.batch_size')
+    processes = jax.process_count()
+    raise cli.UserError(
+        f'{name}={global_batch_size}: expected a multiple of the number of devices, {mesh.size} ({mesh.size} '
+        f'devices in {processes} process{"es" if processes > 1 else ""}; e.g. '
+        f'{max(mesh.size, global_batch_size // mesh.size * mesh.size)})')
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -10,6 +10,7 @@ workdir continues bit for bit from the last checkpoint.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Callable
 
@@ -18,12 +19,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
-from clu import metric_writers
-from clu import metrics as clu_metrics
+from clu import metrics as clu_metrics  # (clu.metric_writers imports TensorFlow: imported when a run starts)
 from flax import nnx
 
-from depthnet_jax import checkpointing, input_pipeline, losses, models, optim, sharding
+from depthnet_jax import checkpointing, cli, input_pipeline, losses, models, optim, sharding, train_checks
 
 EVAL_METRICS = ('depth_error', 'normalized_error', 'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'delta1',
                 'delta2', 'delta3')
@@ -108,11 +107,19 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.mesh = sharding.make_mesh()
-    sharding.check_batch_size(config.batch_size, self.mesh)
-    sharding.check_batch_size(config.eval_batch_size, self.mesh)
-    self.train_source = input_pipeline.open_source(config.dataset, config.train_split, config.data_dir or None)
-    self.eval_source = input_pipeline.open_source(config.dataset, config.eval_split, config.data_dir or None)
+    sharding.check_batch_size(config.batch_size, self.mesh, '--config.batch_size')
+    sharding.check_batch_size(config.eval_batch_size, self.mesh, '--config.eval_batch_size')
+    self.train_source = _open_source(config, 'train_split')
+    self.eval_source = _open_source(config, 'eval_split')
     self.frames = input_pipeline.frames_per_scene(self.train_source)
+    where = f'{config.dataset}:{config.train_split}'
+    if config.shift >= self.frames:
+      raise cli.UserError(f'--config.shift={config.shift}: expected an integer from 1 to {self.frames - 1} (the '
+                          f'scenes of {where} have {self.frames} frames)')
+    pairs = len(self.train_source) * self.frames
+    if config.batch_size > pairs:
+      raise cli.UserError(f'--config.batch_size={config.batch_size}: expected at most {pairs} (an epoch of {where} '
+                          f'is {len(self.train_source)} scenes x {self.frames} frames), or build more scenes')
     first = self.train_source[0]
     # Recorded in every checkpoint: inference resizes footage to the focal length the network learned.
     self.image_info = {'image_size': [int(first['height']), int(first['width'])], 'fov': float(first['fov'])}
@@ -200,27 +207,70 @@ def _progress(step: int, total: int, start_step: int, started: float, values: di
   return f'step {step}/{total} | {shown} | {rate:.2f} steps/s | ETA {eta_text}'
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (resuming from `workdir` if it holds checkpoints), evaluates; returns the last eval metrics."""
+def _open_source(config, split_field: str):
+  """The data source of a split; a dataset that is not built or a split that does not exist names its field."""
+  split = config[split_field]
+  try:
+    source = input_pipeline.open_source(config.dataset, split, config.data_dir or None)
+  except input_pipeline.DatasetNotBuiltError as e:
+    raise input_pipeline.DatasetNotBuiltError(f'--config.dataset: {e}') from e
+  except ValueError as e:  # an unknown split
+    raise cli.UserError(f'--config.{split_field}={split!r}: {cli.one_line(e)}') from e
+  if len(source) == 0:
+    raise cli.UserError(f'--config.{split_field}={split!r}: the split of {config.dataset} holds no scene; expected '
+                        'a split with scenes')
+  return source
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       config_source: str = 'the config') -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds checkpoints), evaluates; returns the last eval metrics.
+
+  The config and the paths are checked first (`train_checks`), before JAX's distributed start-up, the dataset
+  or anything written: a mistake raises `cli.UserError` and leaves the disk as it was. Orbax's checkpoint
+  managers and the metric writer are closed on every way out, errors included (a pending save is finished).
+  """
+  train_checks.validate_config(config, config_source)
+  paths = train_checks.check_paths(config, workdir)
   sharding.maybe_initialize_distributed(config)
   trainer = Trainer(config)
-  ckpts = checkpointing.TrainCheckpoints(workdir, keep=config.keep_checkpoints,
-                                         async_save=config.async_checkpointing)
   if config.eval_only:
-    return eval_only(trainer, ckpts, config)
-  checkpointing.write_config(workdir, config)
-  state = trainer.initial_state()
-  restored = ckpts.restore_latest(state)
-  if restored is not None:
-    state = restored
-    print(f'resuming from step {int(state["step"])} in {workdir}', flush=True)
-  elif config.init_from:
-    params, stats = checkpointing.warm_start(config.init_from, model_options(config), state['params'],
-                                             state['batch_stats'])
-    state['params'], state['batch_stats'] = sharding.replicate((params, stats), trainer.mesh)
-    print(f'initialised parameters and batch statistics from {config.init_from}', flush=True)
+    return eval_only(trainer, paths.workdir, config)
+  # Warm start before anything is written: a checkpoint with other model options leaves no workdir behind.
+  warm = _warm_start(trainer, paths.init_from) if paths.init_from else None
+  # As a context manager the checkpoints are closed on every way out, errors included: the saves in flight are
+  # finished and Orbax's threads stopped before the interpreter exits (no "cannot schedule new futures").
+  with checkpointing.TrainCheckpoints(paths.workdir, keep=config.keep_checkpoints,
+                                      async_save=config.async_checkpointing) as ckpts:
+    checkpointing.write_config(paths.workdir, config)
+    state = trainer.initial_state()
+    restored = ckpts.restore_latest(state)
+    if restored is not None:
+      state = restored
+      print(f'resuming from step {int(state["step"])} in {paths.workdir}', flush=True)
+    elif config.init_from:
+      if warm is None:  # the workdir's checkpoints were all unreadable: start afresh from init_from
+        warm = _warm_start(trainer, train_checks.check_init_from(config.init_from))
+      state['params'], state['batch_stats'] = sharding.replicate(warm, trainer.mesh)
+      print(f'initialised parameters and batch statistics from {config.init_from}', flush=True)
+    from clu import metric_writers  # imports TensorFlow (seconds): not before the checks above
+    writer = metric_writers.create_default_writer(paths.workdir, just_logging=jax.process_index() > 0)
+    try:
+      return _train_loop(trainer, ckpts, writer, state, config)
+    finally:
+      writer.close()
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+
+def _warm_start(trainer: Trainer, path: str):
+  """(params, batch stats) of `init_from`; a checkpoint that does not fit the config is the user's error."""
+  try:
+    return checkpointing.warm_start(path, model_options(trainer.config), *trainer._init)
+  except (ValueError, OSError) as e:  # other model options or structure, an unreadable or foreign file
+    raise cli.UserError(f'--config.init_from={trainer.config.init_from!r}: {cli.one_line(e)}') from e
+
+
+def _train_loop(trainer: Trainer, ckpts: checkpointing.TrainCheckpoints, writer, state, config) -> dict[str, float]:
+  """Steps from the state's step to the end: logs, evaluates, checkpoints; returns the last eval metrics."""
   step = int(state['step'])
   if step == 0:
     writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
@@ -267,7 +317,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       _check_finite(*pending, state['params'])
       ckpts.save(step, state, dict(model_options(config), **trainer.image_info),
                  {'next_step': step, 'seed': config.seed, 'batch_size': config.batch_size})
-  ckpts.close()
   writer.flush()
   return last_metrics
 
@@ -289,10 +338,27 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def eval_only(trainer: Trainer, ckpts: checkpointing.TrainCheckpoints, config) -> dict[str, float]:
-  """Evaluates the best (or latest) checkpoint of the workdir and prints `name value` lines."""
-  path = ckpts.path_of(config.eval_checkpoint)
-  params, stats = checkpointing.warm_start(path, model_options(trainer.config), *trainer._init)
+def eval_checkpoint_path(workdir: str, which: str = 'best') -> str:
+  """The best (lowest eval depth error) or latest checkpoint of a training workdir, found without writing."""
+  sub = os.path.join(workdir, 'best' if which == 'best' else 'checkpoints')
+  steps = train_checks.checkpoint_steps(sub)
+  if not steps:
+    raise cli.UserError(f'no {which} checkpoint in {workdir}: train first (python train.py --config ... '
+                        f'--workdir {workdir})')
+  if which == 'best' and len(steps) > 1:  # one is kept; two only while a better one replaces the other
+    errors = {s: checkpointing.read_model_config(os.path.join(sub, str(s))).get('eval_metrics', {})
+              .get('depth_error', math.inf) for s in steps}
+    return os.path.join(sub, str(min(steps, key=lambda s: (errors[s], -s))))
+  return os.path.join(sub, str(steps[-1]))
+
+
+def eval_only(trainer: Trainer, workdir: str, config) -> dict[str, float]:
+  """Evaluates the best (or latest) checkpoint of the workdir and prints `name value` lines; writes nothing."""
+  path = eval_checkpoint_path(os.path.abspath(os.fspath(workdir)), config.eval_checkpoint)
+  try:
+    params, stats = checkpointing.warm_start(path, model_options(trainer.config), *trainer._init)
+  except (ValueError, OSError) as e:  # e.g. the config's model options are not the checkpoint's
+    raise cli.UserError(f'--config.eval_only=True: {cli.one_line(e)}') from e
   params, stats = sharding.replicate((params, stats), trainer.mesh)
   metrics, _ = trainer.evaluate(params, stats)
   if jax.process_index() == 0:

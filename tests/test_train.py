@@ -1,5 +1,7 @@
 """Training as a user runs it (`train.py` subprocesses on `configs/test.py`): checkpoints, eval, exact resume after
-SIGKILL, 1 vs 4 devices, 1 vs 2 processes, corrupt-checkpoint fallback, NaN stop, warm start, config errors."""
+SIGKILL, 1 vs 4 devices, 1 vs 2 processes, corrupt-checkpoint fallback, NaN stop, warm start, config errors.
+
+The many user errors of train.py are in test_train_faults.py; the ones here need a trained run or the dataset."""
 
 import os
 import shutil
@@ -160,6 +162,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir
   assert result.returncode == 1
   assert 'not finite after step' in result.stderr or 'training loss is' in result.stderr, result.stderr[-3000:]
   assert 'step' in result.stderr and 'last good checkpoint is kept' in result.stderr
+  _assert_one_error_line(result)   # and no Orbax thread noise: the pending save was finished, the managers closed
   kept = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit())
   for step in kept:
     assert all(np.all(np.isfinite(v)) for v in _params(tmp_path / 'checkpoints' / str(step)).values())
@@ -172,7 +175,7 @@ def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path):
   torch.manual_seed(0)
   reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'), 3)
   path = tmp_path / 'DepthNet_elu_bn_64.pth.tar'
-  torch_reference.save(torch_reference.checkpoint_dict(reference, batch_norm=True, depth_activation='elu'), path,
+  torch_reference.save(torch_reference.checkpoint_dict(reference), path,
                        legacy=True)
   result = _train(tmp_path / 'run', synth_tiny_dir, f'--config.init_from={path}', '--config.num_train_steps=1',
                   '--config.learning_rate=0')
@@ -187,9 +190,11 @@ def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path):
 
 
 def test_init_from_with_other_model_options_is_refused(straight, synth_tiny_dir, tmp_path):
-  result = _train(tmp_path, synth_tiny_dir, f'--config.init_from={straight[0]}', '--config.batch_norm=False',
+  result = _train(tmp_path / 'run', synth_tiny_dir, f'--config.init_from={straight[0]}', '--config.batch_norm=False',
                   ok=False)
-  assert result.returncode != 0 and 'other model options' in result.stderr
+  line = _assert_one_error_line(result)
+  assert line.startswith(f"error: --config.init_from='{straight[0]}': ") and 'other model options' in line, line
+  assert not os.path.exists(tmp_path / 'run')   # refused before the workdir is created
 
 
 def test_best_checkpoint_is_the_lowest_eval_error(tmp_path):
@@ -207,6 +212,18 @@ def test_best_checkpoint_is_the_lowest_eval_error(tmp_path):
 
 def test_unknown_config_field_and_missing_dataset_say_what_to_do(tmp_path):
   result = _train(tmp_path, tmp_path, '--config.no_such_field=1', ok=False)
-  assert result.returncode != 0 and 'no_such_field' in result.stderr
+  assert _assert_one_error_line(result).startswith('error: --config.no_such_field: no such config field in ')
   result = _train(tmp_path, tmp_path / 'empty', ok=False)
-  assert result.returncode == 1 and 'tfds build tfds_stillbox --config synth_tiny' in result.stderr
+  line = _assert_one_error_line(result)
+  assert line.startswith("error: --config.dataset: dataset 'tfds_stillbox/synth_tiny' is not built"), line
+  assert 'tfds build tfds_stillbox --config synth_tiny' in line
+  assert os.listdir(tmp_path) == []   # neither the workdir's files nor the data_dir were created
+
+
+def _assert_one_error_line(result) -> str:
+  """A user error: exit 1, one `error:` line, no traceback, no Orbax background-thread noise."""
+  assert result.returncode == 1, result.stderr[-3000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert len(lines) == 1, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr and 'cannot schedule new futures' not in result.stderr, result.stderr
+  return lines[0]

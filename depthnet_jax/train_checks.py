@@ -1,0 +1,284 @@
+"""What `train.py` checks before any work starts: every config field's valid range, and the workdir and checkpoint
+paths. A check creates nothing on disk; a failure is a `cli.UserError` naming the field, its value and the range.
+
+Light on purpose (no JAX, no TensorFlow, no Orbax): train.py reports a bad config or path in about a second. The
+ranges are stated once, in `_FIELD_CHECKS` below, and repeated in the comments of `configs/default.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+from typing import Any, Callable
+
+from depthnet_jax import cli
+
+# Copies of optim.SOLVERS / optim.SCHEDULES / losses.LOSSES (importing those modules costs JAX's start-up);
+# tests/test_train_faults.py asserts that they agree.
+SOLVERS = ('sgd', 'adam')
+SCHEDULES = ('torch', '2017', 'constant')
+LOSSES = ('L1', 'SmoothL1', 'MSE')
+EVAL_CHECKPOINTS = ('best', 'latest')
+NUM_SCALES = 5
+DATASET_BUILDER = 'tfds_stillbox'
+MAX_SEED = 2**32 - 1
+
+# Short-lived files of a starting run (cli.check_writable_dir's probe, write_config's temporary file).
+_TRANSIENT = ('.depthnet-write-probe-', 'config.json.tmp-')
+
+
+def _name(field: str) -> str:
+  return f'--config.{field}'
+
+
+def _fail(field: str, value: Any, expected: str) -> cli.UserError:
+  return cli.UserError(f'{_name(field)}={value!r}: expected {expected}')
+
+
+def _bool(field: str, value: Any) -> None:
+  if not isinstance(value, bool):
+    raise _fail(field, value, 'True or False')
+
+
+def _string(field: str, value: Any, *, empty: bool = True) -> None:
+  if not isinstance(value, str) or (not empty and not value.strip()):
+    raise _fail(field, value, 'a string' if empty else 'a non-empty string')
+
+
+def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[str, Any], None]:
+  return lambda field, value: cli.check_int(_name(field), value, minimum, maximum)
+
+
+def _float(low: float | None = None, high: float | None = None, **open_bounds) -> Callable[[str, Any], None]:
+  return lambda field, value: cli.check_float(_name(field), value, low, high, **open_bounds)
+
+
+def _choice(choices) -> Callable[[str, Any], None]:
+  return lambda field, value: cli.check_choice(_name(field), value, choices)
+
+
+def _dataset(field: str, value: Any) -> None:
+  # 'tfds_stillbox/<config>' with an optional ':<version>'; any config name (JSON configs are built by name).
+  if not isinstance(value, str) or not re.fullmatch(rf'{DATASET_BUILDER}/[^/:\s]+(:[0-9.]+)?', value):
+    raise _fail(field, value, f"'{DATASET_BUILDER}/<config>' (built-in configs: {known_dataset_configs()})")
+
+
+def known_dataset_configs() -> str:
+  """The builder's own configs, for messages (imported only when a message needs them)."""
+  try:
+    from tfds_stillbox import tfds_stillbox_dataset_builder as builder
+    return ', '.join(builder.Builder.builder_configs)
+  except Exception:  # noqa: BLE001 - a message must not fail because the builder does not import
+    return '64, 128, 256, 512, synth64, synth128, synth64_small, synth_tiny'
+
+
+def _depth_activation(field: str, value: Any) -> None:
+  if value is not None and not (isinstance(value, str) and value.lower() in ('elu', 'none')):
+    raise _fail(field, value, "'elu' or 'none'")
+
+
+def _multiscale_weights(field: str, value: Any) -> None:
+  expected = f'{NUM_SCALES} numbers >= 0, finest scale first, e.g. (0.32, 0.08, 0.02, 0.01, 0.005)'
+  if not isinstance(value, (tuple, list)) or len(value) != NUM_SCALES:
+    raise _fail(field, value, expected)
+  for w in value:
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+      raise _fail(field, tuple(value), expected)
+
+
+def _milestones(field: str, value: Any) -> None:
+  expected = 'increasing integers >= 0 (epochs), e.g. (19, 30, 44, 53)'
+  if not isinstance(value, (tuple, list)):
+    raise _fail(field, value, expected)
+  previous = -1
+  for m in value:
+    if isinstance(m, bool) or not isinstance(m, int) or m <= previous:
+      raise _fail(field, tuple(value), expected)
+    previous = m
+
+
+def _num_train_steps(field: str, value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or not (value == -1 or value >= 1):
+    raise _fail(field, value, '-1 (train num_epochs epochs) or an integer >= 1')
+
+
+def _coordinator_address(field: str, value: Any) -> None:
+  if not isinstance(value, str):
+    raise _fail(field, value, "'' or 'host:port'")
+  if value:
+    host, _, port = value.rpartition(':')
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+      raise _fail(field, value, "'' (auto-detect the cluster) or 'host:port' with a port from 1 to 65535")
+
+
+# Every field of configs/default.py and its valid range (the same text is in default.py's comments).
+_FIELD_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    'dataset': _dataset,
+    'data_dir': _string,
+    'train_split': lambda f, v: _string(f, v, empty=False),
+    'eval_split': lambda f, v: _string(f, v, empty=False),
+    'shift': _int(1),
+    'worker_count': _int(0),
+    'batch_norm': _bool,
+    'depth_activation': _depth_activation,
+    'clamp': _bool,
+    'with_confidence': _bool,
+    'loss': _choice(LOSSES),
+    'multiscale_weights': _multiscale_weights,
+    'solver': _choice(SOLVERS),
+    'learning_rate': _float(0),
+    'momentum': _float(0, 1),
+    'dampening': _float(0, 1),
+    'weight_decay': _float(0),
+    'beta1': _float(0, 1, high_open=True),
+    'beta2': _float(0, 1, high_open=True),
+    'lr_schedule': _choice(SCHEDULES),
+    'milestones': _milestones,
+    'gamma': _float(0, 1, low_open=True),
+    'batch_size': _int(1),
+    'num_epochs': _int(1),
+    'num_train_steps': _num_train_steps,
+    'seed': _int(0, MAX_SEED),
+    'eval_batch_size': _int(1),
+    'eval_every_epochs': _float(0, low_open=True),
+    'num_eval_images': _int(0),
+    'log_every_steps': _int(1),
+    'checkpoint_every_steps': _int(1),
+    'keep_checkpoints': _int(1),
+    'async_checkpointing': _bool,
+    'init_from': _string,
+    'eval_only': _bool,
+    'eval_checkpoint': _choice(EVAL_CHECKPOINTS),
+    'distributed': _bool,
+    'coordinator_address': _coordinator_address,
+    'num_processes': _int(1),
+    'process_id': _int(0),
+}
+
+FIELDS = tuple(_FIELD_CHECKS)
+
+
+def validate_config(config, source: str = 'the config') -> None:
+  """Checks every field of a training config against its valid range; raises `cli.UserError` on the first bad one.
+
+  Args:
+    config: a ConfigDict (or mapping) with the fields of configs/default.py.
+    source: where the config came from (e.g. 'configs/test.py'), for the messages.
+  """
+  keys = list(config.keys())
+  for key in keys:
+    if key not in _FIELD_CHECKS:
+      raise cli.UserError(f'{source} sets {key!r}, which is not a config field{did_you_mean(key, FIELDS)} '
+                          '(the fields are those of configs/default.py)')
+  for field, check in _FIELD_CHECKS.items():
+    if field not in keys:
+      raise cli.UserError(f'{source} has no field {field!r}: expected every field of configs/default.py '
+                          '(start a config from configs.default.get_config())')
+    check(field, config[field])
+  # Fields that only mean something together.
+  address, processes, process_id = config['coordinator_address'], config['num_processes'], config['process_id']
+  if not address:
+    for field, value, default in (('num_processes', processes, 1), ('process_id', process_id, 0)):
+      if value != default:
+        raise _fail(field, value, f'{default} unless --config.coordinator_address is set (the processes of a '
+                    'cluster go with the address of its coordinator)')
+  elif not config['distributed'] and 'JAX_COORDINATOR_ADDRESS' not in os.environ:
+    raise cli.UserError(f'--config.coordinator_address={address!r} is set but --config.distributed=False: '
+                        'expected --config.distributed=True with it')
+  if not process_id < processes:
+    raise _fail('process_id', process_id, f'an integer from 0 to {processes - 1} (--config.num_processes is '
+                f'{processes})')
+
+
+def did_you_mean(name: str, candidates) -> str:
+  close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+  return f' (did you mean {", ".join(close)}?)' if close else ''
+
+
+# --- Paths ----------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+  """What the checks found on disk, so the run does not look again."""
+  workdir: str                      # absolute
+  resuming: bool                    # workdir/checkpoints holds a step to resume from
+  init_from: str | None = None      # absolute, when the run will warm-start from it
+
+
+def checkpoint_steps(directory: str) -> list[int]:
+  """Steps of a checkpoint manager's directory that hold a finished model checkpoint."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(s) for s in os.listdir(directory)
+                if s.isdigit() and os.path.isdir(os.path.join(directory, s, 'model_config')))
+
+
+def is_training_workdir(path: str) -> bool:
+  """True if `path` holds what train.py writes: checkpoints/ or best/, or a config.json with a training config."""
+  if any(os.path.isdir(os.path.join(path, d)) for d in ('checkpoints', 'best')):
+    return True
+  try:
+    with open(os.path.join(path, 'config.json')) as f:
+      written = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(written, dict) and {'dataset', 'batch_size', 'learning_rate'} <= set(written)
+
+
+def check_paths(config, workdir: Any) -> RunPaths:
+  """Checks the workdir (and eval_only's or init_from's checkpoint) before anything is created.
+
+  - eval_only: the workdir must hold a best (or latest, per eval_checkpoint) checkpoint; nothing is written.
+  - training: the workdir is a directory (or can be created) that we may write in, and is either empty, new, or a
+    previous run's workdir (resumed); a non-empty folder of someone else's files is refused.
+  - init_from (when not resuming): a .pth.tar file, a model checkpoint directory, or a training workdir with one.
+  """
+  if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir).strip():
+    raise cli.UserError(f'--workdir={workdir!r}: expected a directory path')
+  path = os.path.abspath(os.fspath(workdir))
+  if config['eval_only']:
+    which = config['eval_checkpoint']
+    sub = 'best' if which == 'best' else 'checkpoints'
+    if not os.path.isdir(path):
+      raise cli.UserError(f'--config.eval_only=True: --workdir {path} '
+                          f'{"is a file" if os.path.exists(path) else "does not exist"}; expected the workdir of a '
+                          f'training run (with {sub}/<step>/)')
+    if not checkpoint_steps(os.path.join(path, sub)):
+      raise cli.UserError(
+          f'--config.eval_only=True: no {which} checkpoint in --workdir {path} (expected {sub}/<step>/ there): '
+          f'train first (python train.py --config ... --workdir {path})')
+    return RunPaths(path, resuming=False)
+  if os.path.isdir(path):  # before the write probe: a user's folder is refused untouched (its mtime too)
+    # Our own passing files do not count: another process of the same run may be probing or writing config.json.
+    entries = sorted(e for e in os.listdir(path) if not e.startswith(_TRANSIENT))
+    if entries and not is_training_workdir(path):
+      shown = ', '.join(entries[:5]) + (f' and {len(entries) - 5} more' if len(entries) > 5 else '')
+      raise cli.UserError(
+          f'--workdir {path}: holds files that are not a depthnet-jax training run ({shown}); train.py writes '
+          'config.json, checkpoints/, best/ and TensorBoard events there: expected a new or empty folder, or the '
+          'workdir of a previous run to resume')
+  cli.check_writable_dir(path, '--workdir')
+  resuming = bool(checkpoint_steps(os.path.join(path, 'checkpoints')))
+  init_from = None
+  if config['init_from'] and not resuming:
+    init_from = check_init_from(config['init_from'])
+  return RunPaths(path, resuming=resuming, init_from=init_from)
+
+
+def check_init_from(value: str) -> str:
+  """The absolute path of a warm-start checkpoint, if it is one (a .pth.tar, a checkpoint or a workdir)."""
+  path = os.path.abspath(os.path.expanduser(value))
+  name = f'--config.init_from={value!r}'
+  expected = ('expected a PyTorch .pth.tar, a depthnet-jax checkpoint directory (with model_config/) or a '
+              'training workdir (with best/<step>/ or checkpoints/<step>/)')
+  if not os.path.exists(path):
+    raise cli.UserError(f'{name}: {path} does not exist; {expected}')
+  if os.path.isdir(path) and not (os.path.isdir(os.path.join(path, 'model_config'))
+                                  or checkpoint_steps(os.path.join(path, 'best'))
+                                  or checkpoint_steps(os.path.join(path, 'checkpoints'))):
+    raise cli.UserError(f'{name}: {path} holds no checkpoint; {expected}')
+  return path
