@@ -1,39 +1,320 @@
-"""Orbax checkpoints of DepthNet models.
+"""Orbax checkpoints of DepthNet models, with checksums of every array.
 
-A model checkpoint is a directory with two Orbax items:
+A model checkpoint is a directory with three Orbax items:
 - `model`: the model's state as a pure nested dict (parameters and BatchNorm statistics), as in
   `nnx.state(model).to_pure_dict()`;
-- `model_config`: JSON with the `DepthNet` constructor options and where the weights came from.
+- `model_config`: JSON with the `DepthNet` constructor options and where the weights came from;
+- `checksums`: JSON with the sha256 of every array's bytes (with its dtype and shape), keyed by item and tree
+  path, computed at save time from the very arrays handed to Orbax.
 
-`torch_import` writes one; `load_model` reads it back into a ready `DepthNet`.
+`torch_import` writes one; `load_model` reads it back into a ready `DepthNet`, after checking every array
+against its checksum and that the parameters are finite. Orbax compresses arrays (zstd, without a frame
+checksum), so bytes changed inside a data file at the same size often decode into other values without any
+error: the checksums are what finds them. Checkpoints written before checksums existed still load (they are
+checked for finite values only).
+
+Every failure to read a checkpoint is a `CheckpointError` (a `cli.UserError`): one line naming the checkpoint
+and the array or file, never Orbax's and TensorStore's tracebacks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging as logging_std
 import os
+import re
 import shutil
-from typing import Any
+import sys
+import warnings
+from typing import Any, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
-from depthnet_jax import models
+from depthnet_jax import cli, models
 
 MODEL_ITEM = 'model'
 CONFIG_ITEM = 'model_config'
+CHECKSUM_ITEM = 'checksums'
+# Key of `model_config` saying the checkpoint has a `checksums` item (so a deleted one is noticed).
+CHECKSUM_KEY = 'array_checksums'
+CHECKSUM_ALGORITHM = 'sha256'
 _OPTION_KEYS = ('batch_norm', 'depth_activation', 'clamp', 'with_confidence')
+
+
+class CheckpointError(cli.UserError):
+  """A checkpoint that cannot be used; the message names it and what is wrong."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+  """No checkpoint at the path given (nothing there, or not a depthnet-jax checkpoint)."""
+
+
+class DamagedCheckpointError(CheckpointError):
+  """A checkpoint whose files cannot be read, or whose arrays differ from their checksums or are not finite."""
 
 
 def _checkpointer() -> ocp.Checkpointer:
   return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
+# --- Checksums ------------------------------------------------------------------------------------------------
+
+def _key_name(key) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _leaves(tree) -> list[tuple[str, Any]]:
+  """(tree path 'a/b/c', leaf) of every leaf."""
+  return [('/'.join(_key_name(k) for k in path), x) for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _host(x) -> np.ndarray | None:
+  """This process's host copy of an array; None for an array split across processes (not checksummed).
+
+  The train state is replicated, so the first local shard is the whole array: no cross-process gather.
+  """
+  if isinstance(x, jax.Array):
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_shards[0].data)
+    return np.asarray(x) if x.is_fully_addressable else None
+  return np.asarray(x)
+
+
+def _describe(a: np.ndarray) -> dict[str, Any]:
+  data = np.ascontiguousarray(a).reshape(-1).view(np.uint8)   # the bytes in C order (a scalar's too)
+  return {'dtype': a.dtype.name, 'shape': list(a.shape), CHECKSUM_ALGORITHM: hashlib.sha256(data).hexdigest()}
+
+
+def array_checksums(tree) -> dict[str, dict[str, Any]]:
+  """{tree path: {dtype, shape, sha256}} of every array of `tree`, from this process's host copies."""
+  described = {}
+  for path, x in _leaves(tree):
+    a = _host(x)
+    if a is not None:
+      described[path] = _describe(a)
+  return described
+
+
+def _checksum_record(items: dict[str, Any]) -> dict[str, Any]:
+  return {'algorithm': CHECKSUM_ALGORITHM, 'items': {name: array_checksums(tree) for name, tree in items.items()}}
+
+
+def verify_arrays(directory: str, item: str, tree, expected: dict[str, Any] | None, *, finite: bool) -> None:
+  """Raises DamagedCheckpointError unless every array of `tree` matches its checksum (and is finite if asked).
+
+  Args:
+    directory: the checkpoint, for the message.
+    item: the Orbax item `tree` was restored from (`model`, `opt_state`, `train`).
+    expected: the item's checksums as saved ({tree path: {dtype, shape, sha256}}); None for a checkpoint written
+      before checksums existed (then only finiteness is checked).
+    finite: also require every floating-point value to be finite.
+  """
+  for path, x in _leaves(tree):
+    name = f'{item}/{path}'
+    a = _host(x)
+    if a is None:   # split across processes: neither summed at save nor checked here
+      continue
+    if expected is not None:
+      want = expected.get(path)
+      if not isinstance(want, dict):
+        raise DamagedCheckpointError(
+            f'checkpoint {directory} is damaged: array {name} has no checksum in {CHECKSUM_ITEM}/ (the arrays and '
+            'their checksums do not belong together)')
+      got = _describe(a)
+      if (got['dtype'], got['shape']) != (want.get('dtype'), want.get('shape')):
+        raise DamagedCheckpointError(
+            f'checkpoint {directory} is damaged: array {name} is {got["dtype"]}{got["shape"]} but was saved as '
+            f'{want.get("dtype")}{want.get("shape")}')
+      if got[CHECKSUM_ALGORITHM] != want.get(CHECKSUM_ALGORITHM):
+        raise DamagedCheckpointError(
+            f'checkpoint {directory} is damaged: array {name} does not match the checksum written when it was '
+            'saved')
+    if finite and jnp.issubdtype(a.dtype, jnp.inexact):
+      good = int(np.count_nonzero(np.isfinite(a)))
+      if good != a.size:
+        raise DamagedCheckpointError(
+            f'checkpoint {directory} cannot be used: array {name} holds {a.size - good} NaN or infinite value(s) '
+            f'of {a.size}')
+
+
+def _expected(directory: str, record: dict[str, Any] | None, item: str) -> dict[str, Any] | None:
+  """The saved checksums of one item, or None for a checkpoint without checksums."""
+  if record is None:
+    return None
+  items = record.get('items') if isinstance(record, dict) else None
+  if not isinstance(items, dict) or record.get('algorithm') != CHECKSUM_ALGORITHM or not isinstance(
+      items.get(item), dict):
+    raise DamagedCheckpointError(f'checkpoint {directory} is damaged: {CHECKSUM_ITEM}/ holds no {CHECKSUM_ALGORITHM} '
+                                 f'checksums of the {item} item')
+  return items[item]
+
+
+def _has_checksums(directory: str, config: dict[str, Any]) -> bool:
+  """Whether the checkpoint has a `checksums` item; one its config promises but that is gone is damage."""
+  present = os.path.isdir(os.path.join(directory, CHECKSUM_ITEM))
+  if config.get(CHECKSUM_KEY) and not present:
+    raise DamagedCheckpointError(f'checkpoint {directory} is damaged: {CHECKSUM_ITEM}/ is missing (its '
+                                 f'{CONFIG_ITEM} says the arrays were saved with {config[CHECKSUM_KEY]} checksums)')
+  return present
+
+
+# --- Turning Orbax's and TensorStore's failures into one line -------------------------------------------------
+
+_TS_STATUS = re.compile(r'\b(OUT_OF_RANGE|FAILED_PRECONDITION|DATA_LOSS|NOT_FOUND|INVALID_ARGUMENT|INTERNAL|UNKNOWN|'
+                        r'PERMISSION_DENIED|RESOURCE_EXHAUSTED|UNAVAILABLE|ABORTED|UNIMPLEMENTED): ')
+_TS_KEY = re.compile(r'"([^"]+)" in OCDBT database at local file "([^"]+)"')
+_TS_FILE = re.compile(r'(?:Error decoding |Error reading )?local file "([^"]+)":?\s*')
+_TS_DRIVER = re.compile(r'Error opening "[a-z_]+" driver: ')
+_ORBAX_TMP = re.compile(r'^\d+\.orbax-checkpoint-tmp')
+_JSON_ITEMS = (CONFIG_ITEM, CHECKSUM_ITEM, 'data')
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+  seen = set()
+  while error is not None and id(error) not in seen and len(seen) < 20:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def _relative(path: str, directory: str) -> str:
+  path = os.path.normpath(path)
+  return os.path.relpath(path, directory) if path.startswith(directory + os.sep) else path
+
+
+def _tensorstore_reason(text: str, directory: str) -> str | None:
+  """'array model/conv1/conv/kernel cannot be read (CODE: what)' from a TensorStore status message."""
+  status = _TS_STATUS.search(text)
+  if not status:
+    return None
+  detail = text[status.end():].split(' [tensorstore_spec')[0].split('\n')[0]
+  detail = _TS_DRIVER.sub('', detail)
+  subject = None
+  key = _TS_KEY.search(detail)
+  if key:
+    name, database = key.groups()
+    item = os.path.basename(os.path.normpath(database))
+    subject = f'array {item}/{name.split("/")[0].replace(".", "/")}'
+    detail = (detail[:key.start()] + f'"{name}"' + detail[key.end():])
+  files = [f for f in _TS_FILE.findall(detail) if not f.endswith('/')]
+  if files:
+    subject = f'file {_relative(files[-1], directory)}' + (f' ({subject})' if subject else '')
+  detail = _TS_FILE.sub('', detail).strip(' :;')
+  detail = re.sub(r'^Error (reading|opening) "[^"]+":\s*', '', detail)
+  return f'{subject or "its data"} cannot be read ({status.group(1)}: {detail[:300]})'
+
+
+def _missing(directory: str, items: tuple[str, ...]) -> str | None:
+  """The first file or folder that the items being read need and that is not there."""
+  for item in items:
+    path = os.path.join(directory, item)
+    if not os.path.isdir(path):
+      return f'{item}/ is missing'
+    needed = 'metadata' if item in _JSON_ITEMS else 'manifest.ocdbt'
+    if not os.path.isfile(os.path.join(path, needed)):
+      return f'file {item}/{needed} is missing'
+  return None
+
+
+def _invalid_json(directory: str, items: tuple[str, ...]) -> str | None:
+  """The first JSON file of the items being read that does not parse."""
+  for item in items:
+    for name in ('metadata', '_METADATA'):
+      path = os.path.join(directory, item, name)
+      if os.path.isfile(path):
+        try:
+          with open(path, 'rb') as f:
+            json.loads(f.read())
+        except (OSError, ValueError) as e:
+          return f'file {item}/{name} is not readable JSON ({cli.one_line(e)[:200]})'
+  return None
+
+
+def _reason(error: BaseException, directory: str, items: tuple[str, ...]) -> str:
+  found = _missing(directory, items)
+  for e in _chain(error):
+    found = found or _tensorstore_reason(str(e), directory)
+  found = found or _invalid_json(directory, items)
+  return found or f'{type(error).__name__}: {cli.one_line(error)[:300]}'
+
+
+# How Orbax's abandoned reads show: its coroutine's name and the message its read errors start with.
+_ABANDONED_READ_MARKS = ('_read_array_index_and_device_put', 'Encountered error while reading array index')
+
+
+def _is_abandoned_read_noise(unraisable) -> bool:
+  """Orbax's other reads of a failed restore, failing later in threads and coroutines nobody awaits any more."""
+  error, obj = unraisable.exc_value, unraisable.object
+  if isinstance(error, RuntimeError) and 'Event loop is closed' in str(error):
+    return True
+  code = getattr(obj, 'cr_code', None)
+  return (code is not None and code.co_name == _ABANDONED_READ_MARKS[0]) or _ABANDONED_READ_MARKS[1] in str(error)
+
+
+def _quiet_abandoned_reads() -> None:
+  """Silences (installed once, for the process) the dozens of tracebacks that follow a failed restore.
+
+  Orbax reads every array concurrently; when one fails, the others fail afterwards in background threads and
+  un-awaited coroutines and tasks, each printed by Python ('Exception ignored in', 'Task exception was never
+  retrieved', '_GatheringFuture exception was never retrieved', 'coroutine ... was never awaited') with
+  TensorStore's whole spec. The first failure is the one reported (and chained, for --debug); anything else still
+  reaches the usual hooks and the asyncio log.
+  """
+  asyncio_log = logging_std.getLogger('asyncio')
+  if _not_abandoned_read_log not in asyncio_log.filters:
+    asyncio_log.addFilter(_not_abandoned_read_log)
+  warnings.filterwarnings('ignore', message="coroutine '_read_array_index_and_device_put' was never awaited",
+                          category=RuntimeWarning)
+  previous = sys.unraisablehook
+  if getattr(previous, '_depthnet_quiet', False):
+    return
+
+  def hook(unraisable):
+    if not _is_abandoned_read_noise(unraisable):
+      previous(unraisable)
+
+  hook._depthnet_quiet = True
+  sys.unraisablehook = hook
+
+
+def _not_abandoned_read_log(record) -> bool:
+  text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
+  return not any(mark in text for mark in _ABANDONED_READ_MARKS)
+
+
+@contextlib.contextmanager
+def _reading(directory: str, items: tuple[str, ...]):
+  """Any failure inside (Orbax, TensorStore, JSON, OS) -> DamagedCheckpointError naming the checkpoint."""
+  _quiet_abandoned_reads()   # before reading: the other reads may fail before the first error gets here
+  try:
+    yield
+  except CheckpointError:
+    raise
+  except Exception as e:  # noqa: BLE001 - whatever Orbax raises for a bad file, the user sees one line
+    raise DamagedCheckpointError(
+        f'checkpoint {directory} is damaged or incomplete: {_reason(e, directory, items)}') from e
+
+
+def _restore(directory: str, args: dict[str, Any]) -> dict[str, Any]:
+  with _reading(directory, tuple(args)), _checkpointer() as ckptr:
+    return ckptr.restore(directory, ocp.args.Composite(**args))
+
+
+# --- Model checkpoints ----------------------------------------------------------------------------------------
+
 def save_model(directory: str | os.PathLike, model: models.DepthNet, *, metadata: dict[str, Any] | None = None,
                overwrite: bool = False) -> str:
-  """Writes `model` as an Orbax checkpoint at `directory`, atomically.
+  """Writes `model` as an Orbax checkpoint at `directory` (with its arrays' checksums), atomically.
 
   The checkpoint is written beside `directory` and renamed into place when complete, so an interrupted save
   leaves no partial `directory`. An existing non-empty `directory` is an error unless `overwrite`.
@@ -50,13 +331,19 @@ def save_model(directory: str | os.PathLike, model: models.DepthNet, *, metadata
                             'pass overwrite')
     if os.listdir(directory):
       check_replaceable(directory)
-  config = dict(model.options(), **(metadata or {}))
+  config = {**model.options(), **(metadata or {}), CHECKSUM_KEY: CHECKSUM_ALGORITHM}
   state = jax.tree.map(np.asarray, nnx.state(model).to_pure_dict())
+  checksums = _checksum_record({MODEL_ITEM: state})
   tmp = f'{directory}.tmp-{os.getpid()}'
   shutil.rmtree(tmp, ignore_errors=True)
-  with _checkpointer() as ckptr:
-    ckptr.save(tmp, ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardSave(state),
-                                          CONFIG_ITEM: ocp.args.JsonSave(config)}))
+  try:
+    with _checkpointer() as ckptr:
+      ckptr.save(tmp, ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardSave(state),
+                                            CONFIG_ITEM: ocp.args.JsonSave(config),
+                                            CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
+  except BaseException:   # Ctrl-C included: no half-written checkpoint stays beside the output
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
   if os.path.exists(directory):
     old = f'{directory}.old-{os.getpid()}'
     os.rename(directory, old)
@@ -68,7 +355,8 @@ def save_model(directory: str | os.PathLike, model: models.DepthNet, *, metadata
 
 
 # What a model checkpoint directory holds: its Orbax items and Orbax's own metadata files.
-_CHECKPOINT_ENTRIES = frozenset({MODEL_ITEM, CONFIG_ITEM, 'opt_state', 'train', 'data'})
+_CHECKPOINT_ENTRIES = frozenset({MODEL_ITEM, CONFIG_ITEM, CHECKSUM_ITEM, 'opt_state', 'train', 'data',
+                                 'commit_success.txt'})
 
 
 def check_replaceable(directory: str | os.PathLike) -> None:
@@ -95,14 +383,33 @@ def _shown(names: list[str], limit: int = 5) -> str:
   return ', '.join(names[:limit]) + more
 
 
+def _checkpoint_dir(path: str | os.PathLike) -> str:
+  """The absolute path of a model checkpoint; CheckpointNotFoundError if there is none there."""
+  directory = os.path.abspath(os.fspath(path))
+  if not os.path.exists(directory):
+    raise CheckpointNotFoundError(f'checkpoint {directory} does not exist')
+  if not os.path.isdir(os.path.join(directory, CONFIG_ITEM)):
+    raise CheckpointNotFoundError(f'{directory} is not a depthnet-jax model checkpoint (no {CONFIG_ITEM}/ inside)')
+  return directory
+
+
+def _read_config(directory: str) -> dict[str, Any]:
+  """The `model_config` item of a checkpoint directory; DamagedCheckpointError if it is unreadable or incomplete."""
+  if not os.path.isdir(os.path.join(directory, CONFIG_ITEM)):
+    raise DamagedCheckpointError(f'checkpoint {directory} is damaged or incomplete: {CONFIG_ITEM}/ is missing')
+  config = _restore(directory, {CONFIG_ITEM: ocp.args.JsonRestore()})[CONFIG_ITEM]
+  if not isinstance(config, dict):
+    raise DamagedCheckpointError(f'checkpoint {directory} is damaged: {CONFIG_ITEM}/metadata is not a JSON object')
+  missing = [k for k in _OPTION_KEYS if k not in config]
+  if missing:
+    raise DamagedCheckpointError(f'checkpoint {directory} is damaged: {CONFIG_ITEM}/metadata lacks the model '
+                                 f'option(s) {", ".join(missing)}')
+  return dict(config)
+
+
 def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
   """The `model_config` item of a model checkpoint (constructor options and provenance)."""
-  directory = os.path.abspath(os.fspath(directory))
-  if not os.path.isdir(os.path.join(directory, CONFIG_ITEM)):
-    raise FileNotFoundError(f'{directory} is not a depthnet-jax model checkpoint (no {CONFIG_ITEM}/ inside)')
-  with _checkpointer() as ckptr:
-    restored = ckptr.restore(directory, ocp.args.Composite(**{CONFIG_ITEM: ocp.args.JsonRestore()}))
-  return dict(restored[CONFIG_ITEM])
+  return _read_config(_checkpoint_dir(directory))
 
 
 def abstract_model(options: dict[str, Any]) -> models.DepthNet:
@@ -110,17 +417,35 @@ def abstract_model(options: dict[str, Any]) -> models.DepthNet:
   return nnx.eval_shape(lambda: models.DepthNet(**{k: options[k] for k in _OPTION_KEYS}, rngs=nnx.Rngs(0)))
 
 
+def _abstract_from_config(directory: str, config: dict[str, Any]) -> models.DepthNet:
+  with _reading(directory, (CONFIG_ITEM,)):   # options a damaged config may hold that DepthNet refuses
+    return abstract_model(config)
+
+
 def load_model(directory: str | os.PathLike) -> models.DepthNet:
-  """Builds the `DepthNet` a checkpoint describes and loads its weights; returns it in eval mode."""
-  directory = os.path.abspath(os.fspath(directory))
-  config = read_model_config(directory)
-  graphdef, state = nnx.split(abstract_model(config))
+  """Builds the `DepthNet` a checkpoint describes and loads its weights; returns it in eval mode.
+
+  Every array is checked against the checksum saved with it (checkpoints written before checksums existed are
+  not) and must be finite.
+
+  Raises:
+    CheckpointNotFoundError: `directory` is not a model checkpoint.
+    DamagedCheckpointError: a file is missing or unreadable, an array differs from its checksum or is not finite.
+  """
+  directory = _checkpoint_dir(directory)
+  config = _read_config(directory)
+  graphdef, state = nnx.split(_abstract_from_config(directory, config))
   # Onto this process's first device, whatever mesh the checkpoint was saved from (e.g. a multi-device run).
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state.to_pure_dict())
-  with _checkpointer() as ckptr:
-    restored = ckptr.restore(directory, ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardRestore(target)}))
-  nnx.replace_by_pure_dict(state, restored[MODEL_ITEM])
+  args = {MODEL_ITEM: ocp.args.StandardRestore(target)}
+  if _has_checksums(directory, config):
+    args[CHECKSUM_ITEM] = ocp.args.JsonRestore()
+  restored = _restore(directory, args)
+  record = restored[CHECKSUM_ITEM] if CHECKSUM_ITEM in args else None
+  verify_arrays(directory, MODEL_ITEM, restored[MODEL_ITEM], _expected(directory, record, MODEL_ITEM), finite=True)
+  with _reading(directory, (MODEL_ITEM,)):
+    nnx.replace_by_pure_dict(state, restored[MODEL_ITEM])
   model = nnx.merge(graphdef, state)
   model.eval()
   return model
@@ -130,8 +455,9 @@ def load_model(directory: str | os.PathLike) -> models.DepthNet:
 #
 # A training run's workdir holds `config.json`, `checkpoints/<step>/` (the latest K, every epoch and every N
 # steps) and `best/<step>/` (the one with the lowest eval depth error). Each step directory is also a model
-# checkpoint (items `model`, `model_config`), so `load_model` and inference read it directly; `checkpoints/`
-# adds `opt_state`, `train` (step, RNG key) and `data` (the input pipeline's position, a function of the step).
+# checkpoint (items `model`, `model_config`, `checksums`), so `load_model` and inference read it directly;
+# `checkpoints/` adds `opt_state`, `train` (step, RNG key) and `data` (the input pipeline's position, a function
+# of the step), and its `checksums` cover `opt_state` and `train` too.
 
 
 def _pure_model(params, batch_stats) -> dict:
@@ -150,76 +476,149 @@ def _abstract(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  return {path: tuple(np.shape(x)) for path, x in _leaves(tree)}
+
+
 class TrainCheckpoints:
-  """The latest-K and best checkpoints of a training run, asynchronous, with fallback past unreadable steps."""
+  """The latest-K and best checkpoints of a training run: asynchronous, checksummed, resumed past damaged steps.
+
+  Nothing is created on disk until the first save, so reading (resume, `eval_only`) and a run that fails before
+  its first checkpoint leave the workdir as they found it. Use it as a context manager (or call `close`): it
+  waits for the saves in flight and stops Orbax's threads on every path, errors included.
+  """
 
   def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, async_save: bool = True,
                best_metric: str = 'depth_error'):
     self.workdir = os.path.abspath(os.fspath(workdir))
     self.best_metric = best_metric
-    common = dict(create=True, cleanup_tmp_directories=True, enable_async_checkpointing=async_save)
+    # create=False: the directories appear at the first save (`_prepare`). Orbax's own sweep of unfinished
+    # steps runs in a background thread that nothing awaits before exit; `_prepare` sweeps instead.
+    common = dict(create=False, cleanup_tmp_directories=False, enable_async_checkpointing=async_save)
     self.latest = ocp.CheckpointManager(os.path.join(self.workdir, 'checkpoints'),
                                         options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common))
     self.best = ocp.CheckpointManager(
         os.path.join(self.workdir, 'best'),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[best_metric], best_mode='min',
                                              **common))
+    self._prepared: set[str] = set()
+    self._closed = False
+
+  def __enter__(self) -> 'TrainCheckpoints':
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> bool:
+    self.close(quiet=exc_type is not None)
+    return False
+
+  def _prepare(self, manager: ocp.CheckpointManager) -> None:
+    """Before a manager's first save: creates its directory and removes unfinished steps of a killed run."""
+    directory = os.fspath(manager.directory)
+    if directory in self._prepared:
+      return
+    os.makedirs(directory, exist_ok=True)
+    if jax.process_index() == 0:
+      for name in os.listdir(directory):
+        if _ORBAX_TMP.match(name):   # Orbax's own `<step>.orbax-checkpoint-tmp-*`, never finished
+          shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    self._prepared.add(directory)
 
   def save(self, step: int, state: dict, options: dict, data_state: dict) -> None:
     if step in self.latest.all_steps():
       return
+    model = _pure_model(state['params'], state['batch_stats'])
+    opt_state = {f'{i:05d}': x for i, x in enumerate(jax.tree.leaves(state['opt_state']))}
+    train = {'step': state['step'], 'rng': state['rng']}
+    # From the arrays handed to Orbax, now: the next (donating) train step must not change what is summed.
+    checksums = _checksum_record({MODEL_ITEM: model, 'opt_state': opt_state, 'train': train})
+    self._prepare(self.latest)
     self.latest.save(step, args=ocp.args.Composite(**{
-        MODEL_ITEM: ocp.args.StandardSave(_pure_model(state['params'], state['batch_stats'])),
-        CONFIG_ITEM: ocp.args.JsonSave(dict(options, source='training', step=step)),
-        'opt_state': ocp.args.StandardSave({f'{i:05d}': x for i, x in enumerate(jax.tree.leaves(
-            state['opt_state']))}),
-        'train': ocp.args.StandardSave({'step': state['step'], 'rng': state['rng']}),
-        'data': ocp.args.JsonSave(data_state)}))
+        MODEL_ITEM: ocp.args.StandardSave(model),
+        CONFIG_ITEM: ocp.args.JsonSave(dict(options, source='training', step=step,
+                                            **{CHECKSUM_KEY: CHECKSUM_ALGORITHM})),
+        'opt_state': ocp.args.StandardSave(opt_state),
+        'train': ocp.args.StandardSave(train),
+        'data': ocp.args.JsonSave(data_state),
+        CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
 
   def save_best(self, step: int, state: dict, options: dict, metrics: dict[str, float]) -> None:
     if step in self.best.all_steps():
       return
+    model = _pure_model(state['params'], state['batch_stats'])
+    checksums = _checksum_record({MODEL_ITEM: model})
+    self._prepare(self.best)
     self.best.save(step, metrics=dict(metrics), args=ocp.args.Composite(**{
-        MODEL_ITEM: ocp.args.StandardSave(_pure_model(state['params'], state['batch_stats'])),
-        CONFIG_ITEM: ocp.args.JsonSave(dict(options, source='training', step=step, eval_metrics=metrics))}))
+        MODEL_ITEM: ocp.args.StandardSave(model),
+        CONFIG_ITEM: ocp.args.JsonSave(dict(options, source='training', step=step, eval_metrics=metrics,
+                                            **{CHECKSUM_KEY: CHECKSUM_ALGORITHM})),
+        CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
 
   def restore_latest(self, template: dict) -> dict | None:
-    """The newest readable checkpoint as a state like `template` (same shardings), or None if there is none.
+    """The newest usable checkpoint as a state like `template` (same shardings), or None if there is none.
 
-    A step that cannot be read (partial or corrupt files) is reported and the previous one is tried.
+    A step that cannot be read (missing, truncated or corrupt files), whose arrays differ from their checksums,
+    or whose parameters are not finite is reported, moved to `workdir/unreadable/`, and the previous one is
+    tried.
+
+    Raises:
+      CheckpointError: every step was damaged (all are set aside), or the checkpoints are of a model with other
+        options than `template` (nothing is moved).
     """
     steps = sorted(self.latest.all_steps(), reverse=True)
+    if not steps:
+      return None
+    model_template = _pure_model(template['params'], template['batch_stats'])
     opt_leaves, opt_def = jax.tree.flatten(template['opt_state'])
-    targets = ocp.args.Composite(**{
-        MODEL_ITEM: ocp.args.StandardRestore(_abstract(_pure_model(template['params'], template['batch_stats']))),
+    targets = {
+        MODEL_ITEM: ocp.args.StandardRestore(_abstract(model_template)),
         'opt_state': ocp.args.StandardRestore(_abstract({f'{i:05d}': x for i, x in enumerate(opt_leaves)})),
-        'train': ocp.args.StandardRestore(_abstract({'step': template['step'], 'rng': template['rng']}))})
+        'train': ocp.args.StandardRestore(_abstract({'step': template['step'], 'rng': template['rng']}))}
     for n, step in enumerate(steps):
+      where = os.path.join(os.fspath(self.latest.directory), str(step))
       try:
-        restored = self.latest.restore(step, args=targets)
-        params, stats = _split_pure(restored[MODEL_ITEM], template['params'], template['batch_stats'])
-        opt_state = jax.tree.unflatten(opt_def, [restored['opt_state'][k] for k in sorted(restored['opt_state'])])
-        state = dict(params=params, batch_stats=stats, opt_state=opt_state, step=restored['train']['step'],
-                     rng=restored['train']['rng'])
-      except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous step
-        where = os.path.join(self.latest.directory, str(step))
-        message = (f'checkpoint {where} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:300]}); '
-                   + ('falling back to the previous one' if n + 1 < len(steps) else 'no older checkpoint'))
+        return self._restore_step(step, where, targets, template, opt_def)
+      except DamagedCheckpointError as e:
+        message = f'{cli.one_line(e)}; ' + ('falling back to the previous one' if n + 1 < len(steps)
+                                             else 'no older checkpoint')
         logging.warning(message)
         print(f'WARNING: {message}', flush=True)
         self._set_aside(step)
-        continue
-      if int(state['step']) != step:
-        raise ValueError(f'checkpoint {step} holds step {int(state["step"])}')
-      return state
-    if steps:
-      raise RuntimeError(f'no checkpoint in {self.latest.directory} is readable (tried steps {steps}; they are in '
-                         f'{os.path.join(self.workdir, "unreadable")} now). Run again to start from scratch, or put '
-                         'back a good one.')
-    return None
+    raise CheckpointError(
+        f'no checkpoint in {self.latest.directory} is usable (steps {", ".join(map(str, steps))} are damaged; they '
+        f'were moved to {os.path.join(self.workdir, "unreadable")}): run again to start from scratch, or put back a '
+        'good one')
+
+  def _restore_step(self, step: int, where: str, targets: dict, template: dict, opt_def) -> dict:
+    config = _read_config(where)
+    model_template = _pure_model(template['params'], template['batch_stats'])
+    theirs = _shapes(nnx.state(_abstract_from_config(where, config)).to_pure_dict())
+    if theirs != _shapes(model_template):
+      # Not damage: the config changed. Refuse without moving anything the user may want back.
+      options = ', '.join(f'{k}={config[k]!r}' for k in _OPTION_KEYS)
+      raise CheckpointError(
+          f'checkpoint {where} is of another model ({options}) than the config builds: resume with the config '
+          f'the run was started with ({os.path.join(self.workdir, "config.json")}), or use another --workdir')
+    args = dict(targets)
+    if _has_checksums(where, config):
+      args[CHECKSUM_ITEM] = ocp.args.JsonRestore()
+    with _reading(where, tuple(args)):
+      restored = self.latest.restore(step, args=ocp.args.Composite(**args))
+    record = restored[CHECKSUM_ITEM] if CHECKSUM_ITEM in args else None
+    verify_arrays(where, MODEL_ITEM, restored[MODEL_ITEM], _expected(where, record, MODEL_ITEM), finite=True)
+    for item in ('opt_state', 'train'):
+      verify_arrays(where, item, restored[item], _expected(where, record, item), finite=False)
+    with _reading(where, tuple(args)):
+      params, stats = _split_pure(restored[MODEL_ITEM], template['params'], template['batch_stats'])
+      opt_state = jax.tree.unflatten(opt_def, [restored['opt_state'][k] for k in sorted(restored['opt_state'])])
+      state = dict(params=params, batch_stats=stats, opt_state=opt_state, step=restored['train']['step'],
+                   rng=restored['train']['rng'])
+      saved_step = int(state['step'])
+    if saved_step != step:
+      raise DamagedCheckpointError(f'checkpoint {where} is damaged: its train item holds step {saved_step}')
+    return state
 
   def _set_aside(self, step: int) -> None:
-    """Moves an unreadable step out of the way (to workdir/unreadable/) so training can write it anew."""
+    """Moves an unusable step out of the way (to workdir/unreadable/) so training can write it anew."""
     if jax.process_index() == 0:
       aside = os.path.join(self.workdir, 'unreadable')
       os.makedirs(aside, exist_ok=True)
@@ -231,36 +630,66 @@ class TrainCheckpoints:
   def path_of(self, which: str = 'best') -> str:
     """Directory of the best or the latest checkpoint (each a model checkpoint for `load_model`)."""
     if which not in ('best', 'latest'):
-      raise ValueError(f"eval_checkpoint must be 'best' or 'latest'; got {which!r}")
+      raise cli.UserError(f"eval_checkpoint={which!r}: expected 'best' or 'latest'")
     manager = self.best if which == 'best' else self.latest
     step = manager.best_step() if which == 'best' else manager.latest_step()
     if step is None:
-      raise FileNotFoundError(f'no {which} checkpoint in {self.workdir}: train first '
-                              f'(python train.py --config ... --workdir {self.workdir})')
+      raise CheckpointNotFoundError(f'no {which} checkpoint in {self.workdir}: train first '
+                                    f'(python train.py --config ... --workdir {self.workdir})')
     return os.path.join(os.fspath(manager.directory), str(step))
 
-  def close(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
-    self.latest.close()
-    self.best.close()
+  def close(self, *, quiet: bool = False) -> None:
+    """Waits for the saves in flight, then stops Orbax's threads; a second call does nothing.
+
+    Args:
+      quiet: an error is already on its way (e.g. from `__exit__`): a failure here is logged, not raised, so it
+        never hides that error.
+
+    Raises:
+      CheckpointError: a save in flight failed (unless `quiet`).
+    """
+    if self._closed:
+      return
+    self._closed = True
+    failure = None
+    for manager in (self.latest, self.best):
+      for step in (manager.wait_until_finished, manager.close):
+        try:
+          step()
+        except Exception as e:  # noqa: BLE001 - close every manager whatever happened to the other
+          failure = failure or e
+    if failure is None:
+      return
+    message = f'saving a checkpoint in {self.workdir} failed: {type(failure).__name__}: {cli.one_line(failure)[:300]}'
+    if quiet:
+      logging.warning(message)
+      return
+    raise CheckpointError(message) from failure
 
 
 def resolve_checkpoint(path: str | os.PathLike, prefer: str = 'best') -> str:
   """A model checkpoint directory from a path: itself, or a training workdir's best (or latest) checkpoint."""
   path = os.path.abspath(os.fspath(path))
+  if not os.path.exists(path):
+    raise CheckpointNotFoundError(f'checkpoint {path} does not exist')
   if os.path.isdir(os.path.join(path, CONFIG_ITEM)):
     return path
-  if os.path.isdir(os.path.join(path, 'checkpoints')) or os.path.isdir(os.path.join(path, 'best')):
+  managers = [os.path.join(path, d) for d in ('checkpoints', 'best')]
+  if any(os.path.isdir(d) for d in managers):
     order = (prefer, 'latest' if prefer == 'best' else 'best')
     for which in order:
       manager_dir = os.path.join(path, which if which == 'best' else 'checkpoints')
-      steps = sorted(int(s) for s in os.listdir(manager_dir) if s.isdigit()) if os.path.isdir(manager_dir) else []
+      try:
+        names = os.listdir(manager_dir) if os.path.isdir(manager_dir) else []
+      except OSError as e:
+        raise CheckpointError(f'{manager_dir} cannot be listed ({e.strerror or e})') from None
+      steps = sorted(int(s) for s in names if s.isdigit())
       steps = [s for s in steps if os.path.isdir(os.path.join(manager_dir, str(s), CONFIG_ITEM))]
       if steps:
         return os.path.join(manager_dir, str(steps[-1]))
-  raise FileNotFoundError(f'{path} is neither a depthnet-jax checkpoint (no {CONFIG_ITEM}/ inside) nor a training '
-                          'workdir with checkpoints/ or best/')
+    raise CheckpointNotFoundError(f'training workdir {path} holds no complete checkpoint in checkpoints/ or best/')
+  raise CheckpointNotFoundError(f'{path} is neither a depthnet-jax checkpoint (no {CONFIG_ITEM}/ inside) nor a '
+                                'training workdir with checkpoints/ or best/')
 
 
 def load_any(path: str | os.PathLike, prefer: str = 'best') -> models.DepthNet:
@@ -268,9 +697,9 @@ def load_any(path: str | os.PathLike, prefer: str = 'best') -> models.DepthNet:
   path = os.fspath(path)
   if os.path.isfile(path):
     from depthnet_jax import torch_import
-    return torch_import.load(path)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'checkpoint {path} does not exist')
+    model = torch_import.load(path)
+    verify_arrays(os.path.abspath(path), 'state_dict', nnx.state(model).to_pure_dict(), None, finite=True)
+    return model
   return load_model(resolve_checkpoint(path, prefer))
 
 
@@ -281,23 +710,27 @@ def warm_start(path: str | os.PathLike, options: dict[str, Any], params_template
   ours = {k: (models.normalize_depth_activation(v) if k == 'depth_activation' else v) for k, v in options.items()}
   differ = {k: (ours[k], theirs.get(k)) for k in _OPTION_KEYS if ours[k] != theirs.get(k)}
   if differ:
-    raise ValueError(f'checkpoint {path} was built with other model options (config vs checkpoint): {differ}; '
-                     'set the config to match it')
+    raise CheckpointError(f'checkpoint {path} was built with other model options (config vs checkpoint): {differ}; '
+                          'set the config to match it')
   _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   if jax.tree.structure(params) != jax.tree.structure(params_template):
-    raise ValueError(f'checkpoint {path}: parameter structure differs from the model of the config')
+    raise CheckpointError(f'checkpoint {path}: parameter structure differs from the model of the config')
   return params, stats
 
 
 def write_config(workdir: str | os.PathLike, config) -> str:
   """Writes the run's config as `workdir/config.json` (process 0, atomically); returns its path."""
-  import json
   path = os.path.join(os.fspath(workdir), 'config.json')
   if jax.process_index() == 0:
     os.makedirs(os.fspath(workdir), exist_ok=True)
     tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True) if hasattr(config, 'to_json_best_effort')
-              else json.dumps(config, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+      with open(tmp, 'w') as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True) if hasattr(config, 'to_json_best_effort')
+                else json.dumps(config, indent=2, sort_keys=True))
+      os.replace(tmp, path)
+    except BaseException:
+      with contextlib.suppress(OSError):
+        os.remove(tmp)
+      raise
   return path

@@ -29,17 +29,21 @@ def test_round_trip_keeps_weights_statistics_and_options(model, tmp_path):
   assert checkpointing.read_model_config(out)['note'] == 'test'
 
 
-def test_existing_output_is_kept_unless_overwrite(model, tmp_path):
+def test_existing_output_is_kept_and_overwrite_replaces_only_a_checkpoint(model, tmp_path):
   target = tmp_path / 'ckpt'
   target.mkdir()
   (target / 'precious.txt').write_text('keep me')
   with pytest.raises(FileExistsError, match='not empty'):
     checkpointing.save_model(target, model)
-  assert (target / 'precious.txt').read_text() == 'keep me'
-  checkpointing.save_model(target, model, overwrite=True)
-  assert not (target / 'precious.txt').exists()
-  assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt']  # no temporary or old copy left
-  checkpointing.load_model(target)
+  with pytest.raises(FileExistsError, match='not a depthnet-jax model checkpoint.*precious.txt'):
+    checkpointing.save_model(target, model, overwrite=True)
+  assert [p.name for p in target.iterdir()] == ['precious.txt'] and (target / 'precious.txt').read_text() == 'keep me'
+  previous = tmp_path / 'previous'
+  checkpointing.save_model(previous, model, metadata={'note': 'old'})
+  checkpointing.save_model(previous, model, metadata={'note': 'new'}, overwrite=True)
+  assert checkpointing.read_model_config(previous)['note'] == 'new'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt', 'previous']  # no temporary or old copy left
+  checkpointing.load_model(previous)
 
 
 def test_empty_directory_is_used(model, tmp_path):
