@@ -1,4 +1,4 @@
-"""Orbax checkpoints of DepthNet models, with checksums of every array.
+"""Orbax checkpoints of DepthNet models: model checkpoints, a training run's checkpoints, and loading any of them.
 
 A model checkpoint is a directory with three Orbax items:
 - `model`: the model's state as a pure nested dict (parameters and BatchNorm statistics), as in
@@ -8,306 +8,34 @@ A model checkpoint is a directory with three Orbax items:
   path, computed at save time from the very arrays handed to Orbax.
 
 `torch_import` writes one; `load_model` reads it back into a ready `DepthNet`, after checking every array
-against its checksum and that the parameters are finite. Orbax compresses arrays (zstd, without a frame
-checksum), so bytes changed inside a data file at the same size often decode into other values without any
-error: the checksums are what finds them. Checkpoints written before checksums existed still load (they are
-checked for finite values only).
-
-Every failure to read a checkpoint is a `CheckpointError` (a `cli.UserError`): one line naming the checkpoint
-and the array or file, never Orbax's and TensorStore's tracebacks.
+against its checksum and that the parameters are finite (`checkpoint_integrity`: why checksums, and how a
+damaged file becomes one line). Checkpoints written before checksums existed still load (they are checked for
+finite values only). Every failure to read a checkpoint is a `CheckpointError` (a `cli.UserError`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import logging as logging_std
 import os
 import re
 import shutil
-import sys
-import warnings
-from typing import Any, Iterator
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
+from depthnet_jax import checkpoint_integrity as integrity
 from depthnet_jax import cli, models
+from depthnet_jax.checkpoint_integrity import (  # noqa: F401 - re-exported: the names callers use
+    CHECKSUM_ALGORITHM, CHECKSUM_ITEM, CHECKSUM_KEY, CONFIG_ITEM, MODEL_ITEM, CheckpointError,
+    CheckpointNotFoundError, DamagedCheckpointError, array_checksums, verify_arrays)
 
-MODEL_ITEM = 'model'
-CONFIG_ITEM = 'model_config'
-CHECKSUM_ITEM = 'checksums'
-# Key of `model_config` saying the checkpoint has a `checksums` item (so a deleted one is noticed).
-CHECKSUM_KEY = 'array_checksums'
-CHECKSUM_ALGORITHM = 'sha256'
 _OPTION_KEYS = ('batch_norm', 'depth_activation', 'clamp', 'with_confidence')
-
-
-class CheckpointError(cli.UserError):
-  """A checkpoint that cannot be used; the message names it and what is wrong."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-  """No checkpoint at the path given (nothing there, or not a depthnet-jax checkpoint)."""
-
-
-class DamagedCheckpointError(CheckpointError):
-  """A checkpoint whose files cannot be read, or whose arrays differ from their checksums or are not finite."""
-
-
-def _checkpointer() -> ocp.Checkpointer:
-  return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-
-
-# --- Checksums ------------------------------------------------------------------------------------------------
-
-def _key_name(key) -> str:
-  for attr in ('key', 'name', 'idx'):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _leaves(tree) -> list[tuple[str, Any]]:
-  """(tree path 'a/b/c', leaf) of every leaf."""
-  return [('/'.join(_key_name(k) for k in path), x) for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def _host(x) -> np.ndarray | None:
-  """This process's host copy of an array; None for an array split across processes (not checksummed).
-
-  The train state is replicated, so the first local shard is the whole array: no cross-process gather.
-  """
-  if isinstance(x, jax.Array):
-    if x.is_fully_replicated:
-      return np.asarray(x.addressable_shards[0].data)
-    return np.asarray(x) if x.is_fully_addressable else None
-  return np.asarray(x)
-
-
-def _describe(a: np.ndarray) -> dict[str, Any]:
-  data = np.ascontiguousarray(a).reshape(-1).view(np.uint8)   # the bytes in C order (a scalar's too)
-  return {'dtype': a.dtype.name, 'shape': list(a.shape), CHECKSUM_ALGORITHM: hashlib.sha256(data).hexdigest()}
-
-
-def array_checksums(tree) -> dict[str, dict[str, Any]]:
-  """{tree path: {dtype, shape, sha256}} of every array of `tree`, from this process's host copies."""
-  described = {}
-  for path, x in _leaves(tree):
-    a = _host(x)
-    if a is not None:
-      described[path] = _describe(a)
-  return described
-
-
-def _checksum_record(items: dict[str, Any]) -> dict[str, Any]:
-  return {'algorithm': CHECKSUM_ALGORITHM, 'items': {name: array_checksums(tree) for name, tree in items.items()}}
-
-
-def verify_arrays(directory: str, item: str, tree, expected: dict[str, Any] | None, *, finite: bool) -> None:
-  """Raises DamagedCheckpointError unless every array of `tree` matches its checksum (and is finite if asked).
-
-  Args:
-    directory: the checkpoint, for the message.
-    item: the Orbax item `tree` was restored from (`model`, `opt_state`, `train`).
-    expected: the item's checksums as saved ({tree path: {dtype, shape, sha256}}); None for a checkpoint written
-      before checksums existed (then only finiteness is checked).
-    finite: also require every floating-point value to be finite.
-  """
-  for path, x in _leaves(tree):
-    name = f'{item}/{path}'
-    a = _host(x)
-    if a is None:   # split across processes: neither summed at save nor checked here
-      continue
-    if expected is not None:
-      want = expected.get(path)
-      if not isinstance(want, dict):
-        raise DamagedCheckpointError(
-            f'checkpoint {directory} is damaged: array {name} has no checksum in {CHECKSUM_ITEM}/ (the arrays and '
-            'their checksums do not belong together)')
-      got = _describe(a)
-      if (got['dtype'], got['shape']) != (want.get('dtype'), want.get('shape')):
-        raise DamagedCheckpointError(
-            f'checkpoint {directory} is damaged: array {name} is {got["dtype"]}{got["shape"]} but was saved as '
-            f'{want.get("dtype")}{want.get("shape")}')
-      if got[CHECKSUM_ALGORITHM] != want.get(CHECKSUM_ALGORITHM):
-        raise DamagedCheckpointError(
-            f'checkpoint {directory} is damaged: array {name} does not match the checksum written when it was '
-            'saved')
-    if finite and jnp.issubdtype(a.dtype, jnp.inexact):
-      good = int(np.count_nonzero(np.isfinite(a)))
-      if good != a.size:
-        raise DamagedCheckpointError(
-            f'checkpoint {directory} cannot be used: array {name} holds {a.size - good} NaN or infinite value(s) '
-            f'of {a.size}')
-
-
-def _expected(directory: str, record: dict[str, Any] | None, item: str) -> dict[str, Any] | None:
-  """The saved checksums of one item, or None for a checkpoint without checksums."""
-  if record is None:
-    return None
-  items = record.get('items') if isinstance(record, dict) else None
-  if not isinstance(items, dict) or record.get('algorithm') != CHECKSUM_ALGORITHM or not isinstance(
-      items.get(item), dict):
-    raise DamagedCheckpointError(f'checkpoint {directory} is damaged: {CHECKSUM_ITEM}/ holds no {CHECKSUM_ALGORITHM} '
-                                 f'checksums of the {item} item')
-  return items[item]
-
-
-def _has_checksums(directory: str, config: dict[str, Any]) -> bool:
-  """Whether the checkpoint has a `checksums` item; one its config promises but that is gone is damage."""
-  present = os.path.isdir(os.path.join(directory, CHECKSUM_ITEM))
-  if config.get(CHECKSUM_KEY) and not present:
-    raise DamagedCheckpointError(f'checkpoint {directory} is damaged: {CHECKSUM_ITEM}/ is missing (its '
-                                 f'{CONFIG_ITEM} says the arrays were saved with {config[CHECKSUM_KEY]} checksums)')
-  return present
-
-
-# --- Turning Orbax's and TensorStore's failures into one line -------------------------------------------------
-
-_TS_STATUS = re.compile(r'\b(OUT_OF_RANGE|FAILED_PRECONDITION|DATA_LOSS|NOT_FOUND|INVALID_ARGUMENT|INTERNAL|UNKNOWN|'
-                        r'PERMISSION_DENIED|RESOURCE_EXHAUSTED|UNAVAILABLE|ABORTED|UNIMPLEMENTED): ')
-_TS_KEY = re.compile(r'"([^"]+)" in OCDBT database at local file "([^"]+)"')
-_TS_FILE = re.compile(r'(?:Error decoding |Error reading )?local file "([^"]+)":?\s*')
-_TS_DRIVER = re.compile(r'Error opening "[a-z_]+" driver: ')
 _ORBAX_TMP = re.compile(r'^\d+\.orbax-checkpoint-tmp')
-_JSON_ITEMS = (CONFIG_ITEM, CHECKSUM_ITEM, 'data')
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-  seen = set()
-  while error is not None and id(error) not in seen and len(seen) < 20:
-    seen.add(id(error))
-    yield error
-    error = error.__cause__ or error.__context__
-
-
-def _relative(path: str, directory: str) -> str:
-  path = os.path.normpath(path)
-  return os.path.relpath(path, directory) if path.startswith(directory + os.sep) else path
-
-
-def _tensorstore_reason(text: str, directory: str) -> str | None:
-  """'array model/conv1/conv/kernel cannot be read (CODE: what)' from a TensorStore status message."""
-  status = _TS_STATUS.search(text)
-  if not status:
-    return None
-  detail = text[status.end():].split(' [tensorstore_spec')[0].split('\n')[0]
-  detail = _TS_DRIVER.sub('', detail)
-  subject = None
-  key = _TS_KEY.search(detail)
-  if key:
-    name, database = key.groups()
-    item = os.path.basename(os.path.normpath(database))
-    subject = f'array {item}/{name.split("/")[0].replace(".", "/")}'
-    detail = (detail[:key.start()] + f'"{name}"' + detail[key.end():])
-  files = [f for f in _TS_FILE.findall(detail) if not f.endswith('/')]
-  if files:
-    subject = f'file {_relative(files[-1], directory)}' + (f' ({subject})' if subject else '')
-  detail = _TS_FILE.sub('', detail).strip(' :;')
-  detail = re.sub(r'^Error (reading|opening) "[^"]+":\s*', '', detail)
-  return f'{subject or "its data"} cannot be read ({status.group(1)}: {detail[:300]})'
-
-
-def _missing(directory: str, items: tuple[str, ...]) -> str | None:
-  """The first file or folder that the items being read need and that is not there."""
-  for item in items:
-    path = os.path.join(directory, item)
-    if not os.path.isdir(path):
-      return f'{item}/ is missing'
-    needed = 'metadata' if item in _JSON_ITEMS else 'manifest.ocdbt'
-    if not os.path.isfile(os.path.join(path, needed)):
-      return f'file {item}/{needed} is missing'
-  return None
-
-
-def _invalid_json(directory: str, items: tuple[str, ...]) -> str | None:
-  """The first JSON file of the items being read that does not parse."""
-  for item in items:
-    for name in ('metadata', '_METADATA'):
-      path = os.path.join(directory, item, name)
-      if os.path.isfile(path):
-        try:
-          with open(path, 'rb') as f:
-            json.loads(f.read())
-        except (OSError, ValueError) as e:
-          return f'file {item}/{name} is not readable JSON ({cli.one_line(e)[:200]})'
-  return None
-
-
-def _reason(error: BaseException, directory: str, items: tuple[str, ...]) -> str:
-  found = _missing(directory, items)
-  for e in _chain(error):
-    found = found or _tensorstore_reason(str(e), directory)
-  found = found or _invalid_json(directory, items)
-  return found or f'{type(error).__name__}: {cli.one_line(error)[:300]}'
-
-
-# How Orbax's abandoned reads show: its coroutine's name and the message its read errors start with.
-_ABANDONED_READ_MARKS = ('_read_array_index_and_device_put', 'Encountered error while reading array index')
-
-
-def _is_abandoned_read_noise(unraisable) -> bool:
-  """Orbax's other reads of a failed restore, failing later in threads and coroutines nobody awaits any more."""
-  error, obj = unraisable.exc_value, unraisable.object
-  if isinstance(error, RuntimeError) and 'Event loop is closed' in str(error):
-    return True
-  code = getattr(obj, 'cr_code', None)
-  return (code is not None and code.co_name == _ABANDONED_READ_MARKS[0]) or _ABANDONED_READ_MARKS[1] in str(error)
-
-
-def _quiet_abandoned_reads() -> None:
-  """Silences (installed once, for the process) the dozens of tracebacks that follow a failed restore.
-
-  Orbax reads every array concurrently; when one fails, the others fail afterwards in background threads and
-  un-awaited coroutines and tasks, each printed by Python ('Exception ignored in', 'Task exception was never
-  retrieved', '_GatheringFuture exception was never retrieved', 'coroutine ... was never awaited') with
-  TensorStore's whole spec. The first failure is the one reported (and chained, for --debug); anything else still
-  reaches the usual hooks and the asyncio log.
-  """
-  asyncio_log = logging_std.getLogger('asyncio')
-  if _not_abandoned_read_log not in asyncio_log.filters:
-    asyncio_log.addFilter(_not_abandoned_read_log)
-  warnings.filterwarnings('ignore', message="coroutine '_read_array_index_and_device_put' was never awaited",
-                          category=RuntimeWarning)
-  previous = sys.unraisablehook
-  if getattr(previous, '_depthnet_quiet', False):
-    return
-
-  def hook(unraisable):
-    if not _is_abandoned_read_noise(unraisable):
-      previous(unraisable)
-
-  hook._depthnet_quiet = True
-  sys.unraisablehook = hook
-
-
-def _not_abandoned_read_log(record) -> bool:
-  text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
-  return not any(mark in text for mark in _ABANDONED_READ_MARKS)
-
-
-@contextlib.contextmanager
-def _reading(directory: str, items: tuple[str, ...]):
-  """Any failure inside (Orbax, TensorStore, JSON, OS) -> DamagedCheckpointError naming the checkpoint."""
-  _quiet_abandoned_reads()   # before reading: the other reads may fail before the first error gets here
-  try:
-    yield
-  except CheckpointError:
-    raise
-  except Exception as e:  # noqa: BLE001 - whatever Orbax raises for a bad file, the user sees one line
-    raise DamagedCheckpointError(
-        f'checkpoint {directory} is damaged or incomplete: {_reason(e, directory, items)}') from e
-
-
-def _restore(directory: str, args: dict[str, Any]) -> dict[str, Any]:
-  with _reading(directory, tuple(args)), _checkpointer() as ckptr:
-    return ckptr.restore(directory, ocp.args.Composite(**args))
 
 
 # --- Model checkpoints ----------------------------------------------------------------------------------------
@@ -333,11 +61,11 @@ def save_model(directory: str | os.PathLike, model: models.DepthNet, *, metadata
       check_replaceable(directory)
   config = {**model.options(), **(metadata or {}), CHECKSUM_KEY: CHECKSUM_ALGORITHM}
   state = jax.tree.map(np.asarray, nnx.state(model).to_pure_dict())
-  checksums = _checksum_record({MODEL_ITEM: state})
+  checksums = integrity.checksum_record({MODEL_ITEM: state})
   tmp = f'{directory}.tmp-{os.getpid()}'
   shutil.rmtree(tmp, ignore_errors=True)
   try:
-    with _checkpointer() as ckptr:
+    with integrity.checkpointer() as ckptr:
       ckptr.save(tmp, ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardSave(state),
                                             CONFIG_ITEM: ocp.args.JsonSave(config),
                                             CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
@@ -397,7 +125,7 @@ def _read_config(directory: str) -> dict[str, Any]:
   """The `model_config` item of a checkpoint directory; DamagedCheckpointError if it is unreadable or incomplete."""
   if not os.path.isdir(os.path.join(directory, CONFIG_ITEM)):
     raise DamagedCheckpointError(f'checkpoint {directory} is damaged or incomplete: {CONFIG_ITEM}/ is missing')
-  config = _restore(directory, {CONFIG_ITEM: ocp.args.JsonRestore()})[CONFIG_ITEM]
+  config = integrity.restore(directory, {CONFIG_ITEM: ocp.args.JsonRestore()})[CONFIG_ITEM]
   if not isinstance(config, dict):
     raise DamagedCheckpointError(f'checkpoint {directory} is damaged: {CONFIG_ITEM}/metadata is not a JSON object')
   missing = [k for k in _OPTION_KEYS if k not in config]
@@ -418,7 +146,7 @@ def abstract_model(options: dict[str, Any]) -> models.DepthNet:
 
 
 def _abstract_from_config(directory: str, config: dict[str, Any]) -> models.DepthNet:
-  with _reading(directory, (CONFIG_ITEM,)):   # options a damaged config may hold that DepthNet refuses
+  with integrity.reading(directory, (CONFIG_ITEM,)):   # options a damaged config may hold that DepthNet refuses
     return abstract_model(config)
 
 
@@ -439,12 +167,12 @@ def load_model(directory: str | os.PathLike) -> models.DepthNet:
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state.to_pure_dict())
   args = {MODEL_ITEM: ocp.args.StandardRestore(target)}
-  if _has_checksums(directory, config):
+  if integrity.has_checksums(directory, config):
     args[CHECKSUM_ITEM] = ocp.args.JsonRestore()
-  restored = _restore(directory, args)
+  restored = integrity.restore(directory, args)
   record = restored[CHECKSUM_ITEM] if CHECKSUM_ITEM in args else None
-  verify_arrays(directory, MODEL_ITEM, restored[MODEL_ITEM], _expected(directory, record, MODEL_ITEM), finite=True)
-  with _reading(directory, (MODEL_ITEM,)):
+  verify_arrays(directory, MODEL_ITEM, restored[MODEL_ITEM], integrity.expected_checksums(directory, record, MODEL_ITEM), finite=True)
+  with integrity.reading(directory, (MODEL_ITEM,)):
     nnx.replace_by_pure_dict(state, restored[MODEL_ITEM])
   model = nnx.merge(graphdef, state)
   model.eval()
@@ -477,7 +205,7 @@ def _abstract(tree):
 
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
-  return {path: tuple(np.shape(x)) for path, x in _leaves(tree)}
+  return {path: tuple(np.shape(x)) for path, x in integrity.array_leaves(tree)}
 
 
 class TrainCheckpoints:
@@ -530,7 +258,7 @@ class TrainCheckpoints:
     opt_state = {f'{i:05d}': x for i, x in enumerate(jax.tree.leaves(state['opt_state']))}
     train = {'step': state['step'], 'rng': state['rng']}
     # From the arrays handed to Orbax, now: the next (donating) train step must not change what is summed.
-    checksums = _checksum_record({MODEL_ITEM: model, 'opt_state': opt_state, 'train': train})
+    checksums = integrity.checksum_record({MODEL_ITEM: model, 'opt_state': opt_state, 'train': train})
     self._prepare(self.latest)
     self.latest.save(step, args=ocp.args.Composite(**{
         MODEL_ITEM: ocp.args.StandardSave(model),
@@ -545,7 +273,7 @@ class TrainCheckpoints:
     if step in self.best.all_steps():
       return
     model = _pure_model(state['params'], state['batch_stats'])
-    checksums = _checksum_record({MODEL_ITEM: model})
+    checksums = integrity.checksum_record({MODEL_ITEM: model})
     self._prepare(self.best)
     self.best.save(step, metrics=dict(metrics), args=ocp.args.Composite(**{
         MODEL_ITEM: ocp.args.StandardSave(model),
@@ -599,15 +327,15 @@ class TrainCheckpoints:
           f'checkpoint {where} is of another model ({options}) than the config builds: resume with the config '
           f'the run was started with ({os.path.join(self.workdir, "config.json")}), or use another --workdir')
     args = dict(targets)
-    if _has_checksums(where, config):
+    if integrity.has_checksums(where, config):
       args[CHECKSUM_ITEM] = ocp.args.JsonRestore()
-    with _reading(where, tuple(args)):
+    with integrity.reading(where, tuple(args)):
       restored = self.latest.restore(step, args=ocp.args.Composite(**args))
     record = restored[CHECKSUM_ITEM] if CHECKSUM_ITEM in args else None
-    verify_arrays(where, MODEL_ITEM, restored[MODEL_ITEM], _expected(where, record, MODEL_ITEM), finite=True)
+    verify_arrays(where, MODEL_ITEM, restored[MODEL_ITEM], integrity.expected_checksums(where, record, MODEL_ITEM), finite=True)
     for item in ('opt_state', 'train'):
-      verify_arrays(where, item, restored[item], _expected(where, record, item), finite=False)
-    with _reading(where, tuple(args)):
+      verify_arrays(where, item, restored[item], integrity.expected_checksums(where, record, item), finite=False)
+    with integrity.reading(where, tuple(args)):
       params, stats = _split_pure(restored[MODEL_ITEM], template['params'], template['batch_stats'])
       opt_state = jax.tree.unflatten(opt_def, [restored['opt_state'][k] for k in sorted(restored['opt_state'])])
       state = dict(params=params, batch_stats=stats, opt_state=opt_state, step=restored['train']['step'],

@@ -25,6 +25,7 @@ import pytest
 from flax import nnx
 
 from depthnet_jax import checkpointing, cli, models
+import random_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
@@ -35,16 +36,11 @@ pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptio
 
 
 def _random_model(seed: int = 0, options=OPTIONS) -> models.DepthNet:
-  """A full-size DepthNet whose arrays are numpy random numbers (no JAX initialisation to compile)."""
-  graphdef, state = nnx.split(checkpointing.abstract_model(options))
-  rng = np.random.default_rng(seed)
-  pure = jax.tree.map(lambda x: (rng.standard_normal(x.shape) * 0.05).astype(x.dtype), state.to_pure_dict())
-  nnx.replace_by_pure_dict(state, pure)
-  return nnx.merge(graphdef, state)
+  return random_models.random_depthnet(seed, **options)
 
 
 def _arrays(tree) -> dict[str, np.ndarray]:
-  return {path: np.asarray(x) for path, x in checkpointing._leaves(tree)}
+  return {path: np.asarray(x) for path, x in checkpointing.integrity.array_leaves(tree)}
 
 
 def _model_arrays(model) -> dict[str, np.ndarray]:

@@ -16,34 +16,18 @@ import sys
 import time
 
 import imageio.v3 as iio
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 import infer
-from depthnet_jax import checkpointing, footage, models
+from depthnet_jax import checkpointing, footage
+from random_models import random_depthnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------------------------
-
-def random_depthnet(seed=0):
-  """A DepthNet with random weights drawn by NumPy: Flax's initialisers compile once per array shape, which
-  costs 10-40 s on a busy 2-core machine."""
-  graphdef, state = nnx.split(nnx.eval_shape(lambda: models.DepthNet(rngs=nnx.Rngs(0))))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, x):
-    name = str(getattr(path[-1], 'key', path[-1]))
-    if name == 'kernel':   # He-like scale keeps the activations finite through the 17 layers
-      return rng.normal(0, np.sqrt(1 / np.prod(x.shape[:-1])), x.shape).astype(x.dtype)
-    return (np.ones if name in ('scale', 'var') else np.zeros)(x.shape, x.dtype)
-  nnx.replace_by_pure_dict(state, jax.tree_util.tree_map_with_path(draw, state.to_pure_dict()))
-  return nnx.merge(graphdef, state)
-
 
 def _save(path, seed=0):
   """A checkpoint that records a 32x32 training size (so the network input is 32x32)."""

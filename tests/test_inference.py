@@ -59,7 +59,7 @@ def test_wider_fov_than_training_is_refused():
 
 @pytest.fixture(scope='module')
 def random_checkpoint(tmp_path_factory):
-  from test_infer_faults import random_depthnet   # NumPy-drawn weights: Flax's initialisers compile per shape
+  from random_models import random_depthnet   # NumPy-drawn weights: Flax's initialisers compile per shape
   path = tmp_path_factory.mktemp('model') / 'ckpt'
   checkpointing.save_model(path, random_depthnet())
   return str(path)

@@ -8,7 +8,6 @@ created on an error, the user's files byte for byte, no `.partial-*` left.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time

@@ -1,10 +1,10 @@
 """Training as a user runs it (`train.py` subprocesses on `configs/test.py`): checkpoints, eval, exact resume after
-SIGKILL, 1 vs 4 devices, 1 vs 2 processes, corrupt-checkpoint fallback, NaN stop, warm start, config errors.
+SIGKILL, 1 vs 4 devices, 1 vs 2 processes, NaN stop, warm start, config errors (damaged checkpoints on resume:
+tests/test_checkpoint_faults.py).
 
 The many user errors of train.py are in test_train_faults.py; the ones here need a trained run or the dataset."""
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -140,20 +140,6 @@ def test_two_processes_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_
     assert p.returncode == 0, out[-2000:] + err[-5000:]
   assert '(2 processes)' in outputs[0][0]
   _assert_close(_final(tmp_path), _final(straight[0]), atol=1e-5)
-
-
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous(straight, synth_tiny_dir, tmp_path):
-  workdir = tmp_path / 'run'
-  shutil.copytree(straight[0], workdir)
-  model_item = workdir / 'checkpoints' / str(STEPS) / 'model'
-  for root, _, files in os.walk(model_item):
-    for name in files:
-      with open(os.path.join(root, name), 'wb') as f:
-        f.write(b'garbage')
-  result = _train(workdir, synth_tiny_dir)
-  assert 'unreadable' in result.stdout and 'falling back' in result.stdout
-  assert 'resuming from step 3' in result.stdout
-  _assert_close(_final(workdir), _final(straight[0]), atol=0)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir, tmp_path):
