@@ -37,6 +37,7 @@ bench: venv
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/checksums.py
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -13,16 +13,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 
-import jax
-import numpy as np
-import optax
-import orbax.checkpoint as ocp
-from flax import nnx
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
-from depthnet_jax import checkpoint_integrity, models
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import orbax.checkpoint as ocp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from depthnet_jax import checkpoint_integrity, models  # noqa: E402
 
 
 def _median_ms(fn, repeats: int) -> float:
