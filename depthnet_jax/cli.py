@@ -12,6 +12,7 @@ work starts (no model loaded, no file written).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 import tempfile
@@ -69,15 +70,19 @@ def _fail(name: str, value: Any, expected: str) -> UserError:
   return UserError(f'{name}={value!r}: expected {expected}')
 
 
-def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
-  """`value` as an int in [minimum, maximum] (either bound optional); `name` is the flag or field."""
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-      isinstance(value, float) and (not math.isfinite(value) or value != int(value))):
-    raise _fail(name, value, _int_range(minimum, maximum))
-  value = int(value)
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None, why: str = '') -> int:
+  """`value` as an int in [minimum, maximum] (either bound optional); `name` is the flag or field.
+
+  A whole float (3.0) and NumPy integers count as integers. `why`, if given, is added to the message in
+  parentheses (e.g. '0: one per core').
+  """
+  expected = _int_range(minimum, maximum) + (f' ({why})' if why else '')
+  if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numbers.Real)) or (
+      not isinstance(value, numbers.Integral) and (not math.isfinite(value) or value != int(value))):
+    raise _fail(name, value, expected)
   if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-    raise _fail(name, value, _int_range(minimum, maximum))
-  return value
+    raise _fail(name, value, expected)
+  return int(value)
 
 
 def _int_range(minimum, maximum) -> str:
@@ -94,7 +99,7 @@ def check_float(name: str, value: Any, low: float | None = None, high: float | N
                 low_open: bool = False, high_open: bool = False) -> float:
   """`value` as a finite float in the interval given by low/high (each bound closed unless `*_open`)."""
   expected = _float_range(low, high, low_open, high_open)
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
     raise _fail(name, value, expected)
   value = float(value)
   if low is not None and (value < low or (low_open and value == low)):
@@ -129,6 +134,8 @@ def check_writable_dir(path: str, name: str) -> str:
   The nearest existing ancestor must be a directory in which a file can really be created (a probe file is
   created and removed at once; permission bits alone say nothing for root or on read-only mounts).
   """
+  if not os.fspath(path):
+    raise UserError(f'{name}={path!r}: expected a folder path')
   path = os.path.abspath(os.fspath(path))
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f'{name} {path}: is a file, expected a directory (or a path that does not exist yet)')

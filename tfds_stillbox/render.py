@@ -50,6 +50,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from depthnet_jax import cli
+from depthnet_jax.cli import DEBUG_ENV, UserError, check_int, check_writable_dir  # noqa: F401 - re-exported
 from tfds_stillbox import codec, render_world
 from tfds_stillbox.render_shapes import Box, Ellipsoid, Frustum, Room, Shape, Sphere, Torus  # noqa: F401
 from tfds_stillbox.render_textures import Material  # noqa: F401
@@ -98,39 +100,14 @@ def resolution_name(resolution) -> str:
 
 
 # --- Checks -----------------------------------------------------------------------------------------------
-# tfds_stillbox keeps its own copy of the few checks it needs (the same messages as depthnet_jax.cli) instead of
-# importing depthnet_jax: `tfds build tfds_stillbox` loads this package on its own, and it must not pull in JAX.
+# The shared checks and errors come from depthnet_jax.cli (standard library only: importing it starts no JAX);
+# the ones below are the renderer's own.
 
 # Pixels per side on the command line and in builder configs (8x the largest Still Box): rendering takes ~45 bytes
 # per pixel and frame, so a 4096 x 4096 scene of 10 frames needs ~7.5 GB; a typo like 6400 is refused up front.
 MAX_RESOLUTION = 4096
 MAX_FRAME_PIXELS = 10 * MAX_RESOLUTION ** 2  # frames x width x height of one scene, rendered at once (~7.5 GB)
 MIN_FRAMES = 2  # on the command line and in builder configs: a training pair needs two frames of a scene
-DEBUG_ENV = 'DEPTHNET_DEBUG'
-
-
-class UserError(ValueError):
-  """A mistake the user can fix; the message names the flag, field or file, its value and what was expected."""
-
-
-def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, why: str = '') -> int:
-  """`value` as an int in [minimum, maximum] (either bound optional); `name` is the flag or field.
-
-  Raises:
-    UserError: `name=value: expected an integer >= minimum` (plus `why`, in parentheses).
-  """
-  if minimum is not None and maximum is not None:
-    expected = f'an integer from {minimum} to {maximum}'
-  elif minimum is not None:
-    expected = f'an integer >= {minimum}'
-  else:
-    expected = 'an integer' if maximum is None else f'an integer <= {maximum}'
-  integral = isinstance(value, (int, np.integer)) or (
-      isinstance(value, (float, np.floating)) and np.isfinite(value) and value == int(value))
-  if isinstance(value, bool) or not integral or (minimum is not None and value < minimum) or (
-      maximum is not None and value > maximum):
-    raise UserError(f'{name}={value!r}: expected {expected}' + (f' ({why})' if why else ''))
-  return int(value)
 
 
 def check_fov(name: str, value) -> float:
@@ -163,35 +140,6 @@ def check_frames(name: str, value, resolution) -> int:
     raise UserError(f'{name}={value!r}: expected at most {MAX_FRAME_PIXELS // (w * h)} frames at {w}x{h} '
                     f'(a scene is rendered at once: frames x width x height <= {MAX_FRAME_PIXELS}, ~7.5 GB)')
   return frames
-
-
-def check_writable_dir(path: str, name: str) -> str:
-  """Checks, creating nothing, that `path` is (or can be created as) a writable directory; returns it absolute.
-
-  The nearest existing ancestor must be a directory in which a file can really be created (a probe file is
-  created and removed at once: permission bits say nothing for root or on read-only mounts).
-  """
-  if not path:
-    raise UserError(f'{name}={path!r}: expected a folder path')
-  path = os.path.abspath(os.fspath(path))
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise UserError(f'{name} {path}: is a file, expected a directory (or a path that does not exist yet)')
-  existing = path
-  while not os.path.exists(existing):
-    parent = os.path.dirname(existing)
-    if parent == existing:
-      break
-    existing = parent
-  if not os.path.isdir(existing):
-    raise UserError(f'{name} {path}: {existing} is a file, so the directory cannot be created there')
-  try:
-    fd, probe = tempfile.mkstemp(prefix='.depthnet-write-probe-', dir=existing)
-    os.close(fd)
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f'{name} {path}: cannot write in {existing} ({e.strerror or e}); expected a writable '
-                    'directory') from None
-  return path
 
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')  # what a contact sheet can be written as
@@ -629,19 +577,6 @@ def _on_sigterm(signum, frame):
   raise _Terminated(signum)
 
 
-def _one_line(error: BaseException | str) -> str:
-  text = error if isinstance(error, str) else str(error)
-  parts = [p.strip() for p in text.splitlines() if p.strip()]
-  return '; '.join(parts) or type(error).__name__
-
-
-def _report(error: BaseException | str, debug: bool) -> None:
-  if debug and isinstance(error, BaseException):
-    traceback.print_exception(error, file=sys.stderr)
-  sys.stderr.flush()
-  print(f'error: {_one_line(error)}', file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
   """The command line; returns the exit code: 0, 1 (a user error: one `error:` line), 2 (argparse's usage
   errors), 130 (Ctrl-C) or 143 (SIGTERM), the temporary files removed in every case."""
@@ -649,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.out is None and args.contact_sheet is None:
     parser.error('give --out, --contact_sheet, or both')
-  debug = args.debug or os.environ.get(DEBUG_ENV, '').strip().lower() not in ('', '0', 'false', 'no')
+  debug = cli.debug_enabled(args.debug)
   handle_term = threading.current_thread() is threading.main_thread()
   previous = signal.signal(signal.SIGTERM, _on_sigterm) if handle_term else None
   try:
@@ -658,11 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     terminated = isinstance(e, _Terminated)
     if debug:
       traceback.print_exception(e, file=sys.stderr)
-    _report(f'interrupted ({"SIGTERM" if terminated else "Ctrl-C"}); temporary files were removed, finished '
-            'outputs kept', debug=False)
+    cli.report(f'interrupted ({"SIGTERM" if terminated else "Ctrl-C"}); temporary files were removed, finished '
+               'outputs kept')
     return 143 if terminated else 130
   except (UserError, OSError) as e:  # OSError: a disk that fills up or a folder that goes away mid-run
-    _report(e, debug)
+    cli.report(e, debug=debug)
     return 1
   finally:
     if handle_term:
