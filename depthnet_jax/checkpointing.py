@@ -97,18 +97,14 @@ def check_replaceable(directory: str | os.PathLike) -> None:
   entries = sorted(os.listdir(directory))
   if CONFIG_ITEM not in entries or MODEL_ITEM not in entries:
     raise FileExistsError(
-        f'{directory} is not a depthnet-jax model checkpoint (it holds {_shown(entries)}); overwrite replaces only '
-        'a previous checkpoint: choose another output directory')
+        f'{directory} is not a depthnet-jax model checkpoint (it holds {cli.shown_names(entries)}); overwrite '
+        'replaces only a previous checkpoint: choose another output directory')
   other = [e for e in entries if e not in _CHECKPOINT_ENTRIES and not e.startswith('_')]
   if other:
     raise FileExistsError(
-        f'{directory} holds a checkpoint and also {_shown(other)}; overwrite replaces only a checkpoint, never '
-        'other files: move them away or choose another output directory')
+        f'{directory} holds a checkpoint and also {cli.shown_names(other)}; overwrite replaces only a checkpoint, '
+        'never other files: move them away or choose another output directory')
 
-
-def _shown(names: list[str], limit: int = 5) -> str:
-  more = f' and {len(names) - limit} more' if len(names) > limit else ''
-  return ', '.join(names[:limit]) + more
 
 
 def _checkpoint_dir(path: str | os.PathLike) -> str:
@@ -171,7 +167,8 @@ def load_model(directory: str | os.PathLike) -> models.DepthNet:
     args[CHECKSUM_ITEM] = ocp.args.JsonRestore()
   restored = integrity.restore(directory, args)
   record = restored[CHECKSUM_ITEM] if CHECKSUM_ITEM in args else None
-  verify_arrays(directory, MODEL_ITEM, restored[MODEL_ITEM], integrity.expected_checksums(directory, record, MODEL_ITEM), finite=True)
+  verify_arrays(directory, MODEL_ITEM, restored[MODEL_ITEM],
+                integrity.expected_checksums(directory, record, MODEL_ITEM), finite=True)
   with integrity.reading(directory, (MODEL_ITEM,)):
     nnx.replace_by_pure_dict(state, restored[MODEL_ITEM])
   model = nnx.merge(graphdef, state)
@@ -332,7 +329,8 @@ class TrainCheckpoints:
     with integrity.reading(where, tuple(args)):
       restored = self.latest.restore(step, args=ocp.args.Composite(**args))
     record = restored[CHECKSUM_ITEM] if CHECKSUM_ITEM in args else None
-    verify_arrays(where, MODEL_ITEM, restored[MODEL_ITEM], integrity.expected_checksums(where, record, MODEL_ITEM), finite=True)
+    verify_arrays(where, MODEL_ITEM, restored[MODEL_ITEM], integrity.expected_checksums(where, record, MODEL_ITEM),
+                  finite=True)
     for item in ('opt_state', 'train'):
       verify_arrays(where, item, restored[item], integrity.expected_checksums(where, record, item), finite=False)
     with integrity.reading(where, tuple(args)):

@@ -126,6 +126,35 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
   return value
 
 
+# --- Messages and processes ---------------------------------------------------------------------------------
+
+def shown_names(names: Iterable[str], limit: int = 5) -> str:
+  """'a, b, c' or 'a, b, c, d, e and 3 more': the names a message shows."""
+  names = list(names)
+  more = f' and {len(names) - limit} more' if len(names) > limit else ''
+  return ', '.join(names[:limit]) + more
+
+
+def pid_alive(pid: int) -> bool:
+  """Whether process `pid` (of this host) may still be running; True when unsure, so callers leave its files.
+
+  A PID reused by a program that is not Python cannot be one of our writers, so it counts as dead.
+  """
+  if pid <= 0:
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, OverflowError):
+    return True
+  try:
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      return b'python' in f.read()
+  except OSError:
+    return True
+
+
 # --- Paths ----------------------------------------------------------------------------------------------------
 
 def check_writable_dir(path: str, name: str) -> str:

@@ -137,16 +137,6 @@ def checkpoint_info(path: str | os.PathLike, prefer: str = 'best') -> Checkpoint
                         float(config['fov']) if config.get('fov') else None)
 
 
-def check_finite(model, source: str) -> None:
-  """Raises cli.UserError naming the first array of `model` that holds NaN or infinite values."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.state(model).to_pure_dict())
-  for key_path, leaf in leaves:
-    if not np.all(np.isfinite(np.asarray(leaf))):
-      name = '/'.join(str(getattr(k, 'key', k)) for k in key_path)
-      raise cli.UserError(f'checkpoint {source}: array {name} holds NaN or infinite values; expected finite '
-                          'weights (the checkpoint is damaged, or was saved from a diverged training run)')
-
-
 # --- The predictor -----------------------------------------------------------------------------------------------
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -183,8 +173,7 @@ class Predictor:
         then the one loaded, even if training has written a better one since).
     """
     info = info or checkpoint_info(path, prefer)
-    model = checkpointing.load_any(info.resolved, prefer)
-    check_finite(model, info.resolved)
+    model = checkpointing.load_any(info.resolved, prefer)   # checks every array is finite
     return cls(model, train_size=info.train_size, train_fov=info.train_fov, source=info.path)
 
   def default_size(self) -> tuple[int, int]:

@@ -86,23 +86,6 @@ def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
 
-def pid_alive(pid: int) -> bool:
-  """Whether process `pid` may still be running (True when unsure: the callers then leave things alone)."""
-  if pid <= 0:
-    return True
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except (PermissionError, OverflowError):
-    return True
-  try:   # a pid reused by a program that is not Python cannot be one of our writers
-    with open(f'/proc/{pid}/cmdline', 'rb') as f:
-      return b'python' in f.read()
-  except OSError:
-    return True
-
-
 def _is_output_name(name: str) -> bool:
   return name == MANIFEST or name in ANIMATIONS or name.endswith(tuple(KIND_SUFFIXES.values()))
 
@@ -115,7 +98,7 @@ def sweep_temporaries(folder: str) -> list[str]:
     m = _TEMPORARY.match(name)
     if not m or not _is_output_name(m['name']) or os.path.splitext(m['name'])[1] != m['ext']:
       continue
-    if int(m['pid']) == os.getpid() or pid_alive(int(m['pid'])):
+    if int(m['pid']) == os.getpid() or cli.pid_alive(int(m['pid'])):
       continue
     try:
       os.remove(os.path.join(folder, name))
@@ -160,7 +143,7 @@ class Manifest:
     """Whether another live process on this host is writing into the folder."""
     pid = self.run.get('pid')
     return (self.status == 'incomplete' and isinstance(pid, int) and pid != os.getpid()
-            and self.run.get('host') == socket.gethostname() and pid_alive(pid))
+            and self.run.get('host') == socket.gethostname() and cli.pid_alive(pid))
 
   def prune(self, keep: tuple[str, ...] = ()) -> None:
     """Forgets files that do not exist (entered but never written) and settings no file uses."""

@@ -393,7 +393,8 @@ def check_paths(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrit
   cli.check_writable_dir(out, 'OUT_DIR')
   if os.path.isdir(out) and os.listdir(out):
     if not overwrite:
-      raise cli.UserError(f'OUT_DIR {out} exists and is not empty (it holds {_listing(out)}); choose a new or '
+      held = cli.shown_names(sorted(os.listdir(out)))
+      raise cli.UserError(f'OUT_DIR {out} exists and is not empty (it holds {held}); choose a new or '
                           'empty directory, or pass --overwrite to replace a previous model checkpoint there')
     if os.path.islink(out):
       raise cli.UserError(f'OUT_DIR {out} is a symbolic link to {real_out}; --overwrite replaces a directory, '
@@ -404,10 +405,6 @@ def check_paths(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrit
       raise cli.UserError(f'OUT_DIR {e}') from None
   return path, out
 
-
-def _listing(directory: str, limit: int = 5) -> str:
-  names = sorted(os.listdir(directory))
-  return ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
 
 
 def convert(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,

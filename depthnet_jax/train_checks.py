@@ -256,11 +256,10 @@ def check_paths(config, workdir: Any) -> RunPaths:
     # Our own passing files do not count: another process of the same run may be probing or writing config.json.
     entries = sorted(e for e in os.listdir(path) if not e.startswith(_TRANSIENT))
     if entries and not is_training_workdir(path):
-      shown = ', '.join(entries[:5]) + (f' and {len(entries) - 5} more' if len(entries) > 5 else '')
       raise cli.UserError(
-          f'--workdir {path}: holds files that are not a depthnet-jax training run ({shown}); train.py writes '
-          'config.json, checkpoints/, best/ and TensorBoard events there: expected a new or empty folder, or the '
-          'workdir of a previous run to resume')
+          f'--workdir {path}: holds files that are not a depthnet-jax training run ({cli.shown_names(entries)}); '
+          'train.py writes config.json, checkpoints/, best/ and TensorBoard events there: expected a new or empty '
+          'folder, or the workdir of a previous run to resume')
   cli.check_writable_dir(path, '--workdir')
   resuming = bool(checkpoint_steps(os.path.join(path, 'checkpoints')))
   init_from = None

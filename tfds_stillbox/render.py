@@ -179,18 +179,6 @@ def _partial_prefix(name: str) -> str:
   return f'.{name}.partial-{_HOST}-{os.getpid()}-'
 
 
-def _alive(pid: int) -> bool:
-  if pid == os.getpid():
-    return True
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except OSError:  # EPERM: someone else's live process
-    return True
-  return True
-
-
 def sweep_stale(folder: str, *, directories: bool, log=None) -> list[str]:
   """Removes the temporary outputs of renderer processes of this host that are no longer running.
 
@@ -205,7 +193,8 @@ def sweep_stale(folder: str, *, directories: bool, log=None) -> list[str]:
     return removed
   for name in names:
     match = _PARTIAL.match(name)
-    if not match or match['host'] != _HOST or bool(match['suffix']) == directories or _alive(int(match['pid'])):
+    if (not match or match['host'] != _HOST or bool(match['suffix']) == directories
+        or cli.pid_alive(int(match['pid']))):
       continue
     path = os.path.join(folder, name)
     try:
