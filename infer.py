@@ -10,6 +10,10 @@ Geometry: by default frames are resized to the size the network was trained at (
 weights); `--fov DEG` resizes so that the footage's focal length matches the network's training focal length;
 `--height/--width` set the size; `--no_resize` keeps the frames as they are.
 
+Compiled programs are kept in JAX's persistent compilation cache (`--compilation_cache DIR`, default
+~/.cache/depthnet-jax/jax-compilation-cache, see depthnet_jax/compile_cache.py), so a second run of the same shapes
+skips XLA compilation; `--no_compilation_cache` turns it off.
+
 The output folder gets `depthnet_infer.json`: the run's status ('complete', 'incomplete', 'failed' and the error),
 its settings and the files it wrote. Files infer.py did not write are never replaced, and its outputs are never
 read as frames. Every user error is one `error:` line and exit code 1, found before the model loads or anything
@@ -21,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthnet_jax import cli, footage
+from depthnet_jax import cli, compile_cache, footage
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,12 +73,16 @@ def parser() -> argparse.ArgumentParser:
                  help='animation format of --output_video, default gif')
   p.add_argument('--fps', type=float, default=10.0,
                  help='frame rate of the animation: 0.01 to 100 for gif, > 0 up to 1000 for mp4; default 10')
+  p.add_argument('--compilation_cache', default='', metavar='DIR', help=compile_cache.FLAG_HELP)
+  p.add_argument('--no_compilation_cache', action='store_true', help=compile_cache.OFF_FLAG_HELP)
   p.add_argument('--debug', action='store_true', help='print the traceback of an error too')
   return p
 
 
 def _work(argv: list[str]) -> int:
   args = parser().parse_args(argv)
+  compile_cache.check_flag(args.compilation_cache, args.no_compilation_cache)
+  compile_cache.enable(args.compilation_cache, disabled=args.no_compilation_cache)  # before the model compiles
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO
   summary = footage.run(

@@ -4,6 +4,10 @@ Restarting the same command in the same workdir resumes exactly where the last c
 `--config.eval_only=True` prints the eval metrics of the workdir's best (or `--config.eval_checkpoint=latest`)
 checkpoint instead of training. The valid range of every config field is in configs/default.py.
 
+Compiled programs are kept in JAX's persistent compilation cache (`--compilation_cache DIR`, default
+~/.cache/depthnet-jax/jax-compilation-cache, see depthnet_jax/compile_cache.py), so a second run of the same shapes
+skips XLA compilation; `--no_compilation_cache` turns it off.
+
 A mistake (a config field that does not exist, a value out of range, a dataset that is not built, a workdir that
 is a file or someone else's folder, ...) is one `error:` line and exit code 1, found before anything is written;
 `--debug` (or DEPTHNET_DEBUG=1) also prints the traceback.
@@ -17,12 +21,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_lib
 
-from depthnet_jax import cli, train_checks  # light: JAX, Orbax and TensorFlow are imported after the checks
+from depthnet_jax import cli, compile_cache, train_checks  # light: JAX, Orbax, TensorFlow come after the checks
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/synth64.py',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'directory of checkpoints, TensorBoard events and config.json')
 _DEBUG = flags.DEFINE_bool('debug', False, 'print the traceback of an error too')
+_COMPILATION_CACHE = flags.DEFINE_string('compilation_cache', '', compile_cache.FLAG_HELP)
+_NO_COMPILATION_CACHE = flags.DEFINE_bool('no_compilation_cache', False, compile_cache.OFF_FLAG_HELP)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 _USAGE = 'python train.py --config configs/synth64.py --workdir runs/x [--config.field=value ...]'
@@ -126,8 +132,10 @@ def main(argv):
     # The cheap checks first: a mistake is reported in about a second, before JAX starts.
     train_checks.validate_config(config, source)
     train_checks.check_paths(config, workdir)
+    compile_cache.check_flag(_COMPILATION_CACHE.value, _NO_COMPILATION_CACHE.value)
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO; -v 0 shows them
+    compile_cache.enable(_COMPILATION_CACHE.value, disabled=_NO_COMPILATION_CACHE.value)  # before any compile
     from depthnet_jax import input_pipeline, train_lib
     try:
       train_lib.train_and_evaluate(config, workdir, config_source=source)

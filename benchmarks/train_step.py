@@ -1,11 +1,15 @@
 """Milliseconds per training step: our jitted step against the PyTorch reference with torch's SGD, same CPU, same run.
 
-    .venv/bin/python benchmarks/train_step.py [--batch 32 --size 64 --steps 20 --peak_gflops X]
+    .venv/bin/python benchmarks/train_step.py [--shapes 32x64 8x256 --impls xla patches --bf16 32x64 --steps 10]
 
-Both sides do a whole step at 64x64 (BN + elu): forward in train mode (5 scales), multiscale L1 loss against the
-area-downsampled target, backward, SGD(momentum 0.9, dampening 0.9, weight decay 4e-4) update. The FLOPs of our
-step come from XLA's cost analysis; the machine's peak is estimated from the CPU flags and clock (printed) unless
-`--peak_gflops` is given. This is the yardstick of later performance work, not tuned for.
+Each shape `BxS` (batch B of SxS pairs, BN + elu) is a whole step on both sides: forward in train mode (5 scales),
+multiscale L1 loss against the area-downsampled target, backward, SGD(momentum 0.9, dampening 0.9, weight decay
+4e-4) update. Ours is timed once per convolution implementation (`--impls`: XLA's convolution and patches +
+matrix product; 'auto' picks patches on CPU) and in bfloat16 compute for the shapes of `--bf16`; PyTorch once per
+shape, in the same process, interleaved with ours (each side's median of `--steps` steps after 2 warm-ups). The
+FLOPs of our step come from XLA's cost analysis (of the XLA-conv step: the useful work); the machine's peak is
+estimated from the CPU flags and clock (printed) unless `--peak_gflops` is given. The XLA flags in force and the
+CPU's vector extensions are printed with the table.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
-from depthnet_jax import models, optim, train_lib  # noqa: E402
+from depthnet_jax import conv, optim, train_lib  # noqa: E402
 
 WEIGHTS = (0.32, 0.08, 0.02, 0.01, 0.005)
 
@@ -60,9 +64,16 @@ def _time(fn, steps: int) -> list[float]:
   return times
 
 
-def _ours(batch: int, size: int, steps: int, data):
+def _isa() -> str:
+  flags = set(open('/proc/cpuinfo').read().split())
+  found = [f for f in ('avx512f', 'avx512_bf16', 'amx_bf16', 'avx2', 'fma') if f in flags]
+  return ' '.join(found) or 'none of avx512f/avx2/fma'
+
+
+def _ours(batch: int, size: int, steps: int, data, conv_impl: str, compute_dtype: str):
   config = default.get_config()
   config.lr_schedule = 'constant'
+  config.conv_impl, config.compute_dtype = conv_impl, compute_dtype
   model = train_lib.create_model(config)
   train_def, _, params, stats = train_lib.split_model(model)
   schedule = optim.make_schedule(config, 1)
@@ -112,35 +123,56 @@ def _torch(batch: int, size: int, steps: int, data):
   return _time(run, steps), torch.get_num_threads()
 
 
+def _shape(text: str) -> tuple[int, int]:
+  batch, size = text.lower().split('x')
+  return int(batch), int(size)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--batch', type=int, default=32)
-  parser.add_argument('--size', type=int, default=64)
-  parser.add_argument('--steps', type=int, default=20, help='timed steps per side (after 2 warm-up steps)')
+  parser.add_argument('--shapes', nargs='+', default=['32x64', '8x256'], help='BxS: batch B of SxS pairs')
+  parser.add_argument('--impls', nargs='+', default=['xla', 'patches'], choices=['xla', 'patches', 'auto'])
+  parser.add_argument('--bf16', nargs='*', default=['32x64'], help='shapes also timed in bfloat16 (auto conv)')
+  parser.add_argument('--steps', type=int, default=10, help='timed steps per side (after 2 warm-up steps)')
   parser.add_argument('--peak_gflops', type=float, default=None, help='override the estimated FP32 peak')
   args = parser.parse_args()
-  rng = np.random.default_rng(0)
-  data = (rng.normal(size=(args.batch, args.size, args.size, 6)).astype(np.float32),
-          rng.uniform(1, 100, size=(args.batch, args.size, args.size)).astype(np.float32))
-  ours, compile_s, flops = _ours(args.batch, args.size, args.steps, data)
-  theirs, threads = _torch(args.batch, args.size, args.steps, data)
+  import torch
   peak, assumption = _peak_gflops()
   if args.peak_gflops:
     peak, assumption = args.peak_gflops, 'given with --peak_gflops'
-  print(f'batch {args.batch}, {args.size}x{args.size}, BN + elu, SGD step; jax {jax.__version__} on '
-        f'{jax.devices()[0].platform} ({os.cpu_count()} cores), torch with {threads} threads; {args.steps} steps')
-  print(f'our step: {flops / 1e9:.2f} GFLOP (XLA cost analysis), compiled in {compile_s:.1f} s')
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores), torch {torch.__version__}; '
+        f'BN + elu, SGD step, median of {args.steps} steps')
+  print(f'CPU: {_isa()}; XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}; conv_impl auto = '
+        f'{conv.resolve_impl("auto")}')
   print(f'peak: {peak:.0f} GFLOP/s = {assumption}\n')
-  print('| step | median ms | mean ms | images/s | GFLOP/s | of peak | vs torch |')
-  print('|---|---|---|---|---|---|---|')
-  torch_median = statistics.median(theirs)
-  for name, times in (('depthnet-jax (jit)', ours), ('PyTorch reference', theirs)):
-    median = statistics.median(times)
-    gflops = flops / 1e9 / (median / 1000)
-    print(f'| {name} | {median:.1f} | {statistics.mean(times):.1f} | {args.batch / median * 1000:.1f} | '
-          f'{gflops:.1f} | {gflops / peak:.1%} | {median / torch_median:.2f}x |')
-  print('\nGFLOP/s of both use our step\'s FLOP count (the same computation); "vs torch" is time ratio, lower is '
-        'faster.')
+  print('| shape | step | conv | dtype | median ms | images/s | GFLOP/s | of peak | compile s | vs torch |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
+  rng = np.random.default_rng(0)
+  for text in args.shapes:
+    batch, size = _shape(text)
+    data = (rng.normal(size=(batch, size, size, 6)).astype(np.float32),
+            rng.uniform(1, 100, size=(batch, size, size)).astype(np.float32))
+    runs = [(impl, 'float32') for impl in args.impls]
+    if text in args.bf16:
+      runs.append(('auto', 'bfloat16'))
+    theirs, threads = _torch(batch, size, args.steps, data)
+    results, useful_flops = [], None
+    for impl, dtype in runs:
+      times, compile_s, flops = _ours(batch, size, args.steps, data, impl, dtype)
+      if useful_flops is None or (impl == 'xla' and dtype == 'float32'):
+        useful_flops = flops
+      results.append((impl, dtype, times, compile_s))
+    theirs += _torch(batch, size, args.steps, data)[0]  # torch before and after ours: the same machine state
+    torch_median = statistics.median(theirs)
+    rows = [('depthnet-jax (jit)', impl, dtype, statistics.median(t), c) for impl, dtype, t, c in results]
+    rows.append((f'PyTorch ({threads} threads)', 'oneDNN', 'float32', torch_median, float('nan')))
+    for name, impl, dtype, median, compile_s in rows:
+      gflops = useful_flops / 1e9 / (median / 1000)
+      shown_impl = f'{impl} ({conv.resolve_impl(impl)})' if impl == 'auto' else impl
+      print(f'| {batch}x{size}x{size} | {name} | {shown_impl} | {dtype} | {median:.1f} | {batch / median * 1000:.1f} | '
+            f'{gflops:.1f} | {gflops / peak:.1%} | {compile_s:.1f} | {median / torch_median:.2f}x |', flush=True)
+  print('\nGFLOP/s of every row use the FLOP count of our XLA-conv step (the same computation); "vs torch" is the '
+        'time ratio, lower is faster.')
 
 
 if __name__ == '__main__':

@@ -21,6 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.depth_activation = 'elu'            # 'elu' (depth = elu(x) + 1) or 'none' (identity).
   c.clamp = False                       # True/False: clamp the depth to [10, 60] m.
   c.with_confidence = False             # True/False: a second output channel (confidence); trained on depth only.
+  # How the model computes (not what: same parameters, checkpoints and results to rounding).
+  c.conv_impl = 'auto'                  # 'auto' (patches + matmul on CPU, XLA's conv on GPU/TPU), 'xla', 'patches'.
+  c.compute_dtype = 'float32'           # 'float32' or 'bfloat16' (convs and activations; params, BN stats, loss f32).
   # Loss.
   c.loss = 'L1'                         # 'L1' (the paper's), 'SmoothL1' or 'MSE'.
   c.multiscale_weights = (0.32, 0.08, 0.02, 0.01, 0.005)  # 5 weights >= 0, one per scale, finest first.

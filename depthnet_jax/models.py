@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from depthnet_jax import conv
+
 # torch.nn.BatchNorm2d(eps=1e-3) with torch's default momentum: running = 0.9 * running + 0.1 * batch.
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.1
@@ -52,6 +54,15 @@ DECONV = {5: (512, 256), 4: (513, 128), 3: (385, 64), 2: (193, 32)}
 PREDICT_IN = {6: 512, 5: 513, 4: 385, 3: 193, 2: 97}
 
 
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def _check_compute_dtype(compute_dtype: str) -> str:
+  if compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'compute_dtype must be one of {COMPUTE_DTYPES}; got {compute_dtype!r}')
+  return compute_dtype
+
+
 def normalize_depth_activation(depth_activation: str | None) -> str | None:
   """Maps the spellings a checkpoint or config may use ('elu', 'ELU', 'none', None) to None or 'elu'."""
   if depth_activation is None or str(depth_activation).lower() in ('none', ''):
@@ -80,6 +91,8 @@ class BatchNorm(nnx.Module):
     self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = x.dtype  # statistics and normalisation in float32 whatever the compute dtype
+    x = x.astype(jnp.float32)
     if self.use_running_average:
       mean, var = self.mean[...], self.var[...]
     else:
@@ -95,17 +108,53 @@ class BatchNorm(nnx.Module):
       m = self.momentum
       self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
       self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / (n - 1))
-    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...] + self.bias[...]
+    # One multiply-add per value, as torch's CPU kernel does: x * a + (bias - mean * a).
+    a = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
+    return (x * a + (self.bias[...] - mean * a)).astype(dtype)
+
+
+class Conv3x3(nnx.Module):
+  """3x3 convolution, padding 1, stride 1 or 2, with `nnx.Conv`'s parameters (`kernel` HWIO, optional `bias`)
+  drawn from the same RNG stream; computed by `conv.conv3x3` with `conv_impl`, in the input's dtype."""
+
+  def __init__(self, in_features: int, out_features: int, *, stride: int = 1, use_bias: bool, rngs: nnx.Rngs,
+               conv_impl: str = 'auto'):
+    self.stride = stride
+    self.conv_impl = conv_impl
+    self.kernel = nnx.Param(_xavier_normal(rngs.params(), (3, 3, in_features, out_features), jnp.float32))
+    self.bias = nnx.Param(_zeros(rngs.params(), (out_features,), jnp.float32)) if use_bias else None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = conv.conv3x3(x, self.kernel[...].astype(x.dtype), stride=self.stride, impl=self.conv_impl)
+    return y if self.bias is None else y + self.bias[...].astype(y.dtype)
+
+
+class ConvTranspose4x4(nnx.Module):
+  """torch's ConvTranspose2d(k=4, s=2, p=1), which doubles H and W, with `nnx.ConvTranspose`'s parameters.
+
+  As a Flax (non-transposed-kernel) ConvTranspose it is a stride-2 dilated input padded by k - 1 - p = 2 on each
+  side, with the torch kernel flipped spatially (torch_import does the flip). Computed by
+  `conv.conv_transpose4x4s2` with `conv_impl`, in the input's dtype.
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, use_bias: bool, rngs: nnx.Rngs,
+               conv_impl: str = 'auto'):
+    self.conv_impl = conv_impl
+    self.kernel = nnx.Param(_xavier_normal(rngs.params(), (4, 4, in_features, out_features), jnp.float32))
+    self.bias = nnx.Param(_zeros(rngs.params(), (out_features,), jnp.float32)) if use_bias else None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = conv.conv_transpose4x4s2(x, self.kernel[...].astype(x.dtype), impl=self.conv_impl)
+    return y if self.bias is None else y + self.bias[...].astype(y.dtype)
 
 
 class ConvBlock(nnx.Module):
   """Conv 3x3 (padding 1) -> [BatchNorm] -> ReLU. The conv has a bias only without BN."""
 
   def __init__(self, in_features: int, out_features: int, *, stride: int = 1, batch_norm: bool,
-               rngs: nnx.Rngs):
-    self.conv = nnx.Conv(in_features, out_features, kernel_size=(3, 3), strides=(stride, stride),
-                         padding=((1, 1), (1, 1)), use_bias=not batch_norm, kernel_init=_xavier_normal,
-                         bias_init=_zeros, rngs=rngs)
+               rngs: nnx.Rngs, conv_impl: str = 'auto'):
+    self.conv = Conv3x3(in_features, out_features, stride=stride, use_bias=not batch_norm, rngs=rngs,
+                        conv_impl=conv_impl)
     self.bn = BatchNorm(out_features) if batch_norm else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -115,21 +164,13 @@ class ConvBlock(nnx.Module):
     return jax.nn.relu(x)
 
 
-def _conv_transpose(in_features: int, out_features: int, *, use_bias: bool, rngs: nnx.Rngs) -> nnx.ConvTranspose:
-  # torch ConvTranspose2d(k=4, s=2, p=1) doubles H and W. As a Flax (non-transposed-kernel) ConvTranspose that
-  # is a stride-2 dilated input padded by k - 1 - p = 2 on each side, with the torch kernel flipped spatially
-  # (torch_import does the flip).
-  return nnx.ConvTranspose(in_features, out_features, kernel_size=(4, 4), strides=(2, 2),
-                           padding=((2, 2), (2, 2)), use_bias=use_bias, kernel_init=_xavier_normal,
-                           bias_init=_zeros, rngs=rngs)
-
-
 class DeconvBlock(nnx.Module):
   """ConvTranspose 4x4 stride 2 (with bias) -> Conv 3x3 -> [BatchNorm] -> ReLU."""
 
-  def __init__(self, in_features: int, out_features: int, *, batch_norm: bool, rngs: nnx.Rngs):
-    self.up = _conv_transpose(in_features, out_features, use_bias=True, rngs=rngs)
-    self.block = ConvBlock(out_features, out_features, batch_norm=batch_norm, rngs=rngs)
+  def __init__(self, in_features: int, out_features: int, *, batch_norm: bool, rngs: nnx.Rngs,
+               conv_impl: str = 'auto'):
+    self.up = ConvTranspose4x4(in_features, out_features, use_bias=True, rngs=rngs, conv_impl=conv_impl)
+    self.block = ConvBlock(out_features, out_features, batch_norm=batch_norm, rngs=rngs, conv_impl=conv_impl)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.block(self.up(x))
@@ -153,6 +194,12 @@ class DepthNet(nnx.Module):
       the next scale (so the decoder's channel counts are the original's), and each output gets a trailing
       axis of 2: `[..., 0]` the post-processed depth, `[..., 1]` the raw confidence.
     rngs: initialisation RNG: Xavier-normal weights, zero biases, BN scale 1 and bias 0.
+    conv_impl: how the convolutions are computed (`conv.CONV_IMPLS`): 'auto' (patches + matrix product on CPU,
+      XLA's convolution on GPU/TPU), 'xla' or 'patches'. Same parameters and results either way; not a model
+      option (not stored with checkpoints). `set_execution` changes it on a built model.
+    compute_dtype: 'float32' or 'bfloat16': the dtype of the convolutions and activations. Parameters and
+      BatchNorm statistics stay float32 (cast at use); BatchNorm's batch statistics are computed in float32
+      and the outputs are returned in float32.
 
   Call on `[B, H, W, 6]` float32 (two frames normalised with `(x / 255 - 0.5) / 0.2`, concatenated on the
   channel axis). In train mode (`model.train()`, the state after construction, as in torch) it returns a list
@@ -161,7 +208,10 @@ class DepthNet(nnx.Module):
   """
 
   def __init__(self, *, batch_norm: bool = True, depth_activation: str | None = 'elu', clamp: bool = False,
-               with_confidence: bool = False, rngs: nnx.Rngs):
+               with_confidence: bool = False, rngs: nnx.Rngs, conv_impl: str = 'auto',
+               compute_dtype: str = 'float32'):
+    conv.resolve_impl(conv_impl)  # a bad value fails here, not at the first call
+    self.compute_dtype = _check_compute_dtype(compute_dtype)
     self.batch_norm = bool(batch_norm)
     self.depth_activation = normalize_depth_activation(depth_activation)
     self.clamp = bool(clamp)
@@ -170,16 +220,24 @@ class DepthNet(nnx.Module):
     self.deterministic = False
 
     for name, cin, cout, stride in ENCODER:
-      setattr(self, name, ConvBlock(cin, cout, stride=stride, batch_norm=batch_norm, rngs=rngs))
+      setattr(self, name, ConvBlock(cin, cout, stride=stride, batch_norm=batch_norm, rngs=rngs,
+                                    conv_impl=conv_impl))
     for k, (cin, cout) in DECONV.items():
-      setattr(self, f'deconv{k}', DeconvBlock(cin, cout, batch_norm=batch_norm, rngs=rngs))
+      setattr(self, f'deconv{k}', DeconvBlock(cin, cout, batch_norm=batch_norm, rngs=rngs, conv_impl=conv_impl))
     out_channels = 2 if with_confidence else 1
     for k, cin in PREDICT_IN.items():
-      setattr(self, f'predict_depth{k}',
-              nnx.Conv(cin, out_channels, kernel_size=(3, 3), padding=((1, 1), (1, 1)), use_bias=True,
-                       kernel_init=_xavier_normal, bias_init=_zeros, rngs=rngs))
+      setattr(self, f'predict_depth{k}', Conv3x3(cin, out_channels, use_bias=True, rngs=rngs, conv_impl=conv_impl))
     for k in (6, 5, 4, 3):
-      setattr(self, f'upsampled_depth{k}_to_{k - 1}', _conv_transpose(1, 1, use_bias=False, rngs=rngs))
+      setattr(self, f'upsampled_depth{k}_to_{k - 1}',
+              ConvTranspose4x4(1, 1, use_bias=False, rngs=rngs, conv_impl=conv_impl))
+
+  def set_execution(self, *, conv_impl: str | None = None, compute_dtype: str | None = None) -> None:
+    """Changes how the model computes (not what): the convolution implementation and/or the compute dtype."""
+    if conv_impl is not None:
+      conv.resolve_impl(conv_impl)
+      self.set_attributes(conv_impl=conv_impl)
+    if compute_dtype is not None:
+      self.compute_dtype = _check_compute_dtype(compute_dtype)
 
   def options(self) -> dict:
     """The constructor options, as stored beside checkpoints."""
@@ -187,6 +245,7 @@ class DepthNet(nnx.Module):
                 with_confidence=self.with_confidence)
 
   def _post_process(self, raw: jax.Array) -> jax.Array:
+    raw = raw.astype(jnp.float32)
     depth = raw[..., 0]
     if self.depth_activation == 'elu':
       depth = jax.nn.elu(depth) + 1.0
@@ -199,6 +258,7 @@ class DepthNet(nnx.Module):
   def __call__(self, x: jax.Array) -> list[jax.Array] | jax.Array:
     if x.ndim != 4 or x.shape[-1] != 6:
       raise ValueError(f'DepthNet expects an image pair of shape [B, H, W, 6] (NHWC); got {x.shape}')
+    x = x.astype(self.compute_dtype)
     out_conv2 = self.conv2(self.conv1(x))
     out_conv3 = self.conv3_1(self.conv3(out_conv2))
     out_conv4 = self.conv4_1(self.conv4(out_conv3))

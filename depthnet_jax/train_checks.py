@@ -17,9 +17,11 @@ from typing import Any, Callable
 
 from depthnet_jax import cli
 
-# Copies of optim.SOLVERS / optim.SCHEDULES / losses.LOSSES (importing those modules costs JAX's start-up);
-# tests/test_train_faults.py asserts that they agree.
+# Copies of optim.SOLVERS / optim.SCHEDULES / losses.LOSSES / conv.CONV_IMPLS / models.COMPUTE_DTYPES (importing
+# those modules costs JAX's start-up); tests/test_train_faults.py asserts that they agree.
 SOLVERS = ('sgd', 'adam')
+CONV_IMPLS = ('auto', 'xla', 'patches')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 SCHEDULES = ('torch', '2017', 'constant')
 LOSSES = ('L1', 'SmoothL1', 'MSE')
 EVAL_CHECKPOINTS = ('best', 'latest')
@@ -127,6 +129,8 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], None]] = {
     'depth_activation': _depth_activation,
     'clamp': _bool,
     'with_confidence': _bool,
+    'conv_impl': _choice(CONV_IMPLS),
+    'compute_dtype': _choice(COMPUTE_DTYPES),
     'loss': _choice(LOSSES),
     'multiscale_weights': _multiscale_weights,
     'solver': _choice(SOLVERS),

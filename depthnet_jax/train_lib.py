@@ -44,7 +44,9 @@ def model_options(config) -> dict[str, Any]:
 
 
 def create_model(config) -> models.DepthNet:
-  return models.DepthNet(**model_options(config), rngs=nnx.Rngs(config.seed))
+  return models.DepthNet(**model_options(config), rngs=nnx.Rngs(config.seed),
+                         conv_impl=config.get('conv_impl', 'auto'),
+                         compute_dtype=config.get('compute_dtype', 'float32'))
 
 
 def split_model(model: models.DepthNet):

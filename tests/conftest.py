@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# train.py and infer.py would prefer a developer's own DEPTHNET_COMPILATION_CACHE to the session's cache below.
+os.environ.pop('DEPTHNET_COMPILATION_CACHE', None)
 # One persistent compilation cache for the session, inherited by the train.py subprocesses of the tests: the same
 # train step compiles once, not once per process. Every compile is cached, the small ones too: building a
 # DepthNet compiles one initialiser per weight shape, about 10 s per process on 2 cores, 1 s from the cache.

@@ -13,7 +13,7 @@ import types
 import pytest
 
 from configs import default
-from depthnet_jax import cli, losses, optim, sharding, train_checks
+from depthnet_jax import cli, conv, losses, models, optim, sharding, train_checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_CONFIG = os.path.join(REPO, 'configs', 'test.py')
@@ -111,6 +111,7 @@ def test_every_config_validates_and_the_choices_are_the_modules():
   assert sorted(train_checks.FIELDS) == sorted(default.get_config().keys())
   assert (train_checks.SOLVERS, train_checks.SCHEDULES, train_checks.LOSSES) == (optim.SOLVERS, optim.SCHEDULES,
                                                                                  losses.LOSSES)
+  assert (train_checks.CONV_IMPLS, train_checks.COMPUTE_DTYPES) == (conv.CONV_IMPLS, models.COMPUTE_DTYPES)
   from tfds_stillbox import tfds_stillbox_dataset_builder as builder
   assert train_checks.known_dataset_configs() == ', '.join(builder.Builder.builder_configs)
 
