@@ -6,7 +6,8 @@ Each shape `BxS` (batch B of SxS pairs, BN + elu) is a whole step on both sides:
 multiscale L1 loss against the area-downsampled target, backward, SGD(momentum 0.9, dampening 0.9, weight decay
 4e-4) update. Ours is timed once per convolution implementation (`--impls`: XLA's convolution and patches +
 matrix product; 'auto' picks patches on CPU) and in bfloat16 compute for the shapes of `--bf16`; PyTorch once per
-shape, in the same process, interleaved with ours (each side's median of `--steps` steps after 2 warm-ups). The
+shape, in a child process of its own (no JAX runtime beside it) started before and after ours; each side's median
+of `--steps` steps after 2 warm-ups. The
 FLOPs of our step come from XLA's cost analysis (of the XLA-conv step: the useful work); the machine's peak is
 estimated from the CPU flags and clock (printed) unless `--peak_gflops` is given. The XLA flags in force and the
 CPU's vector extensions are printed with the table.
@@ -15,6 +16,7 @@ CPU's vector extensions are printed with the table.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -123,6 +125,20 @@ def _torch(batch: int, size: int, steps: int, data):
   return _time(run, steps), torch.get_num_threads()
 
 
+def _torch_in_child(batch: int, size: int, steps: int) -> tuple[list[float], int]:
+  """`_torch` in a process of its own (this script with --torch_child): no JAX thread pool beside it."""
+  out = subprocess.run([sys.executable, __file__, '--torch_child', f'{batch}x{size}', '--steps', str(steps)],
+                       capture_output=True, text=True, check=True).stdout
+  result = json.loads(out.strip().splitlines()[-1])
+  return result['times'], result['threads']
+
+
+def _data(batch: int, size: int):
+  rng = np.random.default_rng(0)
+  return (rng.normal(size=(batch, size, size, 6)).astype(np.float32),
+          rng.uniform(1, 100, size=(batch, size, size)).astype(np.float32))
+
+
 def _shape(text: str) -> tuple[int, int]:
   batch, size = text.lower().split('x')
   return int(batch), int(size)
@@ -135,7 +151,13 @@ def main():
   parser.add_argument('--bf16', nargs='*', default=['32x64'], help='shapes also timed in bfloat16 (auto conv)')
   parser.add_argument('--steps', type=int, default=10, help='timed steps per side (after 2 warm-up steps)')
   parser.add_argument('--peak_gflops', type=float, default=None, help='override the estimated FP32 peak')
+  parser.add_argument('--torch_child', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.torch_child:
+    batch, size = _shape(args.torch_child)
+    times, threads = _torch(batch, size, args.steps, _data(batch, size))
+    print(json.dumps({'times': times, 'threads': threads}))
+    return
   import torch
   peak, assumption = _peak_gflops()
   if args.peak_gflops:
@@ -147,22 +169,20 @@ def main():
   print(f'peak: {peak:.0f} GFLOP/s = {assumption}\n')
   print('| shape | step | conv | dtype | median ms | images/s | GFLOP/s | of peak | compile s | vs torch |')
   print('|---|---|---|---|---|---|---|---|---|---|')
-  rng = np.random.default_rng(0)
   for text in args.shapes:
     batch, size = _shape(text)
-    data = (rng.normal(size=(batch, size, size, 6)).astype(np.float32),
-            rng.uniform(1, 100, size=(batch, size, size)).astype(np.float32))
+    data = _data(batch, size)
     runs = [(impl, 'float32') for impl in args.impls]
     if text in args.bf16:
       runs.append(('auto', 'bfloat16'))
-    theirs, threads = _torch(batch, size, args.steps, data)
+    theirs, threads = _torch_in_child(batch, size, args.steps)
     results, useful_flops = [], None
     for impl, dtype in runs:
       times, compile_s, flops = _ours(batch, size, args.steps, data, impl, dtype)
       if useful_flops is None or (impl == 'xla' and dtype == 'float32'):
         useful_flops = flops
       results.append((impl, dtype, times, compile_s))
-    theirs += _torch(batch, size, args.steps, data)[0]  # torch before and after ours: the same machine state
+    theirs += _torch_in_child(batch, size, args.steps)[0]  # before and after ours: the same machine state
     torch_median = statistics.median(theirs)
     rows = [('depthnet-jax (jit)', impl, dtype, statistics.median(t), c) for impl, dtype, t, c in results]
     rows.append((f'PyTorch ({threads} threads)', 'oneDNN', 'float32', torch_median, float('nan')))
