@@ -82,7 +82,6 @@ def parser() -> argparse.ArgumentParser:
 def _work(argv: list[str]) -> int:
   args = parser().parse_args(argv)
   compile_cache.check_flag(args.compilation_cache, args.no_compilation_cache)
-  compile_cache.enable(args.compilation_cache, disabled=args.no_compilation_cache)  # before the model compiles
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO
   summary = footage.run(
@@ -90,7 +89,8 @@ def _work(argv: list[str]) -> int:
       batch_size=args.batch_size, no_resize=args.no_resize, height=args.height, width=args.width, fov=args.fov,
       train_fov=args.train_fov, extensions=args.extensions, output_depth=args.output_depth,
       output_disp=args.output_disp, output_raw=args.output_raw, output_video=args.output_video,
-      video_format=args.video_format, fps=args.fps, overwrite=args.overwrite)
+      video_format=args.video_format, fps=args.fps, overwrite=args.overwrite,
+      compilation_cache=args.compilation_cache, no_compilation_cache=args.no_compilation_cache)
   print(summary, flush=True)
   return 0
 

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from depthnet_jax import cli, inference
+from depthnet_jax import cli, compile_cache, inference
 from depthnet_jax.outputs import (KIND_SUFFIXES, MANIFEST, Animation, Manifest, OutputError, OutputFolder,
                                   check_targets, digest, tree_identity)
 
@@ -248,7 +248,7 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
         no_resize: bool = False, height: int | None = None, width: int | None = None, fov: float | None = None,
         train_fov: float | None = None, extensions=IMAGE_EXTENSIONS, output_depth=False, output_disp=False,
         output_raw=False, output_video=False, video_format: str = 'gif', fps: float = 10.0, overwrite=False,
-        prefer: str = 'best') -> str:
+        prefer: str = 'best', compilation_cache: str = '', no_compilation_cache: bool = False) -> str:
   """Runs `infer.py` (the keyword arguments are its flags); returns the summary line.
 
   Raises:
@@ -344,6 +344,8 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
 
   if not is_video:
     frames = _folder_frames(paths)
+  # After every check (a mistake creates no cache folder), before the first compile (the model's load).
+  compile_cache.enable(compilation_cache, disabled=no_compilation_cache)
   predictor = _load(info, os.fspath(checkpoint), prefer)
 
   animation = Animation(os.path.join(output, animation_name), fps) if animation_name else None

@@ -117,10 +117,9 @@ class Conv3x3(nnx.Module):
   """3x3 convolution, padding 1, stride 1 or 2, with `nnx.Conv`'s parameters (`kernel` HWIO, optional `bias`)
   drawn from the same RNG stream; computed by `conv.conv3x3` with `conv_impl`, in the input's dtype."""
 
-  def __init__(self, in_features: int, out_features: int, *, stride: int = 1, use_bias: bool, rngs: nnx.Rngs,
-               conv_impl: str = 'auto'):
+  def __init__(self, in_features: int, out_features: int, *, stride: int = 1, use_bias: bool, rngs: nnx.Rngs):
     self.stride = stride
-    self.conv_impl = conv_impl
+    self.conv_impl = 'auto'  # DepthNet.set_execution sets it
     self.kernel = nnx.Param(_xavier_normal(rngs.params(), (3, 3, in_features, out_features), jnp.float32))
     self.bias = nnx.Param(_zeros(rngs.params(), (out_features,), jnp.float32)) if use_bias else None
 
@@ -137,9 +136,8 @@ class ConvTranspose4x4(nnx.Module):
   `conv.conv_transpose4x4s2` with `conv_impl`, in the input's dtype.
   """
 
-  def __init__(self, in_features: int, out_features: int, *, use_bias: bool, rngs: nnx.Rngs,
-               conv_impl: str = 'auto'):
-    self.conv_impl = conv_impl
+  def __init__(self, in_features: int, out_features: int, *, use_bias: bool, rngs: nnx.Rngs):
+    self.conv_impl = 'auto'  # DepthNet.set_execution sets it
     self.kernel = nnx.Param(_xavier_normal(rngs.params(), (4, 4, in_features, out_features), jnp.float32))
     self.bias = nnx.Param(_zeros(rngs.params(), (out_features,), jnp.float32)) if use_bias else None
 
@@ -152,9 +150,8 @@ class ConvBlock(nnx.Module):
   """Conv 3x3 (padding 1) -> [BatchNorm] -> ReLU. The conv has a bias only without BN."""
 
   def __init__(self, in_features: int, out_features: int, *, stride: int = 1, batch_norm: bool,
-               rngs: nnx.Rngs, conv_impl: str = 'auto'):
-    self.conv = Conv3x3(in_features, out_features, stride=stride, use_bias=not batch_norm, rngs=rngs,
-                        conv_impl=conv_impl)
+               rngs: nnx.Rngs):
+    self.conv = Conv3x3(in_features, out_features, stride=stride, use_bias=not batch_norm, rngs=rngs)
     self.bn = BatchNorm(out_features) if batch_norm else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -167,10 +164,9 @@ class ConvBlock(nnx.Module):
 class DeconvBlock(nnx.Module):
   """ConvTranspose 4x4 stride 2 (with bias) -> Conv 3x3 -> [BatchNorm] -> ReLU."""
 
-  def __init__(self, in_features: int, out_features: int, *, batch_norm: bool, rngs: nnx.Rngs,
-               conv_impl: str = 'auto'):
-    self.up = ConvTranspose4x4(in_features, out_features, use_bias=True, rngs=rngs, conv_impl=conv_impl)
-    self.block = ConvBlock(out_features, out_features, batch_norm=batch_norm, rngs=rngs, conv_impl=conv_impl)
+  def __init__(self, in_features: int, out_features: int, *, batch_norm: bool, rngs: nnx.Rngs):
+    self.up = ConvTranspose4x4(in_features, out_features, use_bias=True, rngs=rngs)
+    self.block = ConvBlock(out_features, out_features, batch_norm=batch_norm, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.block(self.up(x))
@@ -210,8 +206,6 @@ class DepthNet(nnx.Module):
   def __init__(self, *, batch_norm: bool = True, depth_activation: str | None = 'elu', clamp: bool = False,
                with_confidence: bool = False, rngs: nnx.Rngs, conv_impl: str = 'auto',
                compute_dtype: str = 'float32'):
-    conv.resolve_impl(conv_impl)  # a bad value fails here, not at the first call
-    self.compute_dtype = _check_compute_dtype(compute_dtype)
     self.batch_norm = bool(batch_norm)
     self.depth_activation = normalize_depth_activation(depth_activation)
     self.clamp = bool(clamp)
@@ -220,16 +214,16 @@ class DepthNet(nnx.Module):
     self.deterministic = False
 
     for name, cin, cout, stride in ENCODER:
-      setattr(self, name, ConvBlock(cin, cout, stride=stride, batch_norm=batch_norm, rngs=rngs,
-                                    conv_impl=conv_impl))
+      setattr(self, name, ConvBlock(cin, cout, stride=stride, batch_norm=batch_norm, rngs=rngs))
     for k, (cin, cout) in DECONV.items():
-      setattr(self, f'deconv{k}', DeconvBlock(cin, cout, batch_norm=batch_norm, rngs=rngs, conv_impl=conv_impl))
+      setattr(self, f'deconv{k}', DeconvBlock(cin, cout, batch_norm=batch_norm, rngs=rngs))
     out_channels = 2 if with_confidence else 1
     for k, cin in PREDICT_IN.items():
-      setattr(self, f'predict_depth{k}', Conv3x3(cin, out_channels, use_bias=True, rngs=rngs, conv_impl=conv_impl))
+      setattr(self, f'predict_depth{k}', Conv3x3(cin, out_channels, use_bias=True, rngs=rngs))
     for k in (6, 5, 4, 3):
-      setattr(self, f'upsampled_depth{k}_to_{k - 1}',
-              ConvTranspose4x4(1, 1, use_bias=False, rngs=rngs, conv_impl=conv_impl))
+      setattr(self, f'upsampled_depth{k}_to_{k - 1}', ConvTranspose4x4(1, 1, use_bias=False, rngs=rngs))
+    self.compute_dtype = 'float32'
+    self.set_execution(conv_impl=conv_impl, compute_dtype=compute_dtype)
 
   def set_execution(self, *, conv_impl: str | None = None, compute_dtype: str | None = None) -> None:
     """Changes how the model computes (not what): the convolution implementation and/or the compute dtype."""

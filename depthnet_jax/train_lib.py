@@ -44,9 +44,8 @@ def model_options(config) -> dict[str, Any]:
 
 
 def create_model(config) -> models.DepthNet:
-  return models.DepthNet(**model_options(config), rngs=nnx.Rngs(config.seed),
-                         conv_impl=config.get('conv_impl', 'auto'),
-                         compute_dtype=config.get('compute_dtype', 'float32'))
+  return models.DepthNet(**model_options(config), rngs=nnx.Rngs(config.seed), conv_impl=config.conv_impl,
+                         compute_dtype=config.compute_dtype)
 
 
 def split_model(model: models.DepthNet):
