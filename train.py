@@ -79,8 +79,11 @@ def _check_overrides(argv: list[str], config, source: str) -> None:
       keys = list(node.keys()) if hasattr(node, 'keys') else []
       if part not in keys:
         field = '.'.join(walked + [part])
-        raise cli.UserError(f'--config.{field}: no such config field in {source}'
-                            f'{train_checks.did_you_mean(part, keys)}; the fields are those of configs/default.py')
+        hint = train_checks.did_you_mean(part, keys)
+        if not walked and part in train_checks.MODEL_FIELDS and 'model' in keys:
+          hint = f' (the model options are under model: --config.model.{part})'
+        raise cli.UserError(f'--config.{field}: no such config field in {source}{hint}; the fields are those of '
+                            'configs/default.py')
       node, walked = node[part], walked + [part]
 
 
@@ -130,6 +133,10 @@ def main(argv):
     config, workdir = _CONFIG.value, _WORKDIR.value
     source = config_flags.get_config_filename(flags.FLAGS['config']).split(':', 1)[0]
     # The cheap checks first: a mistake is reported in about a second, before JAX starts.
+    moved = train_checks.upgrade_config(config)
+    if moved:
+      print(f'note: {source} sets {", ".join(moved)} at the top level, as configs did before the model section; '
+            'read as --config.model.<option>', file=sys.stderr, flush=True)
     train_checks.validate_config(config, source)
     train_checks.check_paths(config, workdir)
     compile_cache.check_flag(_COMPILATION_CACHE.value, _NO_COMPILATION_CACHE.value)

@@ -6,6 +6,8 @@ start-up, before any work: depthnet_jax/train_checks.py). The other configs impo
 
 import ml_collections
 
+from depthnet_jax.model_spec import ModelSpec
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -16,11 +18,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_split = 'validation'           # split evaluated on (a split of the dataset).
   c.shift = 3                           # S, the nominal frame shift of a pair (the original's 3); 1 to frames - 1.
   c.worker_count = 0                    # grain worker processes, >= 0 (0: threads in the training process).
-  # Model (DepthNet options).
-  c.batch_norm = True                   # True/False: BatchNorm after each conv (the published weights use it).
-  c.depth_activation = 'elu'            # 'elu' (depth = elu(x) + 1) or 'none' (identity).
-  c.clamp = False                       # True/False: clamp the depth to [10, 60] m.
-  c.with_confidence = False             # True/False: a second output channel (confidence); trained on depth only.
+  # Model: DepthNet's options (depthnet_jax/model_spec.py, the one definition), e.g. --config.model.batch_norm=False.
+  # model.batch_norm       True/False: BatchNorm after each conv (the published weights use it). Default True.
+  # model.depth_activation 'elu' (depth = elu(x) + 1) or 'none' (identity). Default 'elu'.
+  # model.clamp            True/False: clamp the depth to [10, 60] m. Default False.
+  # model.with_confidence  True/False: a second output channel (confidence); trained on depth only. Default False.
+  c.model = ml_collections.ConfigDict(ModelSpec().to_dict())
   # How the model computes (not what: same parameters, checkpoints and results to rounding).
   c.conv_impl = 'auto'                  # 'auto' (patches + matmul on CPU, XLA's conv on GPU/TPU), 'xla', 'patches'.
   c.compute_dtype = 'float32'           # 'float32' or 'bfloat16' (convs and activations; params, BN stats, loss f32).

@@ -15,7 +15,6 @@ finite values only). Every failure to read a checkpoint is a `CheckpointError` (
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -28,13 +27,13 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
+from depthnet_jax import atomic, cli, models
 from depthnet_jax import checkpoint_integrity as integrity
-from depthnet_jax import cli, models
 from depthnet_jax.checkpoint_integrity import (  # noqa: F401 - re-exported: the names callers use
     CHECKSUM_ALGORITHM, CHECKSUM_ITEM, CHECKSUM_KEY, CONFIG_ITEM, MODEL_ITEM, CheckpointError,
     CheckpointNotFoundError, DamagedCheckpointError, array_checksums, verify_arrays)
-
-_OPTION_KEYS = ('batch_norm', 'depth_activation', 'clamp', 'with_confidence')
+from depthnet_jax.model_spec import FIELDS, ModelSpec
+from depthnet_jax.train_state import TrainState
 _ORBAX_TMP = re.compile(r'^\d+\.orbax-checkpoint-tmp')
 
 
@@ -62,7 +61,8 @@ def save_model(directory: str | os.PathLike, model: models.DepthNet, *, metadata
   config = {**model.options(), **(metadata or {}), CHECKSUM_KEY: CHECKSUM_ALGORITHM}
   state = jax.tree.map(np.asarray, nnx.state(model).to_pure_dict())
   checksums = integrity.checksum_record({MODEL_ITEM: state})
-  tmp = f'{directory}.tmp-{os.getpid()}'
+  # Orbax creates the folder it saves to: a temporary name beside `directory` (atomic's scheme), not created here.
+  tmp = os.path.join(os.path.dirname(directory), atomic.temporary_prefix(os.path.basename(directory)) + 'orbax')
   shutil.rmtree(tmp, ignore_errors=True)
   try:
     with integrity.checkpointer() as ckptr:
@@ -73,7 +73,7 @@ def save_model(directory: str | os.PathLike, model: models.DepthNet, *, metadata
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   if os.path.exists(directory):
-    old = f'{directory}.old-{os.getpid()}'
+    old = os.path.join(os.path.dirname(directory), atomic.temporary_prefix(os.path.basename(directory)) + 'old')
     os.rename(directory, old)
     os.rename(tmp, directory)
     shutil.rmtree(old)
@@ -124,7 +124,7 @@ def _read_config(directory: str) -> dict[str, Any]:
   config = integrity.restore(directory, {CONFIG_ITEM: ocp.args.JsonRestore()})[CONFIG_ITEM]
   if not isinstance(config, dict):
     raise DamagedCheckpointError(f'checkpoint {directory} is damaged: {CONFIG_ITEM}/metadata is not a JSON object')
-  missing = [k for k in _OPTION_KEYS if k not in config]
+  missing = [k for k in FIELDS if k not in config]
   if missing:
     raise DamagedCheckpointError(f'checkpoint {directory} is damaged: {CONFIG_ITEM}/metadata lacks the model '
                                  f'option(s) {", ".join(missing)}')
@@ -136,14 +136,19 @@ def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
   return _read_config(_checkpoint_dir(directory))
 
 
-def abstract_model(options: dict[str, Any]) -> models.DepthNet:
-  """A `DepthNet` with the given options whose arrays are shapes only (no initialisation is computed)."""
-  return nnx.eval_shape(lambda: models.DepthNet(**{k: options[k] for k in _OPTION_KEYS}, rngs=nnx.Rngs(0)))
+def read_spec(directory: str | os.PathLike) -> ModelSpec:
+  """The `ModelSpec` a model checkpoint was saved with."""
+  directory = _checkpoint_dir(directory)
+  return _spec_of(directory, _read_config(directory))
+
+
+def _spec_of(directory: str, config: dict[str, Any]) -> ModelSpec:
+  with integrity.reading(directory, (CONFIG_ITEM,)):   # options a damaged config may hold that ModelSpec refuses
+    return ModelSpec.from_mapping(config, where=f'{CONFIG_ITEM}/metadata')
 
 
 def _abstract_from_config(directory: str, config: dict[str, Any]) -> models.DepthNet:
-  with integrity.reading(directory, (CONFIG_ITEM,)):   # options a damaged config may hold that DepthNet refuses
-    return abstract_model(config)
+  return models.abstract_model(_spec_of(directory, config))
 
 
 def load_model(directory: str | os.PathLike) -> models.DepthNet:
@@ -180,9 +185,15 @@ def load_model(directory: str | os.PathLike) -> models.DepthNet:
 #
 # A training run's workdir holds `config.json`, `checkpoints/<step>/` (the latest K, every epoch and every N
 # steps) and `best/<step>/` (the one with the lowest eval depth error). Each step directory is also a model
-# checkpoint (items `model`, `model_config`, `checksums`), so `load_model` and inference read it directly;
-# `checkpoints/` adds `opt_state`, `train` (step, RNG key) and `data` (the input pipeline's position, a function
-# of the step), and its `checksums` cover `opt_state` and `train` too.
+# checkpoint (items `model`, `model_config`, `checksums`), so `load_model` and inference read it directly.
+# `checkpoints/<step>/` also holds the rest of the `TrainState`:
+# - `opt_state`: the optax state's leaves, keyed '00000', '00001', ... in `jax.tree.leaves` order. Flat, because
+#   optax states are nested NamedTuples (and Nones) that Orbax would store as lists without their types: the
+#   structure comes back from the optimizer's own `init`, the values from here;
+# - `train`: {'step'}. (Checkpoints written before the state lost its unused RNG key also hold 'rng'; it is not
+#   read.)
+# - `data`: JSON {'next_step', 'seed', 'batch_size'}: the input pipeline's position, a function of the step;
+# and the `checksums` cover `opt_state` and `train` too.
 
 
 def _pure_model(params, batch_stats) -> dict:
@@ -195,6 +206,11 @@ def _split_pure(pure: dict, params_template, stats_template):
   nnx.replace_by_pure_dict(state, pure)
   params, stats = nnx.split_state(state, nnx.Param, nnx.BatchStat)
   return params, stats
+
+
+def _flat_opt_state(opt_state) -> dict:
+  """The optax state as {'00000': leaf, ...} in `jax.tree.leaves` order (see the comment above)."""
+  return {f'{i:05d}': x for i, x in enumerate(jax.tree.leaves(opt_state))}
 
 
 def _abstract(tree):
@@ -248,37 +264,38 @@ class TrainCheckpoints:
           shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
     self._prepared.add(directory)
 
-  def save(self, step: int, state: dict, options: dict, data_state: dict) -> None:
+  def save(self, step: int, state: TrainState, info: dict, data_state: dict) -> None:
+    """Saves `state` as `checkpoints/<step>/`; `info`: the model_config item (spec fields and provenance)."""
     if step in self.latest.all_steps():
       return
-    model = _pure_model(state['params'], state['batch_stats'])
-    opt_state = {f'{i:05d}': x for i, x in enumerate(jax.tree.leaves(state['opt_state']))}
-    train = {'step': state['step'], 'rng': state['rng']}
+    model = _pure_model(state.params, state.batch_stats)
+    opt_state = _flat_opt_state(state.opt_state)
+    train = {'step': state.step}
     # From the arrays handed to Orbax, now: the next (donating) train step must not change what is summed.
     checksums = integrity.checksum_record({MODEL_ITEM: model, 'opt_state': opt_state, 'train': train})
     self._prepare(self.latest)
     self.latest.save(step, args=ocp.args.Composite(**{
         MODEL_ITEM: ocp.args.StandardSave(model),
-        CONFIG_ITEM: ocp.args.JsonSave(dict(options, source='training', step=step,
+        CONFIG_ITEM: ocp.args.JsonSave(dict(info, source='training', step=step,
                                             **{CHECKSUM_KEY: CHECKSUM_ALGORITHM})),
         'opt_state': ocp.args.StandardSave(opt_state),
-        'train': ocp.args.StandardSave(train),
+        'train': ocp.args.PyTreeSave(train),
         'data': ocp.args.JsonSave(data_state),
         CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
 
-  def save_best(self, step: int, state: dict, options: dict, metrics: dict[str, float]) -> None:
+  def save_best(self, step: int, state: TrainState, info: dict, metrics: dict[str, float]) -> None:
     if step in self.best.all_steps():
       return
-    model = _pure_model(state['params'], state['batch_stats'])
+    model = _pure_model(state.params, state.batch_stats)
     checksums = integrity.checksum_record({MODEL_ITEM: model})
     self._prepare(self.best)
     self.best.save(step, metrics=dict(metrics), args=ocp.args.Composite(**{
         MODEL_ITEM: ocp.args.StandardSave(model),
-        CONFIG_ITEM: ocp.args.JsonSave(dict(options, source='training', step=step, eval_metrics=metrics,
+        CONFIG_ITEM: ocp.args.JsonSave(dict(info, source='training', step=step, eval_metrics=metrics,
                                             **{CHECKSUM_KEY: CHECKSUM_ALGORITHM})),
         CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
 
-  def restore_latest(self, template: dict) -> dict | None:
+  def restore_latest(self, template: TrainState) -> TrainState | None:
     """The newest usable checkpoint as a state like `template` (same shardings), or None if there is none.
 
     A step that cannot be read (missing, truncated or corrupt files), whose arrays differ from their checksums,
@@ -292,12 +309,13 @@ class TrainCheckpoints:
     steps = sorted(self.latest.all_steps(), reverse=True)
     if not steps:
       return None
-    model_template = _pure_model(template['params'], template['batch_stats'])
-    opt_leaves, opt_def = jax.tree.flatten(template['opt_state'])
+    model_template = _pure_model(template.params, template.batch_stats)
+    opt_def = jax.tree.structure(template.opt_state)
     targets = {
         MODEL_ITEM: ocp.args.StandardRestore(_abstract(model_template)),
-        'opt_state': ocp.args.StandardRestore(_abstract({f'{i:05d}': x for i, x in enumerate(opt_leaves)})),
-        'train': ocp.args.StandardRestore(_abstract({'step': template['step'], 'rng': template['rng']}))}
+        'opt_state': ocp.args.StandardRestore(_abstract(_flat_opt_state(template.opt_state))),
+        # partial: checkpoints of older versions also hold an unused 'rng', left unread.
+        'train': ocp.args.PyTreeRestore(_abstract({'step': template.step}), partial_restore=True)}
     for n, step in enumerate(steps):
       where = os.path.join(os.fspath(self.latest.directory), str(step))
       try:
@@ -313,15 +331,15 @@ class TrainCheckpoints:
         f'were moved to {os.path.join(self.workdir, "unreadable")}): run again to start from scratch, or put back a '
         'good one')
 
-  def _restore_step(self, step: int, where: str, targets: dict, template: dict, opt_def) -> dict:
+  def _restore_step(self, step: int, where: str, targets: dict, template: TrainState, opt_def) -> TrainState:
     config = _read_config(where)
-    model_template = _pure_model(template['params'], template['batch_stats'])
-    theirs = _shapes(nnx.state(_abstract_from_config(where, config)).to_pure_dict())
+    model_template = _pure_model(template.params, template.batch_stats)
+    spec = _spec_of(where, config)
+    theirs = _shapes(nnx.state(models.abstract_model(spec)).to_pure_dict())
     if theirs != _shapes(model_template):
       # Not damage: the config changed. Refuse without moving anything the user may want back.
-      options = ', '.join(f'{k}={config[k]!r}' for k in _OPTION_KEYS)
       raise CheckpointError(
-          f'checkpoint {where} is of another model ({options}) than the config builds: resume with the config '
+          f'checkpoint {where} is of another model ({spec.describe()}) than the config builds: resume with the config '
           f'the run was started with ({os.path.join(self.workdir, "config.json")}), or use another --workdir')
     args = dict(targets)
     if integrity.has_checksums(where, config):
@@ -334,11 +352,10 @@ class TrainCheckpoints:
     for item in ('opt_state', 'train'):
       verify_arrays(where, item, restored[item], integrity.expected_checksums(where, record, item), finite=False)
     with integrity.reading(where, tuple(args)):
-      params, stats = _split_pure(restored[MODEL_ITEM], template['params'], template['batch_stats'])
+      params, stats = _split_pure(restored[MODEL_ITEM], template.params, template.batch_stats)
       opt_state = jax.tree.unflatten(opt_def, [restored['opt_state'][k] for k in sorted(restored['opt_state'])])
-      state = dict(params=params, batch_stats=stats, opt_state=opt_state, step=restored['train']['step'],
-                   rng=restored['train']['rng'])
-      saved_step = int(state['step'])
+      state = TrainState(params=params, batch_stats=stats, opt_state=opt_state, step=restored['train']['step'])
+      saved_step = int(state.step)
     if saved_step != step:
       raise DamagedCheckpointError(f'checkpoint {where} is damaged: its train item holds step {saved_step}')
     return state
@@ -393,70 +410,11 @@ class TrainCheckpoints:
     raise CheckpointError(message) from failure
 
 
-def resolve_checkpoint(path: str | os.PathLike, prefer: str = 'best') -> str:
-  """A model checkpoint directory from a path: itself, or a training workdir's best (or latest) checkpoint."""
-  path = os.path.abspath(os.fspath(path))
-  if not os.path.exists(path):
-    raise CheckpointNotFoundError(f'checkpoint {path} does not exist')
-  if os.path.isdir(os.path.join(path, CONFIG_ITEM)):
-    return path
-  managers = [os.path.join(path, d) for d in ('checkpoints', 'best')]
-  if any(os.path.isdir(d) for d in managers):
-    order = (prefer, 'latest' if prefer == 'best' else 'best')
-    for which in order:
-      manager_dir = os.path.join(path, which if which == 'best' else 'checkpoints')
-      try:
-        names = os.listdir(manager_dir) if os.path.isdir(manager_dir) else []
-      except OSError as e:
-        raise CheckpointError(f'{manager_dir} cannot be listed ({e.strerror or e})') from None
-      steps = sorted(int(s) for s in names if s.isdigit())
-      steps = [s for s in steps if os.path.isdir(os.path.join(manager_dir, str(s), CONFIG_ITEM))]
-      if steps:
-        return os.path.join(manager_dir, str(steps[-1]))
-    raise CheckpointNotFoundError(f'training workdir {path} holds no complete checkpoint in checkpoints/ or best/')
-  raise CheckpointNotFoundError(f'{path} is neither a depthnet-jax checkpoint (no {CONFIG_ITEM}/ inside) nor a '
-                                'training workdir with checkpoints/ or best/')
-
-
-def load_any(path: str | os.PathLike, prefer: str = 'best') -> models.DepthNet:
-  """A DepthNet (eval mode) from a training workdir, a model checkpoint, or a PyTorch `.pth.tar` (imported)."""
-  path = os.fspath(path)
-  if os.path.isfile(path):
-    from depthnet_jax import torch_import
-    model = torch_import.load(path)
-    verify_arrays(os.path.abspath(path), 'state_dict', nnx.state(model).to_pure_dict(), None, finite=True)
-    return model
-  return load_model(resolve_checkpoint(path, prefer))
-
-
-def warm_start(path: str | os.PathLike, options: dict[str, Any], params_template, stats_template):
-  """(params, batch stats) of a checkpoint for a model built with `options`; other state is not read."""
-  model = load_any(path)
-  theirs = model.options()
-  ours = {k: (models.normalize_depth_activation(v) if k == 'depth_activation' else v) for k, v in options.items()}
-  differ = {k: (ours[k], theirs.get(k)) for k in _OPTION_KEYS if ours[k] != theirs.get(k)}
-  if differ:
-    raise CheckpointError(f'checkpoint {path} was built with other model options (config vs checkpoint): {differ}; '
-                          'set the config to match it')
-  _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  if jax.tree.structure(params) != jax.tree.structure(params_template):
-    raise CheckpointError(f'checkpoint {path}: parameter structure differs from the model of the config')
-  return params, stats
-
-
 def write_config(workdir: str | os.PathLike, config) -> str:
   """Writes the run's config as `workdir/config.json` (process 0, atomically); returns its path."""
   path = os.path.join(os.fspath(workdir), 'config.json')
   if jax.process_index() == 0:
     os.makedirs(os.fspath(workdir), exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-      with open(tmp, 'w') as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) if hasattr(config, 'to_json_best_effort')
-                else json.dumps(config, indent=2, sort_keys=True))
-      os.replace(tmp, path)
-    except BaseException:
-      with contextlib.suppress(OSError):
-        os.remove(tmp)
-      raise
+    atomic.write_text(path, config.to_json_best_effort(indent=2, sort_keys=True)
+                      if hasattr(config, 'to_json_best_effort') else json.dumps(config, indent=2, sort_keys=True))
   return path

@@ -25,7 +25,8 @@ from typing import Iterator
 
 import numpy as np
 
-from depthnet_jax import cli, compile_cache, inference
+from depthnet_jax import atomic, cli, colormaps, compile_cache, geometry, inference, loading, progress, torch_pickle
+from depthnet_jax.conventions import STILLBOX_FOV
 from depthnet_jax.outputs import (KIND_SUFFIXES, MANIFEST, Animation, Manifest, OutputError, OutputFolder,
                                   check_targets, digest, tree_identity)
 
@@ -202,7 +203,7 @@ def network_size(default_size: tuple[int, int], default_fov: float, height: int,
     return tuple(size)
   if fov is not None:
     try:
-      return inference.size_for_fov(height, width, fov, default_size[1], train_fov or default_fov)
+      return geometry.size_for_fov(height, width, fov, default_size[1], train_fov or default_fov)
     except cli.UserError as e:
       raise cli.UserError(f'--fov={fov!r}: {e}') from None
   return tuple(default_size)
@@ -212,16 +213,15 @@ def network_size(default_size: tuple[int, int], default_fov: float, height: int,
 
 # Errors of the checkpoint code whose message already names the checkpoint and what is wrong with it.
 def _named_errors() -> tuple[type[BaseException], ...]:
-  from depthnet_jax import torch_pickle
   return cli.UserError, FileNotFoundError, torch_pickle.TorchCheckpointError
 
 
-def _checkpoint(checkpoint: str, prefer: str) -> inference.CheckpointInfo:
+def _checkpoint(checkpoint: str, prefer: str) -> loading.CheckpointInfo:
   if not os.path.exists(checkpoint):
     raise CheckpointError(f'--checkpoint {checkpoint}: no such file or directory; expected a training workdir, a '
                           'checkpoint directory or a .pth.tar')
   try:
-    return inference.checkpoint_info(checkpoint, prefer)
+    return loading.checkpoint_info(checkpoint, prefer)
   except _named_errors() as e:
     raise CheckpointError(f'--checkpoint: {cli.one_line(e)}') from e
   except Exception as e:  # noqa: BLE001 - any failure to read its config: the checkpoint is damaged
@@ -229,7 +229,7 @@ def _checkpoint(checkpoint: str, prefer: str) -> inference.CheckpointInfo:
                           f'{cli.one_line(e)[:300]}); expected an intact checkpoint') from e
 
 
-def _load(info: inference.CheckpointInfo, checkpoint: str, prefer: str) -> inference.Predictor:
+def _load(info: loading.CheckpointInfo, checkpoint: str, prefer: str) -> inference.Predictor:
   try:
     return inference.Predictor.from_checkpoint(info.path, prefer, info=info)
   except _named_errors() as e:
@@ -301,7 +301,7 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
     # every frame decoded (readable, one size) before anything is written
     frame_size, input_id = check_frames(paths)
     total = len(paths) - frame_shift
-  size = network_size(info.train_size or inference.DEFAULT_SIZE, info.train_fov or inference.DEFAULT_FOV,
+  size = network_size(info.train_size or inference.DEFAULT_SIZE, info.train_fov or STILLBOX_FOV,
                       *frame_size, no_resize=no_resize, size=(height, width) if height is not None else None,
                       fov=fov, train_fov=train_fov)
 
@@ -352,25 +352,24 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
   out = OutputFolder(output, manifest, key, video_key, all_settings, planned, suffixes, animation)
   window: collections.deque = collections.deque(maxlen=frame_shift + 1)
   batch: list = []
-  counts, started = {'frames': 0, 'pairs': 0, 'shown': False}, time.time()
+  counts, started = {'frames': 0, 'pairs': 0}, time.time()
+  shown = progress.Progress(total or None, 'pairs', desc='predicted')
 
   def flush():
     depth = predictor.predict_batch(np.stack([b[1] for b in batch]), np.stack([b[2] for b in batch]), size)
     out.enter([b[0] for b in batch])
     for (stem, _, second), d in zip(batch, depth):
       if output_depth:
-        out.write(f'{stem}_depth.png', inference.write_png, inference.depth_to_rgb(d))
+        out.write(f'{stem}_depth.png', atomic.write_png, colormaps.depth_to_rgb(d))
       if output_disp:
-        out.write(f'{stem}_disp.png', inference.write_png, inference.disparity_to_rgb(d))
+        out.write(f'{stem}_disp.png', atomic.write_png, colormaps.disparity_to_rgb(d))
       if output_raw:
-        out.write(f'{stem}_depth.npy', inference.write_npy, d.astype(np.float32))
+        out.write(f'{stem}_depth.npy', atomic.write_npy, d.astype(np.float32))
       if animation:
-        animation.add(np.concatenate([second, inference.depth_to_rgb(d)], axis=1))
+        animation.add(np.concatenate([second, colormaps.depth_to_rgb(d)], axis=1))
       counts['pairs'] += 1
+    shown.update(len(batch))
     batch.clear()
-    rate = counts['pairs'] / max(time.time() - started, 1e-9)
-    print(f'\r{counts["pairs"]}/{total or "?"} pairs, {rate:.1f} pairs/s', end='', file=sys.stderr, flush=True)
-    counts['shown'] = True
 
   try:
     for stem, image in frames:
@@ -387,13 +386,11 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
                          f'need at least {frame_shift + 1}')
     out.finish(counts['pairs'])
   except BaseException as e:
-    if counts['shown']:
-      print(file=sys.stderr, flush=True)
+    shown.close()
     out.abort(e, counts['pairs'])
     raise
-  if counts['shown']:
-    print(file=sys.stderr, flush=True)
+  shown.close()
   elapsed = time.time() - started
-  shown = 'as they are' if size is None else f'{size[1]}x{size[0]}'
-  return (f'{counts["frames"]} frames, {counts["pairs"]} pairs (shift {frame_shift}), network input {shown}: '
+  network = 'as they are' if size is None else f'{size[1]}x{size[0]}'
+  return (f'{counts["frames"]} frames, {counts["pairs"]} pairs (shift {frame_shift}), network input {network}: '
           f'{elapsed:.1f} s, {counts["pairs"] / elapsed:.1f} pairs/s -> {output} ({MANIFEST}: complete)')

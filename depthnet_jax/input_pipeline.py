@@ -6,7 +6,7 @@
     batch = next(it)   # {'image_pair': [B, H, W, 6] f32, 'depth': [B, H, W] f32, 'mask': [B] f32,
                        #  'displacement': [B, 3] f32}
 
-Training samples exactly as the original (DESIGN.md section 3): each epoch visits every scene once per frame it
+Training samples exactly as the original (docs/architecture.md, the data): each epoch visits every scene once per frame it
 holds, in an order shuffled per epoch; per visit a first frame i1 ~ U[0, T), a shift round(2 S u), i2 =
 min(T - 1, i1 + shift), a swap with p = 0.5, the depth of the second frame rescaled by S / |i2 - i1| (filled with
 100 when i1 == i2), a vertical and a horizontal flip (p = 0.5 each), a clip to [0, 100] and the normalisation
@@ -33,11 +33,10 @@ import grain
 from absl import flags
 import numpy as np
 
+from depthnet_jax.conventions import MAX_DEPTH, normalize  # targets are clipped to [0, MAX_DEPTH]
 from tfds_stillbox import codec
 
 SHIFT = 3                 # S: the original's nominal frame shift.
-MAX_DEPTH = 100.0         # targets are clipped to [0, MAX_DEPTH]; i1 == i2 fills the target with it.
-MEAN, STD = 0.5, 0.2      # image normalisation (x / 255 - MEAN) / STD, as the original.
 
 
 class DatasetNotBuiltError(FileNotFoundError):
@@ -81,11 +80,6 @@ def frames_per_scene(source) -> int:
   if len(source) == 0:
     raise ValueError('the split holds no scene')
   return len(source[0]['frames'])
-
-
-def normalize(frames: np.ndarray) -> np.ndarray:
-  """uint8 `[..., C]` -> float32 `(x / 255 - 0.5) / 0.2`."""
-  return (frames.astype(np.float32) * np.float32(1 / 255) - np.float32(MEAN)) * np.float32(1 / STD)
 
 
 @dataclasses.dataclass(frozen=True)

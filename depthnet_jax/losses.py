@@ -119,13 +119,27 @@ def per_example_metrics(pred: jax.Array, target: jax.Array, mask: jax.Array | No
   }
 
 
+# The metrics of `depth_metrics`, in the order they are reported.
+METRIC_NAMES = ('depth_error', 'normalized_error', 'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'delta1', 'delta2',
+                'delta3')
+
+
+def depth_metric_sums(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None, *,
+                      min_depth: float = 1e-3, max_depth: float | None = None
+                      ) -> tuple[dict[str, jax.Array], jax.Array]:
+  """({metric: sum over the examples that have valid pixels}, their count): what batches add up to, so that a
+  split's metrics are the mean over all its examples whatever the batching (training's evaluation merges them)."""
+  per_example = per_example_metrics(pred, target, mask, min_depth=min_depth, max_depth=max_depth)
+  weight = (per_example.pop('valid_pixels') > 0).astype(jnp.float32)
+  return {k: jnp.sum(per_example[k] * weight) for k in METRIC_NAMES}, jnp.sum(weight)
+
+
 def depth_metrics(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None, *,
                   min_depth: float = 1e-3, max_depth: float | None = None) -> dict[str, jax.Array]:
   """Depth metrics of a batch: each example's metrics (see `per_example_metrics`) averaged over the examples
   that have valid pixels. RMSE and log RMSE are per image, then averaged (the KITTI/Eigen convention); with
   every pixel valid, `depth_error` and `normalized_error` equal the original's batch means.
   """
-  per_example = per_example_metrics(pred, target, mask, min_depth=min_depth, max_depth=max_depth)
-  weight = (per_example.pop('valid_pixels') > 0).astype(jnp.float32)
-  n = jnp.maximum(jnp.sum(weight), 1.0)
-  return {k: jnp.sum(v * weight) / n for k, v in per_example.items()}
+  sums, count = depth_metric_sums(pred, target, mask, min_depth=min_depth, max_depth=max_depth)
+  n = jnp.maximum(count, 1.0)
+  return {k: v / n for k, v in sums.items()}

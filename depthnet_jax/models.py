@@ -23,12 +23,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from depthnet_jax import conv
+from depthnet_jax.model_spec import ModelSpec
 
 # torch.nn.BatchNorm2d(eps=1e-3) with torch's default momentum: running = 0.9 * running + 0.1 * batch.
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.1
 
-DEPTH_ACTIVATIONS = (None, 'elu')
 CLAMP_RANGE = (10.0, 60.0)
 NUM_SCALES = 5
 
@@ -61,15 +61,6 @@ def _check_compute_dtype(compute_dtype: str) -> str:
   if compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f'compute_dtype must be one of {COMPUTE_DTYPES}; got {compute_dtype!r}')
   return compute_dtype
-
-
-def normalize_depth_activation(depth_activation: str | None) -> str | None:
-  """Maps the spellings a checkpoint or config may use ('elu', 'ELU', 'none', None) to None or 'elu'."""
-  if depth_activation is None or str(depth_activation).lower() in ('none', ''):
-    return None
-  if str(depth_activation).lower() == 'elu':
-    return 'elu'
-  raise ValueError(f"depth_activation must be one of None, 'elu'; got {depth_activation!r}")
 
 
 class BatchNorm(nnx.Module):
@@ -182,13 +173,11 @@ class DepthNet(nnx.Module):
   """DepthNet with every option of the original.
 
   Args:
-    batch_norm: BatchNorm after every conv of the encoder and decoder (the published weights use it).
-    depth_activation: None (raw output) or 'elu', i.e. `elu(x) + 1` (the published weights use it).
-    clamp: clamp the depth to [10, 60] metres (the multi-range paper's option).
-    with_confidence: prediction heads with two channels. The original declares this option but cannot run
-      it (its 1-channel upsampling receives two). Here channel 0 is the depth, which alone is upsampled to
-      the next scale (so the decoder's channel counts are the original's), and each output gets a trailing
-      axis of 2: `[..., 0]` the post-processed depth, `[..., 1]` the raw confidence.
+    spec: the model's options (`ModelSpec`: batch_norm, depth_activation, clamp, with_confidence); or give them
+      as keywords, `DepthNet(batch_norm=False, rngs=...)`. With with_confidence, the original declares the
+      option but cannot run it (its 1-channel upsampling receives two). Here channel 0 is the depth, which
+      alone is upsampled to the next scale (so the decoder's channel counts are the original's), and each
+      output gets a trailing axis of 2: `[..., 0]` the post-processed depth, `[..., 1]` the raw confidence.
     rngs: initialisation RNG: Xavier-normal weights, zero biases, BN scale 1 and bias 0.
     conv_impl: how the convolutions are computed (`conv.CONV_IMPLS`): 'auto' (patches + matrix product on CPU,
       XLA's convolution on GPU/TPU), 'xla' or 'patches'. Same parameters and results either way; not a model
@@ -203,13 +192,12 @@ class DepthNet(nnx.Module):
   (`model.eval()`) the finest only.
   """
 
-  def __init__(self, *, batch_norm: bool = True, depth_activation: str | None = 'elu', clamp: bool = False,
-               with_confidence: bool = False, rngs: nnx.Rngs, conv_impl: str = 'auto',
-               compute_dtype: str = 'float32'):
-    self.batch_norm = bool(batch_norm)
-    self.depth_activation = normalize_depth_activation(depth_activation)
-    self.clamp = bool(clamp)
-    self.with_confidence = bool(with_confidence)
+  def __init__(self, spec: ModelSpec | None = None, *, rngs: nnx.Rngs, conv_impl: str = 'auto',
+               compute_dtype: str = 'float32', **options):
+    if spec is not None and options:
+      raise TypeError('DepthNet takes a ModelSpec or its fields as keywords, not both')
+    self.spec = spec if spec is not None else ModelSpec(**options)
+    batch_norm, with_confidence = self.spec.batch_norm, self.spec.with_confidence
     # Module.eval() sets `deterministic` True and Module.train() sets it False, on this module as on any.
     self.deterministic = False
 
@@ -234,18 +222,17 @@ class DepthNet(nnx.Module):
       self.compute_dtype = _check_compute_dtype(compute_dtype)
 
   def options(self) -> dict:
-    """The constructor options, as stored beside checkpoints."""
-    return dict(batch_norm=self.batch_norm, depth_activation=self.depth_activation, clamp=self.clamp,
-                with_confidence=self.with_confidence)
+    """The model's options as a dict (the fields of `self.spec`), as stored beside checkpoints."""
+    return self.spec.to_dict()
 
   def _post_process(self, raw: jax.Array) -> jax.Array:
     raw = raw.astype(jnp.float32)
     depth = raw[..., 0]
-    if self.depth_activation == 'elu':
+    if self.spec.depth_activation == 'elu':
       depth = jax.nn.elu(depth) + 1.0
-    if self.clamp:
+    if self.spec.clamp:
       depth = jnp.clip(depth, *CLAMP_RANGE)
-    if self.with_confidence:
+    if self.spec.with_confidence:
       return jnp.stack([depth, raw[..., 1]], axis=-1)
     return depth
 
@@ -273,6 +260,16 @@ class DepthNet(nnx.Module):
     if self.deterministic:
       return self._post_process(raw_outputs[-1])
     return [self._post_process(r) for r in reversed(raw_outputs)]
+
+
+def abstract_model(spec: ModelSpec) -> DepthNet:
+  """A `DepthNet` of `spec` whose arrays are shapes only (no initialisation is computed)."""
+  return nnx.eval_shape(lambda: DepthNet(spec, rngs=nnx.Rngs(0)))
+
+
+def depth_of(prediction: jax.Array) -> jax.Array:
+  """The depth of an output: `[..., 0]` of a with_confidence model's `[B, h, w, 2]`, else the output itself."""
+  return prediction[..., 0] if prediction.ndim == 4 else prediction
 
 
 def count_params(model: nnx.Module) -> int:

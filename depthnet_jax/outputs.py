@@ -19,8 +19,8 @@ replaced (error naming it); a file the manifest lists under the same settings ke
 result); one listed under other settings is refused unless `overwrite` (which replaces only listed files);
 (3) a run refuses a folder whose manifest says another live process is writing there.
 
-**No half-results that look whole.** Each file is written to `.NAME.tmp-PID.EXT` and renamed into place (the MP4
-is streamed into such a temporary and renamed at the end). On any error and on Ctrl-C the temporaries are
+**No half-results that look whole.** Each file is written to `.NAME.partial-HOST-PID-RANDOM.EXT` (`atomic`) and
+renamed into place (the MP4 is streamed into such a temporary and renamed at the end). On any error and on Ctrl-C the temporaries are
 removed and the manifest's status says the folder is not whole (exit code 1, or 130 for Ctrl-C). A killed run
 (SIGKILL) cannot clean up: the next run into that folder removes temporaries of our naming whose writer process
 is no longer alive, and only those.
@@ -39,13 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from depthnet_jax import cli, inference
+from depthnet_jax import atomic, cli
 
 MANIFEST = 'depthnet_infer.json'
 MANIFEST_KIND = 'depthnet-jax infer.py outputs'
 KIND_SUFFIXES = {'depth': '_depth.png', 'disp': '_disp.png', 'raw': '_depth.npy'}
 ANIMATIONS = ('depth.gif', 'depth.mp4')
-_TEMPORARY = re.compile(r'^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(?P<ext>\.[^./]+)$')
 _REGISTER_AHEAD = 256        # video outputs entered in the manifest per rewrite of it
 
 
@@ -91,21 +90,12 @@ def _is_output_name(name: str) -> bool:
 
 
 def sweep_temporaries(folder: str) -> list[str]:
-  """Removes the temporaries a killed run left in `folder`: `.NAME.tmp-PID.EXT` with NAME one of our output
-  names, EXT its extension, and PID a process that is no longer alive. Returns the names removed."""
-  removed = []
-  for name in sorted(os.listdir(folder)):
-    m = _TEMPORARY.match(name)
-    if not m or not _is_output_name(m['name']) or os.path.splitext(m['name'])[1] != m['ext']:
-      continue
-    if int(m['pid']) == os.getpid() or cli.pid_alive(int(m['pid'])):
-      continue
-    try:
-      os.remove(os.path.join(folder, name))
-      removed.append(name)
-    except FileNotFoundError:
-      pass
-  return removed
+  """Removes the temporaries a killed run left in `folder` (`atomic`'s `.NAME.partial-HOST-PID-RANDOM.EXT`) whose
+  NAME is one of our output names with its extension and whose writer is no longer alive. Returns the names."""
+  def ours(fields, path):
+    return (_is_output_name(fields['name']) and os.path.splitext(fields['name'])[1] == fields['ext']
+            and os.path.isfile(path))
+  return [os.path.basename(p) for p in atomic.sweep(folder, accept=ours)]
 
 
 class Manifest:
@@ -154,12 +144,7 @@ class Manifest:
   def save(self) -> None:
     data = {'kind': MANIFEST_KIND, 'version': 1, 'status': self.status, 'error': self.error, 'run': self.run,
             'settings': self.settings, 'files': dict(sorted(self.files.items()))}
-    text = json.dumps(data, indent=1) + '\n'
-
-    def write(tmp):
-      with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    inference._atomic(self.path, write)
+    atomic.write_text(self.path, json.dumps(data, indent=1) + '\n')
 
 
 _DIFFERENCES = (('checkpoint_id', 'checkpoint'), ('input_id', 'input'), ('frame_shift', '--frame_shift'),
@@ -231,7 +216,7 @@ class Animation:
     frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)))  # yuv420p: even sizes
     try:
       if self._writer is None:
-        self._tmp = inference.temporary_path(self.path)
+        self._tmp = atomic.temporary_file(self.path)
         self._writer = iio.imopen(self._tmp, 'w', plugin='pyav')
         self._writer.init_video_stream('libx264', fps=self.fps)
       self._writer.write_frame(frame)
@@ -243,7 +228,7 @@ class Animation:
     if self.path.endswith('.gif'):
       import imageio.v3 as iio
       try:
-        inference._atomic(self.path, lambda tmp: iio.imwrite(tmp, np.stack(self.frames), extension='.gif',
+        atomic.write_file(self.path, lambda tmp: iio.imwrite(tmp, np.stack(self.frames), extension='.gif',
                                                              duration=1000 / self.fps, loop=0))
       except Exception as e:  # noqa: BLE001
         raise OutputError(f'--output {self.path}: cannot write the GIF ({type(e).__name__}: '

@@ -41,11 +41,13 @@ import numpy as np
 from flax import nnx
 
 from depthnet_jax import checkpointing, cli, models, torch_pickle
+from depthnet_jax.conventions import MEAN, STD
+from depthnet_jax.model_spec import FIELDS, ModelSpec, normalize_depth_activation
 
 TorchCheckpointError = torch_pickle.TorchCheckpointError
 
 _BN_NAMES = {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': 'running_var'}
-_INPUT_MEAN, _INPUT_STD = [0.5, 0.5, 0.5], [0.2, 0.2, 0.2]
+_INPUT_MEAN, _INPUT_STD = [MEAN] * 3, [STD] * 3   # the original's per-channel normalisation
 
 
 def _torch_key(path: tuple[str, ...]) -> tuple[str, str]:
@@ -124,7 +126,7 @@ def convert_state_dict(state_dict: dict[str, Any], options: dict[str, Any], *, s
   """
   state_dict, _ = _strip_prefix(state_dict)
   state_dict = {k: v for k, v in state_dict.items() if not str(k).endswith('num_batches_tracked')}
-  abstract = nnx.state(checkpointing.abstract_model(options)).to_pure_dict()
+  abstract = nnx.state(models.abstract_model(ModelSpec(**options))).to_pure_dict()
   expected = {}
   for path, leaf in _flatten(abstract).items():
     key, layout = _torch_key(path)
@@ -169,7 +171,7 @@ def convert_state_dict(state_dict: dict[str, Any], options: dict[str, Any], *, s
 
 
 def _format_options(options: dict[str, Any]) -> str:
-  return ', '.join(f'{k}={options[k]!r}' for k in ('batch_norm', 'depth_activation', 'clamp', 'with_confidence'))
+  return ModelSpec(**options).describe()
 
 
 def _scalar(value):
@@ -179,10 +181,9 @@ def _scalar(value):
 
 
 ARCH = 'DepthNet'
-# Option of `DepthNet` -> key of the original's checkpoint dict.
-_KEYS = {'batch_norm': 'bn', 'depth_activation': 'activation_function', 'clamp': 'clamp',
-         'with_confidence': 'with_confidence'}
-_OPTIONS = tuple(_KEYS)
+# Field of `ModelSpec` -> key of the original's checkpoint dict (the same name unless given here).
+_KEYS = {f: {'batch_norm': 'bn', 'depth_activation': 'activation_function'}.get(f, f) for f in FIELDS}
+_OPTIONS = FIELDS
 
 
 def arch_string(*, batch_norm: bool, depth_activation: str | None, clamp: bool, with_confidence: bool) -> str:
@@ -275,7 +276,7 @@ def _options(meta: dict, stripped: dict[str, Any], overrides: dict[str, Any], so
                                "with; give it (depth_activation='elu' or None; python -m depthnet_jax.torch_import ... "
                                '--depth_activation elu|none)')
   try:
-    options['depth_activation'] = models.normalize_depth_activation(options['depth_activation'])
+    options['depth_activation'] = normalize_depth_activation(options['depth_activation'])
   except ValueError:
     raise TorchCheckpointError(
         f"{source}: activation {options['depth_activation']!r} ({origin['depth_activation']}) cannot be run: "
@@ -352,7 +353,7 @@ def read_checkpoint(path: str | os.PathLike, **overrides) -> tuple[dict, dict[st
 
 
 def _build(state: dict, options: dict[str, Any]) -> models.DepthNet:
-  graphdef, abstract = nnx.split(checkpointing.abstract_model(options))
+  graphdef, abstract = nnx.split(models.abstract_model(ModelSpec(**options)))
   nnx.replace_by_pure_dict(abstract, state)
   model = nnx.merge(graphdef, abstract)
   model.eval()
@@ -457,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {}
     if args.depth_activation is not None:
-      overrides['depth_activation'] = models.normalize_depth_activation(args.depth_activation)
+      overrides['depth_activation'] = normalize_depth_activation(args.depth_activation)
     if args.clamp is not None:
       overrides['clamp'] = args.clamp
     result = convert(args.checkpoint, args.out_dir, overwrite=args.overwrite, **overrides)

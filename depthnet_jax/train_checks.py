@@ -7,6 +7,7 @@ ranges are stated once, in `_FIELD_CHECKS` below, and repeated in the comments o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -16,6 +17,7 @@ import re
 from typing import Any, Callable
 
 from depthnet_jax import cli
+from depthnet_jax.model_spec import FIELDS as MODEL_FIELDS
 
 # Copies of optim.SOLVERS / optim.SCHEDULES / losses.LOSSES / conv.CONV_IMPLS / models.COMPUTE_DTYPES (importing
 # those modules costs JAX's start-up); tests/test_train_faults.py asserts that they agree.
@@ -30,7 +32,7 @@ DATASET_BUILDER = 'tfds_stillbox'
 MAX_SEED = 2**32 - 1
 
 # Short-lived files of a starting run (cli.check_writable_dir's probe, write_config's temporary file).
-_TRANSIENT = ('.depthnet-write-probe-', 'config.json.tmp-')
+_TRANSIENT = ('.depthnet-write-probe-', '.config.json.partial-')
 
 
 def _name(field: str) -> str:
@@ -83,6 +85,41 @@ def _depth_activation(field: str, value: Any) -> None:
     raise _fail(field, value, "'elu' or 'none'")
 
 
+# The fields of `config.model` (model_spec.ModelSpec's) and their valid values.
+_MODEL_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    'batch_norm': _bool, 'depth_activation': _depth_activation, 'clamp': _bool, 'with_confidence': _bool}
+assert tuple(_MODEL_CHECKS) == MODEL_FIELDS, 'train_checks._MODEL_CHECKS must follow model_spec.ModelSpec'
+
+
+def _model(field: str, value: Any) -> None:
+  if not hasattr(value, 'keys'):
+    raise _fail(field, value, f'a section with the fields {", ".join(MODEL_FIELDS)}')
+  for key in value.keys():
+    if key not in _MODEL_CHECKS:
+      raise cli.UserError(f'{_name(field)}.{key}: not a model option{did_you_mean(key, MODEL_FIELDS)} (the '
+                          f'options are {", ".join(MODEL_FIELDS)})')
+  for key, check in _MODEL_CHECKS.items():
+    if key not in value.keys():
+      raise cli.UserError(f'{_name(field)} has no option {key!r}: expected all of {", ".join(MODEL_FIELDS)}')
+    check(f'{field}.{key}', value[key])
+
+
+def upgrade_config(config) -> list[str]:
+  """Moves the model options of a config written before the `model` section (`config.batch_norm`, ...) into
+  `config.model`, in place; returns the fields moved (empty for a current config)."""
+  moved = [k for k in MODEL_FIELDS if k in config.keys()]
+  if not moved:
+    return []
+  import ml_collections  # only for a config of the old layout
+  with config.unlocked() if hasattr(config, 'unlocked') else contextlib.nullcontext():
+    if 'model' not in config.keys():
+      config['model'] = ml_collections.ConfigDict()
+    for key in moved:
+      config['model'][key] = config[key]
+      del config[key]
+  return moved
+
+
 def _multiscale_weights(field: str, value: Any) -> None:
   expected = f'{NUM_SCALES} numbers >= 0, finest scale first, e.g. (0.32, 0.08, 0.02, 0.01, 0.005)'
   if not isinstance(value, (tuple, list)) or len(value) != NUM_SCALES:
@@ -125,10 +162,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], None]] = {
     'eval_split': lambda f, v: _string(f, v, empty=False),
     'shift': _int(1),
     'worker_count': _int(0),
-    'batch_norm': _bool,
-    'depth_activation': _depth_activation,
-    'clamp': _bool,
-    'with_confidence': _bool,
+    'model': _model,
     'conv_impl': _choice(CONV_IMPLS),
     'compute_dtype': _choice(COMPUTE_DTYPES),
     'loss': _choice(LOSSES),

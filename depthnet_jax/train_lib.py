@@ -1,10 +1,10 @@
 """Training and evaluation: the state, the jitted steps, and the loop behind `train.py`.
 
-The train state is a pytree of arrays (model parameters, BatchNorm statistics, optimizer state, step, RNG key),
+The train state (`train_state.TrainState`: model parameters, BatchNorm statistics, optimizer state, step) is
 replicated over a 1-D ('data',) mesh of every device of every process; batches are sharded along it. One
 `train_step` is compiled once with the state donated. Everything a run depends on is a function of the config
-and the step: the data stream (see `input_pipeline`), the learning rate, the RNG. So restarting in the same
-workdir continues bit for bit from the last checkpoint.
+and the step: the data stream (see `input_pipeline`) and the learning rate. So restarting in the same workdir
+continues bit for bit from the last checkpoint (docs/architecture.md: the invariants).
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import optax
 from clu import metrics as clu_metrics  # (clu.metric_writers imports TensorFlow: imported when a run starts)
 from flax import nnx
 
-from depthnet_jax import checkpointing, cli, input_pipeline, losses, models, optim, sharding, train_checks
+from depthnet_jax import (checkpointing, cli, colormaps, input_pipeline, loading, losses, models, optim, progress,
+                          sharding, train_checks)
+from depthnet_jax.model_spec import ModelSpec
+from depthnet_jax.train_state import TrainState
 
-EVAL_METRICS = ('depth_error', 'normalized_error', 'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'delta1',
-                'delta2', 'delta3')
+EVAL_METRICS = losses.METRIC_NAMES
 
 
 # Collection.create, not a class body: this module's annotations are strings (`from __future__ import ...`).
@@ -38,13 +40,13 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite."""
 
 
-def model_options(config) -> dict[str, Any]:
-  return dict(batch_norm=config.batch_norm, depth_activation=config.depth_activation, clamp=config.clamp,
-              with_confidence=config.with_confidence)
+def model_spec(config) -> ModelSpec:
+  """The `ModelSpec` of a training config (its `model` section)."""
+  return ModelSpec.from_mapping(config.model, where='--config.model')
 
 
 def create_model(config) -> models.DepthNet:
-  return models.DepthNet(**model_options(config), rngs=nnx.Rngs(config.seed), conv_impl=config.conv_impl,
+  return models.DepthNet(model_spec(config), rngs=nnx.Rngs(config.seed), conv_impl=config.conv_impl,
                          compute_dtype=config.compute_dtype)
 
 
@@ -57,10 +59,6 @@ def split_model(model: models.DepthNet):
   return train_def, eval_def, params, stats
 
 
-def _depth(prediction: jax.Array) -> jax.Array:
-  return prediction[..., 0] if prediction.ndim == 4 else prediction  # drop the confidence channel
-
-
 def make_train_step(train_def, tx: optax.GradientTransformation, schedule: Callable, config) -> Callable:
   """`train_step(state, batch) -> (state, TrainMetrics, learning_rate)`, pure, for `jax.jit`."""
   weights = tuple(config.multiscale_weights)
@@ -68,19 +66,19 @@ def make_train_step(train_def, tx: optax.GradientTransformation, schedule: Calla
   def train_step(state, batch):
     def loss_fn(params):
       # copy: fresh Variables at this trace level, so BatchNorm may update its statistics here.
-      model = nnx.merge(train_def, params, state['batch_stats'], copy=True)
-      predictions = [_depth(p) for p in model(batch['image_pair'])]
+      model = nnx.merge(train_def, params, state.batch_stats, copy=True)
+      predictions = [models.depth_of(p) for p in model(batch['image_pair'])]
       loss = losses.multiscale_loss(predictions, batch['depth'], weights, config.loss)
       return loss, (predictions[0], nnx.state(model, nnx.BatchStat))
 
-    (loss, (finest, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    new_state = dict(params=optax.apply_updates(state['params'], updates), batch_stats=batch_stats,
-                     opt_state=opt_state, step=state['step'] + 1, rng=jax.random.fold_in(state['rng'], 1))
+    (loss, (finest, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = TrainState(params=optax.apply_updates(state.params, updates), batch_stats=batch_stats,
+                           opt_state=opt_state, step=state.step + 1)
     metrics = TrainMetrics.single_from_model_output(
         loss=loss, depth_error=losses.depth_error(finest, batch['depth']),
         normalized_error=losses.depth_error(finest, batch['depth'], normalize=True))
-    return new_state, metrics, schedule(state['step'])
+    return new_state, metrics, schedule(state.step)
 
   return train_step
 
@@ -89,29 +87,30 @@ def make_eval_step(eval_def) -> Callable:
   """`eval_step(params, batch_stats, batch) -> (EvalMetrics, finest prediction)`; padding rows count for nothing."""
 
   def eval_step(params, batch_stats, batch):
-    prediction = _depth(nnx.merge(eval_def, params, batch_stats, copy=True)(batch['image_pair']))
+    prediction = models.depth_of(nnx.merge(eval_def, params, batch_stats, copy=True)(batch['image_pair']))
     return metrics_of(prediction, batch), prediction
 
   return eval_step
 
 
 def metrics_of(prediction: jax.Array, batch) -> clu_metrics.Collection:
-  """Per-example depth metrics averaged over the real (mask 1) examples that have valid pixels."""
-  per_example = losses.per_example_metrics(prediction, batch['depth'], batch['mask'])
-  weight = batch['mask'] * (per_example.pop('valid_pixels') > 0)
-  return EvalMetrics.single_from_model_output(mask=weight > 0, **per_example)
+  """`losses.depth_metrics` of a batch's real (mask 1) examples, as sums and a count that merge over batches."""
+  sums, count = losses.depth_metric_sums(prediction, batch['depth'], batch['mask'])
+  return EvalMetrics(**{k: clu_metrics.Average(total=v, count=count) for k, v in sums.items()})
 
 
 class Trainer:
   """Compiled steps, sharding and data of one config; `train_and_evaluate` drives it."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, *, train_source=None, eval_source=None):
+    """`train_source`, `eval_source`: random-access sources of scene records (`len`, `[i]`, as
+    `tfds.data_source` returns them); by default the config's dataset splits are opened."""
     self.config = config
     self.mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, self.mesh, '--config.batch_size')
     sharding.check_batch_size(config.eval_batch_size, self.mesh, '--config.eval_batch_size')
-    self.train_source = _open_source(config, 'train_split')
-    self.eval_source = _open_source(config, 'eval_split')
+    self.train_source = train_source if train_source is not None else _open_source(config, 'train_split')
+    self.eval_source = eval_source if eval_source is not None else _open_source(config, 'eval_split')
     self.frames = input_pipeline.frames_per_scene(self.train_source)
     where = f'{config.dataset}:{config.train_split}'
     if config.shift >= self.frames:
@@ -140,11 +139,19 @@ class Trainer:
     self.eval_step = jax.jit(make_eval_step(self.eval_def), out_shardings=(repl, data))
     self.metrics_of = jax.jit(metrics_of, out_shardings=repl)
 
-  def initial_state(self) -> dict[str, Any]:
+  def initial_state(self) -> TrainState:
     params, stats = self._init
-    state = dict(params=params, batch_stats=stats, opt_state=self.tx.init(params),
-                 step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(self.config.seed)))
+    state = TrainState(params=params, batch_stats=stats, opt_state=self.tx.init(params),
+                       step=jnp.zeros((), jnp.int32))
     return sharding.replicate(state, self.mesh)
+
+  def weights_of(self, path: str):
+    """(params, batch stats) of any checkpoint (workdir, checkpoint dir, .pth.tar) for this config's model."""
+    return loading.warm_start(path, model_spec(self.config), *self._init)
+
+  def checkpoint_info(self) -> dict[str, Any]:
+    """What every checkpoint of the run records in its model_config item: the model spec, image size and FOV."""
+    return dict(model_spec(self.config).to_dict(), **self.image_info)
 
   def train_iterator(self, start_step: int):
     ds = input_pipeline.train_dataset(self.train_source, global_batch_size=self.config.batch_size,
@@ -182,30 +189,16 @@ class Trainer:
 
 def example_pictures(local_batch, prediction: np.ndarray, count: int) -> np.ndarray:
   """[N, H, 4W, 3] uint8: frame 1, frame 2, ground truth and prediction (rainbow, 0-100 m) side by side."""
-  from depthnet_jax.inference import depth_to_rgb
   # Spread over the batch (eval batches run scene by scene): several scenes rather than one scene's pairs.
   real = np.flatnonzero(local_batch['mask'] > 0)
   rows = real[np.linspace(0, len(real) - 1, min(count, len(real))).astype(int)] if len(real) else np.arange(1)
-  local_batch = {k: v[rows] for k, v in local_batch.items()}
-  prediction = prediction[rows]
-  pair = local_batch['image_pair']
-  frames = np.clip((pair * input_pipeline.STD + input_pipeline.MEAN) * 255 + 0.5, 0, 255).astype(np.uint8)
-  h, w = pair.shape[1:3]
-  pred = prediction
-  ry, rx = -(-h // pred.shape[1]), -(-w // pred.shape[2])
-  pred = np.repeat(np.repeat(pred, ry, axis=1), rx, axis=2)[:, :h, :w]
-  truth = np.stack([depth_to_rgb(d) for d in local_batch['depth']])
-  predicted = np.stack([depth_to_rgb(d) for d in pred])
-  return np.concatenate([frames[..., :3], frames[..., 3:], truth, predicted], axis=2)
+  return colormaps.example_strips(local_batch['image_pair'][rows], local_batch['depth'][rows], prediction[rows])
 
 
 def _progress(step: int, total: int, start_step: int, started: float, values: dict[str, float]) -> str:
-  elapsed = time.time() - started
-  rate = (step - start_step) / max(elapsed, 1e-9)
-  eta = (total - step) / rate if rate > 0 else float('inf')
-  eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'
+  rate, eta = progress.rate_and_eta(step - start_step, total - start_step, time.time() - started)
   shown = ' | '.join(f'{k} {v:.4g}' for k, v in values.items())
-  return f'step {step}/{total} | {shown} | {rate:.2f} steps/s | ETA {eta_text}'
+  return f'step {step}/{total} | {shown} | {rate:.2f} steps/s | ETA {progress.format_eta(eta)}'
 
 
 def _open_source(config, split_field: str):
@@ -223,18 +216,20 @@ def _open_source(config, split_field: str):
   return source
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       config_source: str = 'the config') -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, config_source: str = 'the config',
+                       train_source=None, eval_source=None) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds checkpoints), evaluates; returns the last eval metrics.
 
   The config and the paths are checked first (`train_checks`), before JAX's distributed start-up, the dataset
   or anything written: a mistake raises `cli.UserError` and leaves the disk as it was. Orbax's checkpoint
   managers and the metric writer are closed on every way out, errors included (a pending save is finished).
+  `train_source`, `eval_source`: the data, if not the config's dataset (see `Trainer`).
   """
+  train_checks.upgrade_config(config)
   train_checks.validate_config(config, config_source)
   paths = train_checks.check_paths(config, workdir)
   sharding.maybe_initialize_distributed(config)
-  trainer = Trainer(config)
+  trainer = Trainer(config, train_source=train_source, eval_source=eval_source)
   if config.eval_only:
     return eval_only(trainer, paths.workdir, config)
   # Warm start before anything is written: a checkpoint with other model options leaves no workdir behind.
@@ -248,11 +243,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     restored = ckpts.restore_latest(state)
     if restored is not None:
       state = restored
-      print(f'resuming from step {int(state["step"])} in {paths.workdir}', flush=True)
+      print(f'resuming from step {int(state.step)} in {paths.workdir}', flush=True)
     elif config.init_from:
       if warm is None:  # the workdir's checkpoints were all unreadable: start afresh from init_from
         warm = _warm_start(trainer, train_checks.check_init_from(config.init_from))
-      state['params'], state['batch_stats'] = sharding.replicate(warm, trainer.mesh)
+      params, batch_stats = sharding.replicate(warm, trainer.mesh)
+      state = state._replace(params=params, batch_stats=batch_stats)
       print(f'initialised parameters and batch statistics from {config.init_from}', flush=True)
     from clu import metric_writers  # imports TensorFlow (seconds): not before the checks above
     writer = metric_writers.create_default_writer(paths.workdir, just_logging=jax.process_index() > 0)
@@ -265,14 +261,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _warm_start(trainer: Trainer, path: str):
   """(params, batch stats) of `init_from`; a checkpoint that does not fit the config is the user's error."""
   try:
-    return checkpointing.warm_start(path, model_options(trainer.config), *trainer._init)
+    return trainer.weights_of(path)
   except (ValueError, OSError) as e:  # other model options or structure, an unreadable or foreign file
     raise cli.UserError(f'--config.init_from={trainer.config.init_from!r}: {cli.one_line(e)}') from e
 
 
 def _train_loop(trainer: Trainer, ckpts: checkpointing.TrainCheckpoints, writer, state, config) -> dict[str, float]:
   """Steps from the state's step to the end: logs, evaluates, checkpoints; returns the last eval metrics."""
-  step = int(state['step'])
+  step = int(state.step)
   if step == 0:
     writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
   eval_every = max(1, int(round(config.eval_every_epochs * trainer.steps_per_epoch)))
@@ -305,18 +301,18 @@ def _train_loop(trainer: Trainer, ckpts: checkpointing.TrainCheckpoints, writer,
       train_metrics, window, window_step = None, now, step
     end_of_epoch = step % trainer.steps_per_epoch == 0
     if step % eval_every == 0 or step == trainer.num_steps:
-      _check_finite(*pending, state['params'])
-      last_metrics, pictures = trainer.evaluate(state['params'], state['batch_stats'],
+      _check_finite(*pending, state.params)
+      last_metrics, pictures = trainer.evaluate(state.params, state.batch_stats,
                                                 images=config.num_eval_images)
       writer.write_scalars(step, {f'eval_{k}': v for k, v in last_metrics.items()})
       if pictures is not None:
         writer.write_images(step, {'eval_examples': pictures})
       if jax.process_index() == 0:
         print(f'eval at step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in last_metrics.items()), flush=True)
-      ckpts.save_best(step, state, dict(model_options(config), **trainer.image_info), last_metrics)
+      ckpts.save_best(step, state, trainer.checkpoint_info(), last_metrics)
     if end_of_epoch or step % config.checkpoint_every_steps == 0 or step == trainer.num_steps:
-      _check_finite(*pending, state['params'])
-      ckpts.save(step, state, dict(model_options(config), **trainer.image_info),
+      _check_finite(*pending, state.params)
+      ckpts.save(step, state, trainer.checkpoint_info(),
                  {'next_step': step, 'seed': config.seed, 'batch_size': config.batch_size})
   writer.flush()
   return last_metrics
@@ -339,25 +335,11 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def eval_checkpoint_path(workdir: str, which: str = 'best') -> str:
-  """The best (lowest eval depth error) or latest checkpoint of a training workdir, found without writing."""
-  sub = os.path.join(workdir, 'best' if which == 'best' else 'checkpoints')
-  steps = train_checks.checkpoint_steps(sub)
-  if not steps:
-    raise cli.UserError(f'no {which} checkpoint in {workdir}: train first (python train.py --config ... '
-                        f'--workdir {workdir})')
-  if which == 'best' and len(steps) > 1:  # one is kept; two only while a better one replaces the other
-    errors = {s: checkpointing.read_model_config(os.path.join(sub, str(s))).get('eval_metrics', {})
-              .get('depth_error', math.inf) for s in steps}
-    return os.path.join(sub, str(min(steps, key=lambda s: (errors[s], -s))))
-  return os.path.join(sub, str(steps[-1]))
-
-
 def eval_only(trainer: Trainer, workdir: str, config) -> dict[str, float]:
   """Evaluates the best (or latest) checkpoint of the workdir and prints `name value` lines; writes nothing."""
-  path = eval_checkpoint_path(os.path.abspath(os.fspath(workdir)), config.eval_checkpoint)
+  path = loading.eval_checkpoint_path(os.path.abspath(os.fspath(workdir)), config.eval_checkpoint)
   try:
-    params, stats = checkpointing.warm_start(path, model_options(trainer.config), *trainer._init)
+    params, stats = trainer.weights_of(path)
   except (ValueError, OSError) as e:  # e.g. the config's model options are not the checkpoint's
     raise cli.UserError(f'--config.eval_only=True: {cli.one_line(e)}') from e
   params, stats = sharding.replicate((params, stats), trainer.mesh)

@@ -14,13 +14,13 @@ Exits 1 if the trained model does not beat the baseline.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def _run(cmd: list[str]) -> None:
@@ -47,17 +47,19 @@ def main():
   trained = time.time()
 
   import imageio.v3 as iio
+  import ml_collections
   import numpy as np
-  from configs import synth64
-  from depthnet_jax import checkpointing, train_lib
+  from depthnet_jax import atomic, checkpointing, colormaps, train_lib
 
-  config = synth64.get_config()
+  # The config the run was trained with (configs/synth64.py and the overrides above), as train.py wrote it.
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
   config.dataset, config.data_dir = 'tfds_stillbox/synth64_small', data_dir
   trainer = train_lib.Trainer(config)
   mean_depth = train_lib.mean_training_depth(trainer)
   baseline, _ = trainer.evaluate(None, None, constant=mean_depth)
   best = checkpointing.TrainCheckpoints(workdir).path_of('best')
-  params, stats = checkpointing.warm_start(best, train_lib.model_options(config), *trainer._init)
+  params, stats = trainer.weights_of(best)
   metrics, pictures = trainer.evaluate(params, stats, images=6)
   print(f'\nvalidation split of synth64_small, every (i, i+3) pair; best checkpoint {best}')
   print(f'{"metric":<18} {"constant " + format(mean_depth, ".2f") + " m":>16} {"DepthNet":>12}')
@@ -66,16 +68,14 @@ def main():
   sheet = np.concatenate(list(pictures), axis=0)
   sheet = np.repeat(np.repeat(sheet, 2, axis=0), 2, axis=1)
   path = os.path.join(out, 'examples.png')
-  iio.imwrite(path + '.tmp.png', sheet)
-  os.replace(path + '.tmp.png', path)
+  atomic.write_png(path, sheet)
   print(f'\nwrote {path} (rows: frame 1 | frame 2 | ground truth | prediction, rainbow 0-100 m)')
   evaluated = time.time()
 
-  from depthnet_jax import inference
-  from tfds_stillbox import render
+  from tfds_stillbox.render import scenes
   scene_dir, infer_dir = os.path.join(out, 'scene'), os.path.join(out, 'infer')
   os.makedirs(scene_dir, exist_ok=True)
-  scene = render.render_scene((2026, 0), 64)   # a seed the dataset does not use
+  scene = scenes.render_scene((2026, 0), 64)   # a seed the dataset does not use
   for i, frame in enumerate(scene.frames):
     iio.imwrite(os.path.join(scene_dir, f'frame_{i:02d}.png'), frame)
   _run([sys.executable, os.path.join(ROOT, 'infer.py'), '--checkpoint', workdir, '--input', scene_dir, '--output',
@@ -83,11 +83,10 @@ def main():
   rows = []
   for i in range(3, len(scene.frames), 2):
     predicted = iio.imread(os.path.join(infer_dir, f'frame_{i:02d}_depth.png'))
-    rows.append(np.concatenate([scene.frames[i], inference.depth_to_rgb(scene.depth[i]), predicted], axis=1))
+    rows.append(np.concatenate([scene.frames[i], colormaps.depth_to_rgb(scene.depth[i]), predicted], axis=1))
   sheet = np.concatenate(rows, axis=0)
   path = os.path.join(out, 'inference.png')
-  iio.imwrite(path + '.tmp.png', np.repeat(np.repeat(sheet, 2, axis=0), 2, axis=1))
-  os.replace(path + '.tmp.png', path)
+  atomic.write_png(path, np.repeat(np.repeat(sheet, 2, axis=0), 2, axis=1))
   print(f'wrote {path} (rows: frame t+3 | true depth | infer.py depth, pairs (t, t+3))')
   print(f'time: build {built - started:.0f} s, train {trained - built:.0f} s, evaluate {evaluated - trained:.0f} s, '
         f'infer {time.time() - evaluated:.0f} s')

@@ -24,8 +24,9 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from depthnet_jax import checkpointing, cli, models
-import random_models
+from depthnet_jax import checkpointing, cli, loading, models
+from depthnet_jax.model_spec import ModelSpec
+from depthnet_jax.testing import random_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
@@ -68,7 +69,7 @@ def _raw_restore(checkpoint, item='model') -> dict[str, np.ndarray]:
     config = json.load(f)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                        nnx.state(checkpointing.abstract_model(config)).to_pure_dict())
+                        nnx.state(models.abstract_model(ModelSpec.from_mapping(config))).to_pure_dict())
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     restored = ckptr.restore(checkpoint, ocp.args.Composite(**{item: ocp.args.StandardRestore(target)}))
   return _arrays(restored[item])
@@ -183,7 +184,7 @@ def test_unreadable_checkpoint_is_one_line_naming_it_and_the_array_or_file(saved
   ckpt = _copy(saved, tmp_path)
   fault(ckpt)
   before = _listing(ckpt)
-  for read in (checkpointing.load_model, checkpointing.load_any):
+  for read in (checkpointing.load_model, loading.load_any):
     with pytest.raises(checkpointing.DamagedCheckpointError) as e:
       read(ckpt)
     message = str(e.value)
@@ -221,11 +222,11 @@ def test_missing_or_foreign_paths_are_one_line(tmp_path):
            (tmp_path, f'{tmp_path} is neither a depthnet-jax checkpoint')]
   for path, expected in cases:
     with pytest.raises(checkpointing.CheckpointNotFoundError, match=re.escape(expected)) as e:
-      checkpointing.load_any(path)
+      loading.load_any(path)
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, cli.UserError)
   (tmp_path / 'w' / 'checkpoints').mkdir(parents=True)
   with pytest.raises(checkpointing.CheckpointNotFoundError, match='holds no complete checkpoint'):
-    checkpointing.resolve_checkpoint(tmp_path / 'w')
+    loading.resolve_checkpoint(tmp_path / 'w')
 
 
 # --- Inference: infer.py as a user runs it -----------------------------------------------------------------------
@@ -325,7 +326,7 @@ def template(synth_tiny_dir):
   # Numpy-random weights instead of nnx's initialisers (which compile one small program per shape: seconds);
   # everything else (optimizer state, step, RNG, shardings) is the trainer's own.
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(train_lib, 'create_model', lambda c: _random_model(c.seed, train_lib.model_options(c)))
+    patch.setattr(train_lib, 'create_model', lambda c: _random_model(c.seed, train_lib.model_spec(c).to_dict()))
     return train_lib.Trainer(config).initial_state()
 
 
@@ -359,10 +360,10 @@ def test_restore_latest_falls_back_past_any_fault(tiny_run, template, tmp_path, 
   warning = next(line for line in out.splitlines() if line.startswith('WARNING: '))
   assert warning.startswith(f'WARNING: checkpoint {damaged} ') and re.search(expected, warning), warning
   assert warning.endswith('; falling back to the previous one')
-  assert int(state['step']) == 3 and not damaged.exists()
+  assert int(state.step) == 3 and not damaged.exists()
   assert [p.name.split('-')[0] for p in (workdir / 'unreadable').iterdir()] == [str(STEPS)]
   step3 = _params(workdir / 'checkpoints' / '3')
-  restored = _arrays(checkpointing._pure_model(state['params'], state['batch_stats']))
+  restored = _arrays(checkpointing._pure_model(state.params, state.batch_stats))
   for path, a in step3.items():
     np.testing.assert_array_equal(restored[path], a, err_msg=path)
 
@@ -392,7 +393,7 @@ def test_training_checkpoint_without_checksums_still_resumes(tiny_run, template,
     config_file.write_text(json.dumps(config))
   with checkpointing.TrainCheckpoints(workdir, async_save=False) as ckpts:
     state = ckpts.restore_latest(template)
-  assert int(state['step']) == STEPS and 'WARNING' not in capsys.readouterr().out
+  assert int(state.step) == STEPS and 'WARNING' not in capsys.readouterr().out
 
 
 def test_checkpoints_of_another_model_are_refused_and_nothing_is_moved(tiny_run, template, tmp_path):
@@ -427,11 +428,12 @@ def test_saves_then_an_error_closes_cleanly_and_keeps_the_saves(tmp_path):
 import numpy as np
 from flax import nnx
 from depthnet_jax import checkpointing
+from depthnet_jax.train_state import TrainState
 import test_checkpoint_faults as t
 model = t._random_model(1)
 _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
 with checkpointing.TrainCheckpoints({str(workdir)!r}) as ckpts:
-  ckpts.save_best(1, dict(params=params, batch_stats=stats), model.options(), {{'depth_error': 1.0}})
+  ckpts.save_best(1, TrainState(params, stats, None, None), model.options(), {{'depth_error': 1.0}})
   raise SystemExit(3)
 '''
   result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=300, cwd=REPO,

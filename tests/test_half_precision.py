@@ -49,10 +49,10 @@ def test_bfloat16_training_keeps_float32_state_and_lowers_the_loss(bf16_run):
 def test_bfloat16_eval_is_within_bfloat16_tolerance_of_float32(bf16_run):
   trainer, state, _ = bf16_run
   _, batch = next(trainer.eval_batches())
-  half_metrics, half = trainer.eval_step(state['params'], state['batch_stats'], batch)
-  model = models.DepthNet(**train_lib.model_options(trainer.config), rngs=nnx.Rngs(0), compute_dtype='float32')
+  half_metrics, half = trainer.eval_step(state.params, state.batch_stats, batch)
+  model = models.DepthNet(train_lib.model_spec(trainer.config), rngs=nnx.Rngs(0), compute_dtype='float32')
   _, eval_def, _, _ = train_lib.split_model(model)
-  full_metrics, full = jax.jit(train_lib.make_eval_step(eval_def))(state['params'], state['batch_stats'], batch)
+  full_metrics, full = jax.jit(train_lib.make_eval_step(eval_def))(state.params, state.batch_stats, batch)
   assert half.dtype == full.dtype == jnp.float32
   half, full = np.asarray(half), np.asarray(full)
   error = np.max(np.abs(half - full)) / np.max(np.abs(full))

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import infer
-from depthnet_jax import checkpointing, footage
-from random_models import random_depthnet
+from depthnet_jax import atomic, checkpointing, footage
+from depthnet_jax.testing.random_models import random_depthnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -84,7 +84,7 @@ def _disk(*folders):
 
 
 def _temporaries(folder):
-  return [n for n in os.listdir(folder) if '.tmp' in n]
+  return [n for n in os.listdir(folder) if '.partial-' in n or '.tmp' in n]
 
 
 def _main(capsys, *args):
@@ -383,7 +383,7 @@ def test_sigint_during_mp4_exits_130_and_leaves_no_temporary(ckpt, tmp_path):
   deadline = time.time() + 120
   # until the first result is written and the mp4 is being streamed into its temporary
   while not (out.exists() and any(n.endswith('.npy') for n in os.listdir(out))
-             and any(n.startswith('.depth.mp4.tmp-') for n in os.listdir(out))):
+             and any(n.startswith('.depth.mp4.partial-') for n in os.listdir(out))):
     assert proc.poll() is None and time.time() < deadline, proc.communicate()
     time.sleep(0.02)
   proc.send_signal(signal.SIGINT)
@@ -408,11 +408,13 @@ def test_temporaries_of_a_killed_run_are_swept_by_the_next_run(capsys, ckpt, tmp
   dead.wait()
   alive = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
   try:
-    stale = [f'.depth.mp4.tmp-{dead.pid}.mp4', f'.000001_depth.npy.tmp-{dead.pid}.npy',
-             f'.{footage.MANIFEST}.tmp-{dead.pid}.json']
-    kept = [f'.depth.mp4.tmp-{alive.pid}.mp4',        # a live writer's
-            f'.notes.txt.tmp-{dead.pid}.txt',         # not our naming
-            '.depth.mp4.tmp-12x.mp4', 'depth.mp4.tmp-1.mp4']
+    host = atomic.HOST
+    stale = [f'.depth.mp4.partial-{host}-{dead.pid}-a1b2c3d4.mp4', f'.000001_depth.npy.partial-{host}-{dead.pid}-x_9.npy',
+             f'.{footage.MANIFEST}.partial-{host}-{dead.pid}-q.json']
+    kept = [f'.depth.mp4.partial-{host}-{alive.pid}-a1b2c3d4.mp4',      # a live writer's
+            f'.notes.txt.partial-{host}-{dead.pid}-a1b2c3d4.txt',       # not one of our output names
+            f'.depth.mp4.partial-elsewhere{host}-{dead.pid}-a1.mp4',    # another host's (a shared disk)
+            '.depth.mp4.tmp-12x.mp4', 'depth.mp4.partial-1.mp4']
     for name in stale + kept:
       (out / name).write_bytes(b'partial')
     code, stdout, _ = _main(capsys, '--checkpoint', ckpt, '--input', video, '--output', out, '--output_raw',

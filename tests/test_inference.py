@@ -11,8 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from depthnet_jax import checkpointing, footage, inference, input_pipeline, train_lib
-from tfds_stillbox import render
+from depthnet_jax import atomic, checkpointing, colormaps, footage, geometry, inference, input_pipeline, loading, train_lib
+from tfds_stillbox.render.scenes import render_scene
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,21 +30,21 @@ def _infer(*args, ok=True):
 
 def test_still_box_focal_lengths():
   for width in (64, 128, 256, 512):
-    assert inference.focal_length(width, 90) == pytest.approx(width / 2)
-  assert inference.crop_width_for_fov(512, 60) == pytest.approx(512 * math.tan(math.pi * 60 / 360))
+    assert geometry.focal_length(width, 90) == pytest.approx(width / 2)
+  assert geometry.crop_width_for_fov(512, 60) == pytest.approx(512 * math.tan(math.pi * 60 / 360))
 
 
 @pytest.mark.parametrize('fov,height,width', [(60, 480, 640), (45, 720, 1280), (90, 300, 400), (30.5, 99, 131)])
 def test_fov_resize_puts_points_where_the_training_camera_would(fov, height, width):
   train_width = 512
-  h2, w2 = inference.size_for_fov(height, width, fov, train_width, 90)
+  h2, w2 = geometry.size_for_fov(height, width, fov, train_width, 90)
   assert abs(h2 - height * w2 / width) < 1   # the aspect ratio, up to rounding
   rng = np.random.default_rng(0)
   points = rng.uniform([-1, -1, 2], [1, 1, 50], size=(100, 3))
   # the footage's camera: pixel x (from the centre) = f_footage X / Z
-  u = inference.focal_length(width, fov) * points[:, 0] / points[:, 2]
+  u = geometry.focal_length(width, fov) * points[:, 0] / points[:, 2]
   # after the resize, coordinates scale by w2 / width; the training camera would see f_train X / Z
-  f_train = inference.focal_length(train_width, 90)
+  f_train = geometry.focal_length(train_width, 90)
   np.testing.assert_allclose(u * w2 / width, f_train * points[:, 0] / points[:, 2], rtol=0.5 / w2 + 1e-9)
   if fov == 90:
     assert w2 == train_width
@@ -52,14 +52,14 @@ def test_fov_resize_puts_points_where_the_training_camera_would(fov, height, wid
 
 def test_wider_fov_than_training_is_refused():
   with pytest.raises(ValueError, match='wider than the network'):
-    inference.size_for_fov(480, 640, 100, 512, 90)
+    geometry.size_for_fov(480, 640, 100, 512, 90)
 
 
 # --- outputs ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
 def random_checkpoint(tmp_path_factory):
-  from random_models import random_depthnet   # NumPy-drawn weights: Flax's initialisers compile per shape
+  from depthnet_jax.testing.random_models import random_depthnet  # NumPy weights: Flax's initialisers compile per shape
   path = tmp_path_factory.mktemp('model') / 'ckpt'
   checkpointing.save_model(path, random_depthnet())
   return str(path)
@@ -68,7 +68,7 @@ def random_checkpoint(tmp_path_factory):
 @pytest.fixture(scope='module')
 def scene_frames(tmp_path_factory):
   folder = tmp_path_factory.mktemp('frames')
-  scene = render.render_scene((3, 0), (56, 40), num_frames=5)
+  scene = render_scene((3, 0), (56, 40), num_frames=5)
   for i, frame in enumerate(scene.frames):
     iio.imwrite(folder / f'frame_{i:03d}.png', frame)
   return folder, scene
@@ -116,7 +116,7 @@ def test_infer_matches_the_training_evaluation(tiny_run, synth_tiny_dir, tmp_pat
   pairs = frames - input_pipeline.SHIFT
   # the training code's evaluation of this scene's pairs
   batch = next(iter(input_pipeline.eval_dataset(validation, global_batch_size=pairs)))
-  model = checkpointing.load_model(checkpointing.resolve_checkpoint(workdir))
+  model = checkpointing.load_model(loading.resolve_checkpoint(workdir))
   prediction = np.asarray(model(batch['image_pair']))
   trained_error = float(train_lib.metrics_of(prediction, batch).compute()['depth_error'])
   # the predictor on the files, at the network's own output size: the same numbers
@@ -193,23 +193,23 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     raise OSError('disk full')
   monkeypatch.setattr(np, 'save', broken_save)
   with pytest.raises(OSError):
-    inference.write_npy(str(tmp_path / 'x_depth.npy'), np.zeros((2, 2), np.float32))
+    atomic.write_npy(str(tmp_path / 'x_depth.npy'), np.zeros((2, 2), np.float32))
   assert os.listdir(tmp_path) == []
 
 
 def test_colormaps():
   depth = np.array([[0.0, 50.0, 100.0, 250.0]])
-  rgb = inference.depth_to_rgb(depth)
+  rgb = colormaps.depth_to_rgb(depth)
   assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
   assert rgb[0, 3].tolist() == rgb[0, 2].tolist()           # beyond 100 m: the last colour
   assert rgb[0, 2, 0] == 255 and rgb[0, 2, 2] == 0            # far is red
-  disp = inference.disparity_to_rgb(np.array([[1.0, 2.0, 4.0]]))
+  disp = colormaps.disparity_to_rgb(np.array([[1.0, 2.0, 4.0]]))
   assert disp[0, 0].tolist() == [255, 255, 255] and disp[0, 2].sum() < disp[0, 1].sum()
 
 
 def test_pytorch_checkpoint_on_the_fly_and_one_compile_per_shape(tmp_path):
   import torch
-  import torch_reference
+  from depthnet_jax.testing import torch_reference
   torch.manual_seed(0)
   reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'), 4)
   path = tmp_path / 'DepthNet_elu_bn_512.pth.tar'

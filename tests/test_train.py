@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from depthnet_jax import checkpointing, models, train_lib
+from depthnet_jax.train_state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
@@ -156,7 +157,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir
 
 def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path):
   import torch
-  import torch_reference
+  from depthnet_jax.testing import torch_reference
   from depthnet_jax import torch_import
   torch.manual_seed(0)
   reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'), 3)
@@ -176,7 +177,7 @@ def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path):
 
 
 def test_init_from_with_other_model_options_is_refused(straight, synth_tiny_dir, tmp_path):
-  result = _train(tmp_path / 'run', synth_tiny_dir, f'--config.init_from={straight[0]}', '--config.batch_norm=False',
+  result = _train(tmp_path / 'run', synth_tiny_dir, f'--config.init_from={straight[0]}', '--config.model.batch_norm=False',
                   ok=False)
   line = _assert_one_error_line(result)
   assert line.startswith(f"error: --config.init_from='{straight[0]}': ") and 'other model options' in line, line
@@ -187,7 +188,7 @@ def test_best_checkpoint_is_the_lowest_eval_error(tmp_path):
   from flax import nnx
   model = models.DepthNet(rngs=nnx.Rngs(0))
   _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  state = dict(params=params, batch_stats=stats)
+  state = TrainState(params, stats, None, None)
   ckpts = checkpointing.TrainCheckpoints(tmp_path, async_save=False)
   for step, error in ((1, 5.0), (2, 3.0), (3, 4.0)):
     ckpts.save_best(step, state, model.options(), {'depth_error': error})

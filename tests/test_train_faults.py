@@ -20,8 +20,11 @@ TEST_CONFIG = os.path.join(REPO, 'configs', 'test.py')
 
 
 def _config(**changes) -> dict:
+  """configs/default.py as a dict with `changes`; a key 'model.x' changes the model section's option x."""
   config = default.get_config().to_dict()
-  config.update(changes)
+  for key, value in changes.items():
+    section, _, option = key.rpartition('.')
+    (config[section] if section else config)[option] = value
   return config
 
 
@@ -55,7 +58,7 @@ BAD_VALUES = [
     ('solver', 'SGD', "one of 'sgd', 'adam'"),
     ('lr_schedule', 'cosine', "one of 'torch', '2017', 'constant'"),
     ('eval_checkpoint', 'last', "one of 'best', 'latest'"),
-    ('depth_activation', 'relu', "'elu' or 'none'"),
+    ('model.depth_activation', 'relu', "'elu' or 'none'"),
     ('multiscale_weights', (0.32, 0.08, 0.02, 0.01), '5 numbers >= 0'),
     ('multiscale_weights', (0.32, 0.08, 0.02, 0.01, -1.0), '5 numbers >= 0'),
     ('milestones', (5, 3), 'increasing integers >= 0'),
@@ -74,7 +77,7 @@ BAD_VALUES = [
     ('keep_checkpoints', 0, 'an integer >= 1'),
     ('eval_every_epochs', 0.0, 'a number > 0'),
     ('num_eval_images', -1, 'an integer >= 0'),
-    ('batch_norm', 1, 'True or False'),
+    ('model.batch_norm', 1, 'True or False'),
     ('async_checkpointing', 'yes', 'True or False'),
     ('dataset', 'stillbox/synth64', "'tfds_stillbox/<config>' (built-in configs: 64, 128"),
     ('dataset', 'tfds_stillbox/', "'tfds_stillbox/<config>'"),
@@ -96,11 +99,28 @@ def test_a_value_out_of_range_names_the_field_the_value_and_the_range(field, val
   assert expected in message and '\n' not in message
 
 
+def test_a_config_of_the_layout_before_the_model_section_still_loads():
+  """Configs written before `config.model` held the options at the top level: they are moved, not refused."""
+  import ml_collections
+  old = _config()
+  del old['model']
+  old.update(batch_norm=False, depth_activation='none', clamp=True, with_confidence=False)
+  config = ml_collections.ConfigDict(old)
+  config.lock()
+  assert train_checks.upgrade_config(config) == ['batch_norm', 'depth_activation', 'clamp', 'with_confidence']
+  train_checks.validate_config(config, 'configs/old.py')
+  assert config.model.to_dict() == dict(batch_norm=False, depth_activation='none', clamp=True, with_confidence=False)
+  assert 'batch_norm' not in config and train_checks.upgrade_config(config) == []
+  with pytest.raises(cli.UserError, match=r"--config.model.batch_nrm: not a model option \(did you mean batch_norm"):
+    train_checks.validate_config(_config(**{'model.batch_nrm': True}), 'configs/x.py')
+
+
 def test_zero_and_empty_are_values_like_any_other():
   # No truthiness: each of these is in its range and accepted as given.
   train_checks.validate_config(_config(learning_rate=0.0, num_eval_images=0, worker_count=0, seed=0, milestones=(),
                                        weight_decay=0.0, momentum=0.0, dampening=0.0, beta1=0.0, beta2=0.0,
-                                       multiscale_weights=(0, 0, 0, 0, 0), depth_activation='none', init_from=''))
+                                       multiscale_weights=(0, 0, 0, 0, 0), init_from='',
+                                       **{'model.depth_activation': 'none'}))
   train_checks.validate_config(_config(milestones=(0, 1), gamma=1.0, num_train_steps=1, shift=1))
 
 
@@ -112,6 +132,7 @@ def test_every_config_validates_and_the_choices_are_the_modules():
   assert (train_checks.SOLVERS, train_checks.SCHEDULES, train_checks.LOSSES) == (optim.SOLVERS, optim.SCHEDULES,
                                                                                  losses.LOSSES)
   assert (train_checks.CONV_IMPLS, train_checks.COMPUTE_DTYPES) == (conv.CONV_IMPLS, models.COMPUTE_DTYPES)
+  assert tuple(default.get_config().model.keys()) == tuple(sorted(train_checks.MODEL_FIELDS))
   from tfds_stillbox import tfds_stillbox_dataset_builder as builder
   assert train_checks.known_dataset_configs() == ', '.join(builder.Builder.builder_configs)
 

@@ -1,0 +1,114 @@
+"""Loading models from whatever a user holds: the one layer above checkpoints and the PyTorch importer.
+
+- `resolve_checkpoint`: a model checkpoint directory from a path (itself, or a training workdir's best or latest
+  step);
+- `checkpoint_info`: what inference needs to know before loading (the recorded image size and FOV);
+- `load_any`: a ready `DepthNet` from a workdir, a model checkpoint or a PyTorch `.pth.tar` (imported);
+- `warm_start`: the parameters and BatchNorm statistics of any of those, for a model of a given `ModelSpec`;
+- `eval_checkpoint_path`: a workdir's best (lowest eval depth error) or latest checkpoint, for `eval_only`.
+
+Imports `checkpointing` (Orbax) and `torch_import`; neither imports this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+from flax import nnx
+
+from depthnet_jax import checkpointing, cli, models, torch_import
+from depthnet_jax.checkpointing import CONFIG_ITEM, CheckpointError, CheckpointNotFoundError, verify_arrays
+from depthnet_jax.model_spec import ModelSpec
+
+
+def _steps(directory: str) -> list[int]:
+  """Steps of a checkpoint manager's directory that hold a finished model checkpoint (with model_config/)."""
+  try:
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+  except OSError as e:
+    raise CheckpointError(f'{directory} cannot be listed ({e.strerror or e})') from None
+  return sorted(int(s) for s in names if s.isdigit() and os.path.isdir(os.path.join(directory, s, CONFIG_ITEM)))
+
+
+def resolve_checkpoint(path: str | os.PathLike, prefer: str = 'best') -> str:
+  """A model checkpoint directory from a path: itself, or a training workdir's best (or latest) checkpoint."""
+  path = os.path.abspath(os.fspath(path))
+  if not os.path.exists(path):
+    raise CheckpointNotFoundError(f'checkpoint {path} does not exist')
+  if os.path.isdir(os.path.join(path, CONFIG_ITEM)):
+    return path
+  managers = [os.path.join(path, d) for d in ('checkpoints', 'best')]
+  if any(os.path.isdir(d) for d in managers):
+    for which in (prefer, 'latest' if prefer == 'best' else 'best'):
+      manager_dir = os.path.join(path, which if which == 'best' else 'checkpoints')
+      steps = _steps(manager_dir)
+      if steps:
+        return os.path.join(manager_dir, str(steps[-1]))
+    raise CheckpointNotFoundError(f'training workdir {path} holds no complete checkpoint in checkpoints/ or best/')
+  raise CheckpointNotFoundError(f'{path} is neither a depthnet-jax checkpoint (no {CONFIG_ITEM}/ inside) nor a '
+                                'training workdir with checkpoints/ or best/')
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+  """What inference needs to know of a checkpoint before loading its weights."""
+  path: str                             # as given (absolute)
+  resolved: str                         # the model checkpoint directory read, or the .pth.tar file
+  train_size: tuple[int, int] | None    # (h, w) the network was trained at, if recorded
+  train_fov: float | None               # its training FOV in degrees, if recorded
+
+
+def checkpoint_info(path: str | os.PathLike, prefer: str = 'best') -> CheckpointInfo:
+  """Resolves `path` (a workdir's best or latest step, a checkpoint, a `.pth.tar`) and reads its recorded
+  geometry (only the small `model_config` item; no weights). Raises FileNotFoundError for a missing path or a
+  directory that holds no checkpoint."""
+  path = os.path.abspath(os.fspath(path))
+  if os.path.isfile(path):
+    return CheckpointInfo(path, path, None, None)   # PyTorch weights record neither: 512x512 and 90 deg
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'checkpoint {path} does not exist')
+  resolved = resolve_checkpoint(path, prefer)
+  config = checkpointing.read_model_config(resolved)
+  size = config.get('image_size')
+  return CheckpointInfo(path, resolved, tuple(int(x) for x in size) if size else None,
+                        float(config['fov']) if config.get('fov') else None)
+
+
+def load_any(path: str | os.PathLike, prefer: str = 'best') -> models.DepthNet:
+  """A DepthNet (eval mode) from a training workdir, a model checkpoint, or a PyTorch `.pth.tar` (imported)."""
+  path = os.fspath(path)
+  if os.path.isfile(path):
+    model = torch_import.load(path)
+    verify_arrays(os.path.abspath(path), 'state_dict', nnx.state(model).to_pure_dict(), None, finite=True)
+    return model
+  return checkpointing.load_model(resolve_checkpoint(path, prefer))
+
+
+def warm_start(path: str | os.PathLike, spec: ModelSpec, params_template, stats_template):
+  """(params, batch stats) of a checkpoint for a model of `spec`; other state is not read."""
+  model = load_any(path)
+  differ = spec.differences(model.spec)
+  if differ:
+    raise CheckpointError(f'checkpoint {path} was built with other model options (config vs checkpoint): {differ}; '
+                          'set the config to match it')
+  _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  if jax.tree.structure(params) != jax.tree.structure(params_template):
+    raise CheckpointError(f'checkpoint {path}: parameter structure differs from the model of the config')
+  return params, stats
+
+
+def eval_checkpoint_path(workdir: str, which: str = 'best') -> str:
+  """The best (lowest eval depth error) or latest checkpoint of a training workdir, found without writing."""
+  sub = os.path.join(workdir, 'best' if which == 'best' else 'checkpoints')
+  steps = _steps(sub)
+  if not steps:
+    raise cli.UserError(f'no {which} checkpoint in {workdir}: train first (python train.py --config ... '
+                        f'--workdir {workdir})')
+  if which == 'best' and len(steps) > 1:  # one is kept; two only while a better one replaces the other
+    errors = {s: checkpointing.read_model_config(os.path.join(sub, str(s))).get('eval_metrics', {})
+              .get('depth_error', math.inf) for s in steps}
+    return os.path.join(sub, str(min(steps, key=lambda s: (errors[s], -s))))
+  return os.path.join(sub, str(steps[-1]))
