@@ -315,7 +315,9 @@ class TrainCheckpoints:
         MODEL_ITEM: ocp.args.StandardRestore(_abstract(model_template)),
         'opt_state': ocp.args.StandardRestore(_abstract(_flat_opt_state(template.opt_state))),
         # partial: checkpoints of older versions also hold an unused 'rng', left unread.
-        'train': ocp.args.PyTreeRestore(_abstract({'step': template.step}), partial_restore=True)}
+        'train': ocp.args.PyTreeRestore(_abstract({'step': template.step}), partial_restore=True,
+                                        restore_args=ocp.checkpoint_utils.construct_restore_args(
+                                            _abstract({'step': template.step})))}
     for n, step in enumerate(steps):
       where = os.path.join(os.fspath(self.latest.directory), str(step))
       try:

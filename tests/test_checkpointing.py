@@ -1,12 +1,15 @@
 """Model checkpoints: round trip, refusal to clobber, atomic replacement."""
 
+import os
+
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
 from depthnet_jax import checkpointing
-import random_models
+from depthnet_jax.testing import random_models
 
 
 def _leaves(model):
@@ -56,3 +59,50 @@ def test_empty_directory_is_used(model, tmp_path):
 def test_not_a_checkpoint(tmp_path):
   with pytest.raises(FileNotFoundError, match='not a depthnet-jax model checkpoint'):
     checkpointing.load_model(tmp_path)
+
+
+def _previous_layout_save(directory, step, params, stats, opt_state, info):
+  """A training checkpoint exactly as depthnet-jax wrote it before TrainState (commit 922f91c and earlier):
+  the `train` item held the step and an RNG key that nothing read; StandardSave for every array item."""
+  from depthnet_jax import checkpoint_integrity as integrity
+  model = nnx.merge_state(params, stats).to_pure_dict()
+  opt = {f'{i:05d}': x for i, x in enumerate(jax.tree.leaves(opt_state))}
+  train = {'step': np.asarray(step, np.int32), 'rng': np.asarray([0, 7], np.uint32)}
+  checksums = integrity.checksum_record({'model': model, 'opt_state': opt, 'train': train})
+  manager = ocp.CheckpointManager(os.path.join(directory, 'checkpoints'), options=ocp.CheckpointManagerOptions(
+      enable_async_checkpointing=False))
+  manager.save(step, args=ocp.args.Composite(
+      model=ocp.args.StandardSave(model),
+      model_config=ocp.args.JsonSave(dict(info, source='training', step=step, checksums='sha256')),
+      opt_state=ocp.args.StandardSave(opt), train=ocp.args.StandardSave(train),
+      data=ocp.args.JsonSave({'next_step': step, 'seed': 0, 'batch_size': 4}),
+      checksums=ocp.args.JsonSave(checksums)))
+  manager.close()
+
+
+def test_a_training_checkpoint_of_the_previous_layout_resumes(model, tmp_path):
+  """Checkpoints written before the train state lost its unused RNG key resume: same arrays, same step."""
+  import jax.numpy as jnp
+  from depthnet_jax import optim
+  from depthnet_jax.train_state import TrainState
+  _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  tx = optim.create_optimizer('sgd', 0.01)
+  # A non-zero momentum buffer, so that the restored optimizer state is not the template's zeros.
+  opt_state = jax.tree.map(lambda x: x + 0.5 if jnp.issubdtype(x.dtype, jnp.floating) else x, tx.init(params))
+  _previous_layout_save(str(tmp_path), 5, params, stats, opt_state, model.options())
+  template = TrainState(params, stats, tx.init(params), jnp.zeros((), jnp.int32))
+  with checkpointing.TrainCheckpoints(tmp_path) as ckpts:
+    restored = ckpts.restore_latest(template)
+  assert isinstance(restored, TrainState) and int(restored.step) == 5
+  for got, want in zip(jax.tree.leaves((restored.params, restored.batch_stats, restored.opt_state)),
+                       jax.tree.leaves((params, stats, opt_state))):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  # And what this version writes resumes too (with no RNG key in it).
+  with checkpointing.TrainCheckpoints(tmp_path / 'new', async_save=False) as ckpts:
+    ckpts.save(7, restored._replace(step=jnp.asarray(7, jnp.int32)), model.options(), {'next_step': 7})
+  with checkpointing.TrainCheckpoints(tmp_path / 'new') as ckpts:
+    again = ckpts.restore_latest(template)
+  assert int(again.step) == 7
+  record = checkpointing.integrity.restore(str(tmp_path / 'new' / 'checkpoints' / '7'),
+                                          {'checksums': ocp.args.JsonRestore()})['checksums']
+  assert sorted(record['items']['train']) == ['step']
