@@ -6,8 +6,8 @@
     batch = next(it)   # {'image_pair': [B, H, W, 6] f32, 'depth': [B, H, W] f32, 'mask': [B] f32,
                        #  'displacement': [B, 3] f32}
 
-Training samples exactly as the original (docs/architecture.md, the data): each epoch visits every scene once per frame it
-holds, in an order shuffled per epoch; per visit a first frame i1 ~ U[0, T), a shift round(2 S u), i2 =
+Training samples exactly as the original (docs/architecture.md, "The data"): each epoch visits every scene once
+per frame it holds, in an order shuffled per epoch; per visit a first frame i1 ~ U[0, T), a shift round(2 S u), i2 =
 min(T - 1, i1 + shift), a swap with p = 0.5, the depth of the second frame rescaled by S / |i2 - i1| (filled with
 100 when i1 == i2), a vertical and a horizontal flip (p = 0.5 each), a clip to [0, 100] and the normalisation
 (x / 255 - 0.5) / 0.2. Only the two frames and the one depth map a sample uses are decoded.
