@@ -22,17 +22,17 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from depthnet_jax import input_pipeline as ip  # noqa: E402
-from tfds_stillbox import render  # noqa: E402
 from tfds_stillbox import tfds_stillbox_dataset_builder as stillbox  # noqa: E402
+from tfds_stillbox.render.scenes import render_scene  # noqa: E402
 
 BATCH = 16
 
 
 def _render_rate(resolution: int, scenes: int) -> float:
-  render.render_scene((1, 0), resolution)  # warm-up
+  render_scene((1, 0), resolution)  # warm-up
   start = time.perf_counter()
   for i in range(scenes):
-    render.render_scene((1, i + 1), resolution)
+    render_scene((1, i + 1), resolution)
   return scenes / (time.perf_counter() - start)
 
 

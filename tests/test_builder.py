@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tfds_stillbox import codec, render
+from tfds_stillbox import codec
 from tfds_stillbox import tfds_stillbox_dataset_builder as stillbox
+from tfds_stillbox.render import scenes
 from tfds_stillbox.tree import StillBoxFormatError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +52,7 @@ def test_rendered_config_records(tiny):
   for record in train + validation:
     assert len(record['frames']) == len(record['depth']) == 4
     index = int(record['id'].decode().rsplit('/', 1)[1])
-    scene = render.render_scene((5, index), (24, 16), fov=90.0, num_frames=4)
+    scene = scenes.render_scene((5, index), (24, 16), fov=90.0, num_frames=4)
     for t in range(4):
       frame = codec.decode_jpeg(record['frames'][t])
       assert frame.shape == (16, 24, 3) and frame.dtype == np.uint8

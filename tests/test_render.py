@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfds_stillbox import codec, render, render_world
-from tfds_stillbox.render_shapes import Box, Ellipsoid, Frustum, Room, Sphere, Torus
+from depthnet_jax import colormaps, geometry
+from tfds_stillbox import codec
+from tfds_stillbox.render import export, raycast
+from tfds_stillbox.render import scenes as render_scenes
+from tfds_stillbox.render.shapes import Box, Ellipsoid, Frustum, Room, Sphere, Torus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +28,7 @@ def _rotation(rng):
 
 def _analytic_sphere_depth(center, radius, origin, resolution, fov):
   """z-depth of the first hit of every pixel ray with a sphere, in float64 (nan where it misses)."""
-  x, y, _ = render_world.pixel_slopes(resolution, fov)
+  x, y, _ = raycast.pixel_slopes(resolution, fov)
   d = np.stack(np.broadcast_arrays(x[None, :].astype(np.float64), y[:, None].astype(np.float64), 1.0), -1)
   oc = np.asarray(origin, np.float64) - center
   a, b, c = np.sum(d * d, -1), np.sum(d * oc, -1), oc @ oc - radius ** 2
@@ -41,22 +44,22 @@ def _analytic_sphere_depth(center, radius, origin, resolution, fov):
 @pytest.mark.parametrize('fov', [90.0, 60.0, 140.0])
 def test_fronto_parallel_plane_reads_its_distance(distance, fov):
   wall = Box(center=(0.0, 0.0, distance + 5.0), half=(1e4, 1e4, 5.0))
-  _, depth = render.render_frame([wall], (0.0, 0.0, 0.0), (40, 30), fov)
+  _, depth = raycast.render_frame([wall], (0.0, 0.0, 0.0), (40, 30), fov)
   np.testing.assert_allclose(depth, distance, rtol=1e-6)
 
 
 def test_sphere_on_the_optical_axis():
   z, r = 7.0, 1.5
   # Odd size: the centre pixel's ray is the optical axis.
-  _, depth = render.render_frame([Sphere(r, center=(0.0, 0.0, z))], (0.0, 0.0, 0.0), 33)
+  _, depth = raycast.render_frame([Sphere(r, center=(0.0, 0.0, z))], (0.0, 0.0, 0.0), 33)
   assert depth[16, 16] == pytest.approx(z - r, rel=1e-6)
   # Even size: the four central pixels are half a pixel off the axis, a little farther than z - r.
-  _, depth = render.render_frame([Sphere(r, center=(0.0, 0.0, z))], (0.0, 0.0, 0.0), 32)
+  _, depth = raycast.render_frame([Sphere(r, center=(0.0, 0.0, z))], (0.0, 0.0, 0.0), 32)
   assert depth.min() == depth[15, 15] == depth[16, 16]
   assert z - r < depth.min() < z - r + 0.05
   # Every pixel, also off-centre and from a moved camera, against the analytic intersection.
   for resolution, fov, origin in ((32, 90.0, (0.0, 0.0, 0.0)), ((48, 30), 70.0, (0.4, -0.3, 1.0))):
-    _, depth = render.render_frame([Sphere(r, center=(0.0, 0.0, z))], origin, resolution, fov)
+    _, depth = raycast.render_frame([Sphere(r, center=(0.0, 0.0, z))], origin, resolution, fov)
     expected = _analytic_sphere_depth(np.array([0.0, 0.0, z]), r, origin, resolution, fov)
     np.testing.assert_array_equal(np.isfinite(depth), np.isfinite(expected))
     np.testing.assert_allclose(depth[np.isfinite(depth)], expected[np.isfinite(expected)], rtol=1e-5)
@@ -72,12 +75,12 @@ def _silhouette_centre(center, radius, f, w, h):
 
 def test_translation_moves_the_projection_as_a_pinhole():
   w, h, fov = 128, 96, 90.0
-  f = render.focal_length(w, fov)
+  f = geometry.focal_length(w, fov)
   assert f == pytest.approx(64.0)
   # Near the axis, where a sphere's outline is centred on the projection of its centre (0.03 px off here).
   point, radius = np.array([0.4, -0.3, 8.0]), 0.8
   positions = np.array([[0.0, 0.0, 0.0], [0.3, 0.2, -0.5], [-0.3, 0.1, 0.6]])
-  rgb, depth = render.render_frames([Sphere(radius, center=point)], positions, (w, h), fov)
+  rgb, depth = raycast.render_frames([Sphere(radius, center=point)], positions, (w, h), fov)
   centroids, projections = [], []
   for t, position in enumerate(positions):
     rows, cols = np.nonzero(np.isfinite(depth[t]))
@@ -105,8 +108,8 @@ def test_tilted_plane_depth_matches_the_ray_plane_intersection():
   # The face at local z = -half_z is the plane through p0 with that normal.
   wall = Box(center=p0 + normal * half_z, rotation=rotation, half=(1e4, 1e4, half_z))
   origin = np.array([0.2, 0.1, -0.3])
-  _, depth = render.render_frame([wall], origin, (36, 28), 80.0)
-  x, y, _ = render_world.pixel_slopes((36, 28), 80.0)
+  _, depth = raycast.render_frame([wall], origin, (36, 28), 80.0)
+  x, y, _ = raycast.pixel_slopes((36, 28), 80.0)
   d = np.stack(np.broadcast_arrays(x[None, :].astype(np.float64), y[:, None].astype(np.float64), 1.0), -1)
   with np.errstate(divide='ignore'):
     expected = (normal @ (p0 - origin)) / (d @ normal)
@@ -161,18 +164,18 @@ def test_primitives_find_the_first_surface_point(shape):
 
 @pytest.mark.parametrize('fov', [90.0, 150.0])
 def test_screen_space_culling_drops_no_hit(monkeypatch, fov):
-  worlds = [render_world.sample_world((21, s), (40, 24), fov, 3) for s in range(6)]
-  culled = [render.render_frames(w.objects, w.positions, (40, 24), fov) for w in worlds]
-  monkeypatch.setattr(render_world, '_screen_window', lambda shape, positions, f, w, h: (0, h, 0, w))
+  worlds = [render_scenes.sample_world((21, s), (40, 24), fov, 3) for s in range(6)]
+  culled = [raycast.render_frames(w.objects, w.positions, (40, 24), fov) for w in worlds]
+  monkeypatch.setattr(raycast, '_screen_window', lambda shape, positions, f, w, h: (0, h, 0, w))
   for world, (rgb, depth) in zip(worlds, culled):
-    full_rgb, full_depth = render.render_frames(world.objects, world.positions, (40, 24), fov)
+    full_rgb, full_depth = raycast.render_frames(world.objects, world.positions, (40, 24), fov)
     np.testing.assert_array_equal(depth, full_depth)
     np.testing.assert_array_equal(rgb, full_rgb)
 
 
 def test_room_is_seen_from_inside():
   room = Room(half=(10.0, 20.0, 30.0), center=(0.0, 0.0, 5.0))
-  _, depth = render.render_frame([room], (0.0, 0.0, 0.0), 9)
+  _, depth = raycast.render_frame([room], (0.0, 0.0, 0.0), 9)
   assert depth[4, 4] == pytest.approx(35.0)
   t, normal = room.intersect(np.zeros(3), np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
   np.testing.assert_allclose(t, [35.0, 10.0])
@@ -183,22 +186,22 @@ def test_room_is_seen_from_inside():
 
 
 def test_same_seed_same_bytes_and_different_seeds_differ():
-  a = render.render_scene((3, 1), (40, 24), num_frames=3)
-  b = render.render_scene((3, 1), (40, 24), num_frames=3)
+  a = render_scenes.render_scene((3, 1), (40, 24), num_frames=3)
+  b = render_scenes.render_scene((3, 1), (40, 24), num_frames=3)
   assert a.frames.dtype == np.uint8 and a.frames.shape == (3, 24, 40, 3)
   assert a.depth.dtype == np.float32 and a.depth.shape == (3, 24, 40)
   assert a.speed.dtype == np.float32 and a.speed.shape == (3,)
   assert a.frames.tobytes() == b.frames.tobytes() and a.depth.tobytes() == b.depth.tobytes()
   assert a.speed.tobytes() == b.speed.tobytes() and a.time_step == b.time_step
-  c = render.render_scene((3, 2), (40, 24), num_frames=3)
+  c = render_scenes.render_scene((3, 2), (40, 24), num_frames=3)
   assert a.frames.tobytes() != c.frames.tobytes() and a.depth.tobytes() != c.depth.tobytes()
-  assert render.render_scene(5, 16, num_frames=2).frames.tobytes() != \
-      render.render_scene(6, 16, num_frames=2).frames.tobytes()
+  assert render_scenes.render_scene(5, 16, num_frames=2).frames.tobytes() != \
+      render_scenes.render_scene(6, 16, num_frames=2).frames.tobytes()
 
 
 def test_supersampling_smooths_colour_and_keeps_the_pixel_centre_depth():
-  plain = render.render_scene((3, 4), (40, 24), num_frames=2)
-  smooth = render.render_scene((3, 4), (40, 24), num_frames=2, supersample=2)
+  plain = render_scenes.render_scene((3, 4), (40, 24), num_frames=2)
+  smooth = render_scenes.render_scene((3, 4), (40, 24), num_frames=2, supersample=2)
   np.testing.assert_array_equal(plain.depth, smooth.depth)
   assert 0 < np.abs(plain.frames.astype(int) - smooth.frames).mean() < 20
 
@@ -206,7 +209,7 @@ def test_supersampling_smooths_colour_and_keeps_the_pixel_centre_depth():
 def test_scene_statistics():
   inside, directions = [], []
   for s in range(24):
-    scene = render.render_scene((11, s), 32, num_frames=3)
+    scene = render_scenes.render_scene((11, s), 32, num_frames=3)
     step = np.float64(scene.time_step) * scene.speed.astype(np.float64)
     assert np.linalg.norm(step) == pytest.approx(0.1, abs=1e-7)
     directions.append(step / 0.1)
@@ -222,7 +225,8 @@ def test_scene_statistics():
 
 
 def test_depth_spreads_over_the_range():
-  depth = np.concatenate([render.render_scene((12, s), 24, num_frames=1).depth.ravel() for s in range(30)])
+  depth = np.concatenate([render_scenes.render_scene((12, s), 24, num_frames=1).depth.ravel()
+                          for s in range(30)])
   assert np.mean(depth < 3.0) > 0.03 and np.mean(depth > 30.0) > 0.1
   assert 8.0 < np.median(depth) < 40.0
   assert np.mean(depth > 100.0) < 0.05
@@ -230,12 +234,12 @@ def test_depth_spreads_over_the_range():
 
 def test_objects_keep_clear_of_the_camera_path():
   for s in range(40):
-    world = render_world.sample_world((13, s), (32, 24), 90.0, 10)
+    world = render_scenes.sample_world((13, s), (32, 24), 90.0, 10)
     room, objects = world.objects[0], world.objects[1:]
     assert isinstance(room, Room) and len(objects) >= 10
     for shape in objects:
       clearance = np.linalg.norm(world.positions - shape.center, axis=-1) - shape.bound
-      assert clearance.min() >= render_world.CLEARANCE
+      assert clearance.min() >= render_scenes.CLEARANCE
     local = (world.positions - room.center) @ room.rotation
     assert np.all(np.abs(local) < np.asarray(room.half) - 1.0)  # the path is well inside the room
 
@@ -269,7 +273,7 @@ def _tree_bytes(root):
 
 
 def test_export_reads_back_as_render_scene(tmp_path):
-  path = render.export(str(tmp_path), (24, 16), num_scenes=5, seed=9, num_frames=3, scenes_per_folder=2)
+  path = export.export(str(tmp_path), (24, 16), num_scenes=5, seed=9, num_frames=3, scenes_per_folder=2)
   assert path == str(tmp_path / '24x16') and sorted(os.listdir(tmp_path)) == ['24x16']
   folders, scenes = _read_tree(path)
   assert folders == ['0', '1', '2'] and len(scenes) == 5
@@ -277,7 +281,7 @@ def test_export_reads_back_as_render_scene(tmp_path):
   for s, entry in enumerate(scenes):
     assert entry['args'] == {'fov': 90.0, 'resolution': [24, 16], 'seed': 9, 'num_frames': 3,
                              'generator': 'depthnet-jax tfds_stillbox.render'}
-    expected = render.render_scene((9, s), (24, 16), num_frames=3)
+    expected = render_scenes.render_scene((9, s), (24, 16), num_frames=3)
     assert entry['length'] == 3 and entry['orientation'] == []
     assert entry['frames'].shape == (3, 16, 24, 3) and entry['frames'].dtype == np.uint8
     # JPEG loss only: the files are the frames' JPEG encoding (deterministic), so they decode alike.
@@ -289,28 +293,28 @@ def test_export_reads_back_as_render_scene(tmp_path):
     np.testing.assert_array_equal(entry['depth_maps'], expected.depth)
     assert entry['speed'] == [float(v) for v in expected.speed] and entry['time_step'] == expected.time_step
   # Square resolutions are named by one number.
-  assert render.export(str(tmp_path), 16, num_scenes=1, seed=9, num_frames=2) == str(tmp_path / '16')
+  assert export.export(str(tmp_path), 16, num_scenes=1, seed=9, num_frames=2) == str(tmp_path / '16')
 
 
 def test_export_is_byte_identical_across_runs_and_processes(tmp_path):
   kwargs = dict(resolution=(20, 12), num_scenes=5, seed=4, num_frames=2, scenes_per_folder=3)
-  one = _tree_bytes(render.export(str(tmp_path / 'a'), jobs=1, **kwargs))
+  one = _tree_bytes(export.export(str(tmp_path / 'a'), jobs=1, **kwargs))
   assert len(one) == 2 + 5 * 2 * 2 and 'metadata.json' in {os.path.basename(k) for k in one}
-  assert one == _tree_bytes(render.export(str(tmp_path / 'b'), jobs=1, **kwargs))
-  assert one == _tree_bytes(render.export(str(tmp_path / 'c'), jobs=2, **kwargs))
+  assert one == _tree_bytes(export.export(str(tmp_path / 'b'), jobs=1, **kwargs))
+  assert one == _tree_bytes(export.export(str(tmp_path / 'c'), jobs=2, **kwargs))
 
 
 def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
-  real = render.render_scene
+  real = render_scenes.render_scene
 
   def failing(seed, *args, **kwargs):
     if seed[1] == 3:
       raise RuntimeError('scene 3 failed')
     return real(seed, *args, **kwargs)
 
-  monkeypatch.setattr(render, 'render_scene', failing)
+  monkeypatch.setattr(render_scenes, 'render_scene', failing)
   with pytest.raises(RuntimeError, match='scene 3 failed'):
-    render.export(str(tmp_path), 16, num_scenes=5, seed=1, num_frames=2, scenes_per_folder=2)
+    export.export(str(tmp_path), 16, num_scenes=5, seed=1, num_frames=2, scenes_per_folder=2)
   assert os.listdir(tmp_path) == []
 
 
@@ -318,7 +322,7 @@ def test_existing_target_is_refused(tmp_path):
   os.makedirs(tmp_path / '16')
   (tmp_path / '16' / 'keep.txt').write_text('mine')
   with pytest.raises(FileExistsError, match='exists'):
-    render.export(str(tmp_path), 16, num_scenes=2, seed=1, num_frames=2)
+    export.export(str(tmp_path), 16, num_scenes=2, seed=1, num_frames=2)
   assert sorted(os.listdir(tmp_path)) == ['16'] and os.listdir(tmp_path / '16') == ['keep.txt']
 
 
@@ -331,7 +335,7 @@ def test_command_line(tmp_path):
   assert result.returncode == 0, result.stderr
   root = tmp_path / 'tree' / '24x16'
   assert str(root) in result.stdout and str(sheet) in result.stdout
-  assert '3/3 scenes' in result.stderr
+  assert '3/3 scenes' in result.stderr and '\r' not in result.stderr  # a pipe gets plain lines, not a redrawn bar
   folders, scenes = _read_tree(root)
   assert folders == ['0', '1'] and len(scenes) == 3 and scenes[0]['frames'].shape == (4, 16, 24, 3)
   image = np.asarray(Image.open(sheet))
@@ -344,6 +348,6 @@ def test_command_line(tmp_path):
 
 
 def test_depth_colormap():
-  rgb = render.depth_colormap(np.array([[0.0, 50.0, 100.0, 250.0, np.inf]], np.float32))
+  rgb = colormaps.depth_to_rgb(np.array([[0.0, 50.0, 100.0, 250.0, np.inf]], np.float32))
   assert rgb.shape == (1, 5, 3) and rgb.dtype == np.uint8
   assert len({tuple(c) for c in rgb[0, :3]}) == 3 and np.all(rgb[0, 2] == rgb[0, 3]) and np.all(rgb[0, 3] == rgb[0, 4])

@@ -1,9 +1,9 @@
 """The renderer's command line under bad input and faults: one `error:` line, and the disk as it was.
 
-Most cases run `render.main(argv)` in this process (argparse, checks and export are the same code a user runs);
-the interruptions that need a real process (SIGINT from outside, SIGKILL) run `python -m tfds_stillbox.render`.
-Every case checks the exit code, the one line on stderr (flag, value, range) and the state of the disk: nothing
-created on an error, the user's files byte for byte, no `.partial-*` left.
+Most cases run `tfds_stillbox.render.cli.main(argv)` in this process (argparse, checks and export are the same code
+a user runs); the interruptions that need a real process (SIGINT from outside, SIGKILL) run
+`python -m tfds_stillbox.render`. Every case checks the exit code, the one line on stderr (flag, value, range) and
+the state of the disk: nothing created on an error, the user's files byte for byte, no `.partial-*` left.
 """
 
 import os
@@ -16,7 +16,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from tfds_stillbox import render, render_world
+from depthnet_jax import atomic, cli
+from tfds_stillbox import codec
+from tfds_stillbox.render import cli as render_cli
+from tfds_stillbox.render import export, raycast
+from tfds_stillbox.render import scenes as render_scenes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--resolution', '16', '--frames', '2', '--scenes', '2']
@@ -26,7 +30,7 @@ PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 def _main(capsys, *argv):
   """(exit code, stdout, stderr) of `python -m tfds_stillbox.render ARGV`, run in this process."""
   try:
-    code = render.main([str(a) for a in argv])
+    code = render_cli.main([str(a) for a in argv])
   except SystemExit as e:  # argparse's usage errors
     code = e.code
   out, err = capsys.readouterr()
@@ -46,8 +50,9 @@ def _snapshot(root):
 
 
 def _error_line(err):
-  """The stderr of a failed run is exactly one `error:` line (after any finished progress lines)."""
-  lines = [line for line in err.replace('\r', '\n').splitlines() if line.strip()]
+  """The stderr of a failed run is exactly one `error:` line (after any progress lines: plain ones on a pipe)."""
+  assert '\r' not in err, err
+  lines = [line for line in err.splitlines() if line.strip()]
   assert lines and lines[-1].startswith('error: '), err
   assert 'Traceback' not in err
   assert all(line.startswith('rendered ') for line in lines[:-1]), err
@@ -228,7 +233,7 @@ def test_interrupted_contact_sheet_keeps_the_users_file(capsys, user_dir, monkey
 
 
 def test_sigterm_and_disk_errors_mid_export_leave_nothing(capsys, user_dir, monkeypatch):
-  real = render.render_scene
+  real = render_scenes.render_scene
   before = _snapshot(user_dir)
 
   def terminated(seed, *args, **kwargs):
@@ -236,7 +241,7 @@ def test_sigterm_and_disk_errors_mid_export_leave_nothing(capsys, user_dir, monk
       os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, as from `kill PID`
     return real(seed, *args, **kwargs)
 
-  monkeypatch.setattr(render, 'render_scene', terminated)
+  monkeypatch.setattr(render_scenes, 'render_scene', terminated)
   code, out, err = _main(capsys, '--out', user_dir / 'new' / 'tree', *TINY, '--scenes', '3')
   assert code == 143 and out == ''
   assert _error_line(err) == 'error: interrupted (SIGTERM); temporary files were removed, finished outputs kept'
@@ -246,8 +251,8 @@ def test_sigterm_and_disk_errors_mid_export_leave_nothing(capsys, user_dir, monk
   def disk_full(*args, **kwargs):
     raise OSError(28, 'No space left on device', str(user_dir / 'tree' / 'RGB_0000_00.jpg'))
 
-  monkeypatch.setattr(render, 'render_scene', real)
-  monkeypatch.setattr(render.codec, 'encode_jpeg', disk_full)
+  monkeypatch.setattr(render_scenes, 'render_scene', real)
+  monkeypatch.setattr(codec, 'encode_jpeg', disk_full)
   code, out, err = _main(capsys, '--out', user_dir, *TINY)
   assert code == 1 and out == ''
   assert _error_line(err) == (f"error: [Errno 28] No space left on device: '{user_dir / 'tree' / 'RGB_0000_00.jpg'}'")
@@ -295,7 +300,7 @@ def test_after_sigkill_the_next_run_sweeps_what_the_dead_process_left(capsys, tm
   process.kill()
   process.communicate(timeout=60)
   assert os.listdir(out_dir) == [partial]  # SIGKILL cannot be caught: the folder stays, named for its PID
-  host = render._HOST  # noqa: SLF001
+  host = atomic.HOST
   assert partial.startswith(f'.32.partial-{host}-{process.pid}-')
   # A dead process's half-written contact sheet; and temporary paths that must stay: this live process's, and
   # another host's (a shared disk: its PIDs mean nothing here).
@@ -319,21 +324,21 @@ def test_after_sigkill_the_next_run_sweeps_what_the_dead_process_left(capsys, tm
   assert sorted(os.listdir(sheets)) == sorted(['sheet.png', live[1].name])
 
 
-# --- The library's own checks (render_world, export) ----------------------------------------------------
+# --- The library's own checks (scenes, raycast, export) --------------------------------------------------
 
 
 def test_library_checks_name_the_value():
   with pytest.raises(ValueError, match=r"fov=180: expected a number of degrees in \(0, 180\)"):
-    render_world.sample_world(0, 16, fov=180)  # was an OverflowError from deep in numpy
+    render_scenes.sample_world(0, 16, fov=180)  # was an OverflowError from deep in numpy
   with pytest.raises(ValueError, match=r"resolution '96x': expected a positive size"):
-    render_world.as_resolution('96x')
+    raycast.as_resolution('96x')
   with pytest.raises(ValueError, match=r"resolution \(96, 64, 3\): expected"):
-    render_world.as_resolution((96, 64, 3))
+    raycast.as_resolution((96, 64, 3))
   with pytest.raises(ValueError, match=r"resolution 63.5: expected"):
-    render_world.as_resolution(63.5)  # not silently 63
+    raycast.as_resolution(63.5)  # not silently 63
   with pytest.raises(ValueError, match=r'seed=\(1, 2.5\): expected a non-negative integer'):
-    render_world.seed_sequence((1, 2.5))
-  assert render_world.as_resolution(' 96X64 ') == (96, 64) and render_world.as_resolution(np.int64(8)) == (8, 8)
-  with pytest.raises(render.UserError, match=r'num_scenes=0: expected an integer >= 1'):
-    render.export('/nonexistent/never-created', 16, num_scenes=0, seed=0)
+    render_scenes.seed_sequence((1, 2.5))
+  assert raycast.as_resolution(' 96X64 ') == (96, 64) and raycast.as_resolution(np.int64(8)) == (8, 8)
+  with pytest.raises(cli.UserError, match=r'num_scenes=0: expected an integer >= 1'):
+    export.export('/nonexistent/never-created', 16, num_scenes=0, seed=0)
   assert not os.path.exists('/nonexistent')

@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-from tfds_stillbox import render
+from tfds_stillbox.render import export
 
 DUMMY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'dummy_data')
 
@@ -43,7 +43,7 @@ def _restyle(folder: str) -> None:
 
 def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
-    render.export(tmp, 64, num_scenes=5, seed=2017, num_frames=4, scenes_per_folder=3)
+    export.export(tmp, 64, num_scenes=5, seed=2017, num_frames=4, scenes_per_folder=3)
     _restyle(os.path.join(tmp, '64', '1'))
     shutil.rmtree(DUMMY, ignore_errors=True)
     shutil.copytree(tmp, DUMMY)

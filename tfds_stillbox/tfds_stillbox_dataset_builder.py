@@ -14,7 +14,6 @@ for grain through `tfds.data_source`).
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import os
@@ -23,7 +22,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from tfds_stillbox import codec, render, tree
+from depthnet_jax.cli import UserError, check_int
+from tfds_stillbox import tree
+from tfds_stillbox.render import checks, export
 
 _DESCRIPTION = """
 Still Box: synthetic scenes of random textured 3-D shapes seen by a camera in pure translation (no rotation),
@@ -60,7 +61,7 @@ class StillBoxConfig(tfds.core.BuilderConfig):
     num_scenes: scenes to render ('synth').
     fov: horizontal field of view in degrees of rendered scenes ('synth'; the real data is 90).
     num_frames: frames per rendered scene.
-    seed: seed of the rendered scenes: scene i is `render.render_scene((seed, i), ...)`.
+    seed: seed of the rendered scenes: scene i is `tfds_stillbox.render.scenes.render_scene((seed, i), ...)`.
     train_percent: share of the scenes in the training split.
     skip_bad_scenes: leave out scenes with missing or broken files (reported) instead of failing.
     jobs: rendering processes (0: one per core).
@@ -81,31 +82,31 @@ class StillBoxConfig(tfds.core.BuilderConfig):
     where = f'StillBoxConfig {self.name!r}: '
     try:
       if self.source not in ('manual', 'synth'):
-        raise render.UserError(f"source={self.source!r}: expected 'manual' or 'synth'")
-      expected = f'expected an integer like 64 or a list [width, height], each from 1 to {render.MAX_RESOLUTION}'
+        raise UserError(f"source={self.source!r}: expected 'manual' or 'synth'")
+      expected = f'expected an integer like 64 or a list [width, height], each from 1 to {checks.MAX_RESOLUTION}'
       if isinstance(self.resolution, str):  # '96x64' would read as a folder name, not a size
-        raise render.UserError(f'resolution={self.resolution!r}: {expected}')
+        raise UserError(f'resolution={self.resolution!r}: {expected}')
       try:
-        width, height = render.check_resolution('resolution', self.resolution)
-      except render.UserError:
-        raise render.UserError(f'resolution={self.resolution!r}: {expected}') from None
+        width, height = checks.check_resolution('resolution', self.resolution)
+      except UserError:
+        raise UserError(f'resolution={self.resolution!r}: {expected}') from None
       self.resolution = width if isinstance(self.resolution, (int, float)) and width == height else [width, height]
       if self.source == 'synth':  # the real data has its own number of scenes, frames and field of view
-        self.num_scenes = render.check_int('num_scenes', self.num_scenes, 2,
-                                           why='the train and validation splits need a scene each')
-      self.fov = render.check_fov('fov', self.fov)
-      self.num_frames = render.check_frames('num_frames', self.num_frames, (width, height))
-      self.seed = render.check_int('seed', self.seed, 0)
-      self.jobs = render.check_int('jobs', self.jobs, 0, why='0: one per core')
+        self.num_scenes = check_int('num_scenes', self.num_scenes, 2,
+                                    why='the train and validation splits need a scene each')
+      self.fov = checks.check_fov('fov', self.fov)
+      self.num_frames = checks.check_frames('num_frames', self.num_frames, (width, height))
+      self.seed = check_int('seed', self.seed, 0)
+      self.jobs = check_int('jobs', self.jobs, 0, why='0: one per core')
       if isinstance(self.train_percent, bool) or not isinstance(self.train_percent, (int, float)) or not (
           0.0 < self.train_percent < 100.0):
-        raise render.UserError(f'train_percent={self.train_percent!r}: expected a number in (0, 100) (both splits '
-                               'hold scenes)')
+        raise UserError(f'train_percent={self.train_percent!r}: expected a number in (0, 100) (both splits '
+                        'hold scenes)')
       self.train_percent = float(self.train_percent)
       if not isinstance(self.skip_bad_scenes, bool):
-        raise render.UserError(f'skip_bad_scenes={self.skip_bad_scenes!r}: expected true or false')
-    except render.UserError as e:
-      raise render.UserError(where + str(e)) from None
+        raise UserError(f'skip_bad_scenes={self.skip_bad_scenes!r}: expected true or false')
+    except UserError as e:
+      raise UserError(where + str(e)) from None
 
   @property
   def size(self) -> tuple[int, int]:
@@ -152,22 +153,6 @@ def _synth_id(config: StillBoxConfig, index: int) -> str:
   return f'synth/{config.folder}/{config.seed}/{index}'
 
 
-def _render_example(job: tuple) -> tuple[str, dict]:
-  """Renders scene `index` of a synth config; `job` is (scene id, seed, index, (h, w), fov, num_frames)."""
-  scene_id, seed, index, (h, w), fov, num_frames = job
-  scene = render.render_scene((seed, index), (w, h), fov=fov, num_frames=num_frames)
-  return scene_id, {
-      'id': scene_id,
-      'frames': [codec.encode_jpeg(f) for f in scene.frames],
-      'depth': [codec.encode_depth(d) for d in scene.depth],
-      'speed': np.asarray(scene.speed, np.float32),
-      'time_step': np.float32(scene.time_step),
-      'fov': np.float32(fov),
-      'height': np.int32(h),
-      'width': np.int32(w),
-  }
-
-
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Still Box: real (manual download) and rendered configs."""
 
@@ -180,7 +165,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       _synth('synth64', 64, 4000, description='4000 rendered scenes at 64x64, 90 degrees (the training default).'),
       _synth('synth128', 128, 2000),
       _synth('synth64_small', 64, 800, description='800 rendered scenes at 64x64: make demo, quick experiments.'),
-      # one process: a fraction of a second of rendering, and no fork from a process that already runs JAX
+      # one process: a fraction of a second of rendering, less than starting worker processes would take
       _synth('synth_tiny', 32, 12, num_frames=6, description='12 tiny rendered scenes, for tests.', jobs=1),
   ]
 
@@ -231,12 +216,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     if config.source == 'synth':
       jobs = [(_synth_id(config, i), config.seed, i, config.size, config.fov, config.num_frames) for i in scenes]
-      workers = min(config.jobs or os.cpu_count() or 1, max(len(jobs), 1))
-      if workers == 1:
-        yield from map(_render_example, jobs)
-        return
-      with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(_render_example, jobs, chunksize=4)
+      yield from export.tfds_examples(jobs, config.jobs)
       return
     skipped: list[str] = []
     yield from tree.iter_examples(scenes, config.size, config.skip_bad_scenes, skipped)

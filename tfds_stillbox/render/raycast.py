@@ -1,4 +1,4 @@
-"""Still-Box-like worlds: random sampling of a scene, and the vectorised ray caster that renders it.
+"""The camera and the vectorised ray caster of the Still Box renderer: numpy, all frames of a scene at once.
 
 Camera (pinhole, no rotation ever): x image-right, y image-down, z the optical axis; horizontal FOV `fov`, focal
 f = (W / 2) / tan(fov / 2) pixels, square pixels, principal point at the image centre, pixel (u, v) sampled at
@@ -8,45 +8,15 @@ first hit IS the planar z-depth (metres along the optical axis, not the ray leng
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
-from tfds_stillbox import render_shapes as shapes
-from tfds_stillbox import render_textures as textures
+from depthnet_jax import geometry
+from tfds_stillbox.render import shapes, textures
 
-STEP = 0.1  # metres the camera moves per frame, in every scene: what makes depth from two frames metric
-TIME_STEP = 0.1  # seconds per frame; |speed| = STEP / TIME_STEP = 1 m/s
-CLEARANCE = 0.5  # no object surface nearer than this (metres) to any camera position of its scene
-WALL_RANGE = (8.0, 150.0)  # each of the room's six walls is at a log-uniform distance in this range (metres)
-NUM_OBJECTS = (12, 40)  # objects per scene, uniform in this range, inclusive
-ANGULAR_RADIUS = (0.02, 0.3)  # radians, log-uniform: the apparent size, drawn independently of the depth
-NEAREST_CENTER = 1.0  # metres: object centres are at a log-uniform z-depth from this to the wall behind them
-KINDS = ('sphere', 'ellipsoid', 'box', 'cylinder', 'cone', 'torus')
-_KIND_P = (0.15, 0.12, 0.25, 0.16, 0.16, 0.16)
 SUPERSAMPLE = 1  # colour rays per pixel and axis by default (2: smoother edges, 3-4x slower; JPEG loss alike)
 _CHUNK = 1 << 16  # pixels shaded at a time: bounds the temporaries of the noise at high resolution
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class World:
-  """A sampled scene before rendering.
-
-  Attributes:
-    objects: the shapes, the Room first.
-    positions: [T, 3] camera position of each frame, `i * time_step * speed` (float64).
-    speed: [3] float32 camera velocity, camera axes, m/s.
-    time_step: seconds per frame.
-    light: [3] unit vector towards the light (world = camera axes).
-    ambient: share of the ambient term in the shading, in [0, 1].
-  """
-  objects: tuple
-  positions: np.ndarray
-  speed: np.ndarray
-  time_step: float
-  light: np.ndarray
-  ambient: float
 
 
 def as_resolution(resolution) -> tuple[int, int]:
@@ -85,15 +55,10 @@ def check_fov(fov) -> float:
   return float(fov)
 
 
-def focal_length(width: int, fov: float) -> float:
-  """Focal length in pixels of an image `width` pixels wide with horizontal field of view `fov` degrees."""
-  return (width / 2.0) / np.tan(np.radians(check_fov(fov)) / 2.0)
-
-
 def pixel_slopes(resolution, fov: float) -> tuple[np.ndarray, np.ndarray, float]:
   """(x [W], y [H], f): the ray (x[u], y[v], 1) goes through the centre of pixel (u, v)."""
   w, h = as_resolution(resolution)
-  f = focal_length(w, fov)
+  f = geometry.focal_length(w, check_fov(fov))
   x = ((np.arange(w) + 0.5 - w / 2.0) / f).astype(np.float32)
   y = ((np.arange(h) + 0.5 - h / 2.0) / f).astype(np.float32)
   return x, y, f
@@ -165,7 +130,7 @@ def render_frames(objects: Sequence[shapes.Shape], positions, resolution, fov: f
   """Renders the objects from each camera position (camera axes = world axes, no rotation).
 
   Args:
-    objects: shapes (render_shapes); where several meet a ray, the nearest wins.
+    objects: shapes (see shapes.py); where several meet a ray, the nearest wins.
     positions: [T, 3] camera positions (or one [3] position: then T = 1).
     resolution: int (square) or (width, height).
     fov: horizontal field of view, degrees.
@@ -183,7 +148,7 @@ def render_frames(objects: Sequence[shapes.Shape], positions, resolution, fov: f
   s = int(supersample)
   if s < 1:
     raise ValueError(f'supersample must be at least 1, got {supersample}')
-  with shapes._errstate():  # noqa: SLF001 - one module split in two files
+  with shapes.errstate():
     depth, ids = _cast(objects, positions, (w, h), fov)
     # The s-times finer grid of the same field of view has its pixels' s x s blocks inside ours.
     fine_depth, fine_ids = (depth, ids) if s == 1 else _cast(objects, positions, (w * s, h * s), fov)
@@ -227,106 +192,3 @@ def render_frame(objects: Sequence[shapes.Shape], camera_position, resolution, f
   """One frame: (rgb uint8 [H, W, 3], z-depth float32 [H, W]); see render_frames."""
   rgb, depth = render_frames(objects, np.asarray(camera_position, np.float64)[None], resolution, fov, **shading)
   return rgb[0], depth[0]
-
-
-# --- Sampling ---------------------------------------------------------------------------------------------
-
-
-def seed_sequence(seed) -> np.random.SeedSequence:
-  """An int or a tuple of non-negative ints (e.g. (dataset_seed, scene_index)) -> SeedSequence."""
-  entropy = [s.item() if isinstance(s, np.generic) else s for s in np.atleast_1d(np.asarray(seed, dtype=object))]
-  if not entropy or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in entropy):
-    raise ValueError(f'seed={seed!r}: expected a non-negative integer or a tuple of them')
-  return np.random.SeedSequence(entropy)
-
-
-def _log_uniform(rng, lo, hi):
-  return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-
-
-def _random_rotation(rng) -> np.ndarray:
-  """Uniform on SO(3): a normalised Gaussian quaternion."""
-  w, x, y, z = (q := rng.normal(size=4)) / np.linalg.norm(q)
-  return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                   [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                   [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def _segment_distance(point, a, b) -> float:
-  ab = b - a
-  s = np.clip(np.dot(point - a, ab) / max(np.dot(ab, ab), 1e-12), 0.0, 1.0)
-  return float(np.linalg.norm(point - (a + s * ab)))
-
-
-def _sample_room(rng) -> shapes.Room:
-  """A randomly rotated box around the origin, each wall at its own distance in WALL_RANGE."""
-  rotation = _random_rotation(rng)
-  near = np.array([_log_uniform(rng, *WALL_RANGE) for _ in range(3)])  # walls on the - side of each axis
-  far = np.array([_log_uniform(rng, *WALL_RANGE) for _ in range(3)])  # and on the + side
-  center_local = (far - near) / 2.0  # the origin sits at -center_local in the room's frame
-  size = float(np.exp(np.mean(np.log(near + far))))
-  return shapes.Room(half=tuple((near + far) / 2.0), center=rotation @ center_local, rotation=rotation,
-                     material=textures.random_material(rng, size, room=True))
-
-
-def _sample_shape(rng, kind: str, radius: float, center, rotation, material) -> shapes.Shape:
-  """A shape of the given kind whose bounding sphere has the given radius."""
-  common = dict(center=center, rotation=rotation, material=material)
-  if kind == 'sphere':
-    return shapes.Sphere(radius, **common)
-  if kind == 'ellipsoid':
-    return shapes.Ellipsoid(axes=(radius, radius * rng.uniform(0.3, 1.0), radius * rng.uniform(0.3, 1.0)), **common)
-  if kind == 'box':
-    half = rng.uniform(0.15, 1.0, 3)
-    return shapes.Box(half=tuple(radius * half / np.linalg.norm(half)), **common)
-  if kind in ('cylinder', 'cone'):
-    phi = rng.uniform(0.25, 1.3)  # elongation: from a long rod to a flat disc
-    r0 = radius * np.sin(phi)
-    r1 = r0 if kind == 'cylinder' else r0 * rng.choice([0.0, rng.uniform(0.2, 0.8)])
-    return shapes.Frustum(half_height=radius * np.cos(phi), radius0=r0, radius1=r1, **common)
-  ratio = rng.uniform(0.15, 0.5)  # minor / major
-  major = radius / (1.0 + ratio)
-  return shapes.Torus(major=major, minor=ratio * major, **common)
-
-
-def sample_world(seed, resolution, fov: float = 90.0, num_frames: int = 10) -> World:
-  """The random scene of `seed`: camera path, room, objects, materials and light.
-
-  The camera moves STEP = 0.1 m per frame in a direction uniform on the sphere (forward, backward, sideways
-  alike). Objects are placed by direction (uniform in the image plane, a little beyond its edges, seen from the
-  middle of the path), z-depth (log-uniform between NEAREST_CENTER and the wall behind) and apparent size
-  (log-uniform ANGULAR_RADIUS, independent of the depth: near small and far big objects alike); a candidate
-  nearer than CLEARANCE to the camera path is drawn again. The same seed and aspect ratio give the same scene at
-  every resolution.
-  """
-  w, h = as_resolution(resolution)
-  fov = check_fov(fov)  # before tan(fov / 2): 180 overflows the sampling of directions
-  if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
-    raise ValueError(f'num_frames={num_frames!r}: expected an integer >= 1')
-  rng = np.random.default_rng(seed_sequence(seed))
-  direction = rng.normal(size=3)
-  speed = (direction / np.linalg.norm(direction) * (STEP / TIME_STEP)).astype(np.float32)
-  positions = np.arange(num_frames)[:, None] * (TIME_STEP * speed.astype(np.float64))  # [T, 3]
-  light = rng.normal(size=3) * 0.6 + np.array([0.0, -0.6, -0.8])
-  ambient = rng.uniform(0.3, 0.55)
-  room = _sample_room(rng)
-  objects = [room]
-  middle = positions[len(positions) // 2]
-  half_x = np.tan(np.radians(fov) / 2.0) * 1.15
-  half_y = half_x * h / w
-  for _ in range(int(rng.integers(NUM_OBJECTS[0], NUM_OBJECTS[1] + 1))):
-    for _ in range(20):  # rejection of candidates too near the path
-      ray = np.array([rng.uniform(-half_x, half_x), rng.uniform(-half_y, half_y), 1.0])
-      wall, _ = room.intersect(middle, ray[None])
-      z = _log_uniform(rng, NEAREST_CENTER, max(0.9 * float(wall[0]), NEAREST_CENTER * 1.01))
-      center = middle + z * ray
-      radius = _log_uniform(rng, *ANGULAR_RADIUS) * z * float(np.linalg.norm(ray))
-      if _segment_distance(center, positions[0], positions[-1]) - radius >= CLEARANCE:
-        break
-    else:
-      continue
-    kind = KINDS[rng.choice(len(KINDS), p=_KIND_P)]
-    material = textures.random_material(rng, 2.0 * radius)
-    objects.append(_sample_shape(rng, kind, radius, center, _random_rotation(rng), material))
-  return World(objects=tuple(objects), positions=positions, speed=speed, time_step=TIME_STEP,
-               light=light / np.linalg.norm(light), ambient=float(ambient))

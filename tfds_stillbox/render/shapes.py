@@ -17,15 +17,16 @@ import dataclasses
 
 import numpy as np
 
-from tfds_stillbox.render_textures import Material
+from tfds_stillbox.render.textures import Material
 
 EPS = 1e-5  # hits closer than this (in units of t) are ignored: a ray does not hit the surface it leaves
 _TORUS_STEPS = 400  # a bound: with the minimum step a ray takes far fewer
 _BISECTIONS = 24
 
 
-def _errstate():
-  # inf and nan are the expected result of parallel rays and misses; they are filtered, not errors.
+def errstate():
+  """NumPy's floating-point warnings off: inf and nan are the expected result of parallel rays and misses, which
+  the ray casting filters (here and in raycast); they are not errors."""
   return np.errstate(divide='ignore', invalid='ignore', over='ignore')
 
 
@@ -55,7 +56,7 @@ class Shape:
   Attributes:
     center: world position of the local origin, [3].
     rotation: [3, 3] rotation whose columns are the local axes in world coordinates.
-    material: how the surface looks (see render_textures.Material).
+    material: how the surface looks (see textures.Material).
   """
   center: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
   rotation: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
@@ -104,7 +105,7 @@ class Shape:
     d_local = directions @ self.rotation  # [N, 3]
     o = tuple(o_local[..., k] for k in range(3))
     d = tuple(d_local[..., k] for k in range(3))
-    with _errstate():
+    with errstate():
       t = self.local_hit(o, d)
       hit = np.isfinite(t)
       tt = np.where(hit, t, 0.0)

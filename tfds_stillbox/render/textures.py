@@ -165,7 +165,8 @@ def albedo(material: Material, p: tuple, normal: tuple, footprint: np.ndarray) -
   return rgb
 
 
-def _log_uniform(rng, lo, hi):
+def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+  """A float drawn log-uniformly from [lo, hi] (one draw of `rng`)."""
   return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
@@ -189,10 +190,10 @@ def random_material(rng: np.random.Generator, size: float, room: bool = False) -
     b = np.clip(b * 0.3 if b.mean() > 0.5 else b + 0.5, 0.0, 1.0)
   axis = rng.normal(size=3)
   # Frequencies relative to the size, so that the texture scale says nothing about distance either.
-  cycles = _log_uniform(rng, 0.6, 8.0) if room else _log_uniform(rng, 1.0, 10.0)
+  cycles = log_uniform(rng, 0.6, 8.0) if room else log_uniform(rng, 1.0, 10.0)
   frequency = cycles / size
   # The room's detail is absolute (features of ~0.2 to 7 m), to be seen at any wall distance and resolution.
-  detail_frequency = _log_uniform(rng, 0.15, 0.6) if room else frequency * rng.uniform(2.0, 6.0)
+  detail_frequency = log_uniform(rng, 0.15, 0.6) if room else frequency * rng.uniform(2.0, 6.0)
   tints = None
   if room:
     tints = np.clip(1.0 + rng.uniform(-0.35, 0.35, (6, 1)) + rng.uniform(-0.12, 0.12, (6, 3)), 0.3, 1.6)

@@ -1,0 +1,47 @@
+"""The renderer's own ranges, checked where a user gives them: on the command line (cli) and in the TFDS
+builder's configs (tfds_stillbox_dataset_builder.StillBoxConfig). Each check raises depthnet_jax.cli.UserError
+naming the flag or field, its value and the range; the shared checks (check_int, ...) are depthnet_jax.cli's.
+"""
+
+from __future__ import annotations
+
+from depthnet_jax.cli import UserError, check_int
+from tfds_stillbox.render import raycast
+
+# Pixels per side on the command line and in builder configs (8x the largest Still Box): rendering takes ~45 bytes
+# per pixel and frame, so a 4096 x 4096 scene of 10 frames needs ~7.5 GB; a typo like 6400 is refused up front.
+MAX_RESOLUTION = 4096
+MAX_FRAME_PIXELS = 10 * MAX_RESOLUTION ** 2  # frames x width x height of one scene, rendered at once (~7.5 GB)
+MIN_FRAMES = 2  # on the command line and in builder configs: a training pair needs two frames of a scene
+
+
+def check_fov(name: str, value) -> float:
+  """`value` (degrees) in the open interval (0, 180): a pinhole camera sees less than a half space."""
+  try:
+    return raycast.check_fov(value)
+  except ValueError:
+    raise UserError(f'{name}={value!r}: expected a number of degrees in (0, 180)') from None
+
+
+def check_resolution(name: str, value, maximum: int | None = MAX_RESOLUTION) -> tuple[int, int]:
+  """'64', '96x64', 64 or (96, 64) -> (width, height), each side from 1 to `maximum` pixels."""
+  expected = (f"expected a size like 64 (square) or WIDTHxHEIGHT like 96x64, each side from 1 to {maximum} "
+              'pixels' if maximum else "expected a size like 64 (square) or WIDTHxHEIGHT like 96x64, each side >= 1")
+  shown = value if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else value
+  try:
+    w, h = raycast.as_resolution(value)
+  except ValueError:
+    raise UserError(f'{name}={shown!r}: {expected}') from None
+  if maximum and max(w, h) > maximum:
+    raise UserError(f'{name}={shown!r}: {expected}')
+  return w, h
+
+
+def check_frames(name: str, value, resolution) -> int:
+  """Frames per scene: >= MIN_FRAMES, and few enough that a scene (all its frames at once) fits in memory."""
+  frames = check_int(name, value, MIN_FRAMES, why='a training pair needs two frames of a scene')
+  w, h = resolution
+  if frames * w * h > MAX_FRAME_PIXELS:
+    raise UserError(f'{name}={value!r}: expected at most {MAX_FRAME_PIXELS // (w * h)} frames at {w}x{h} '
+                    f'(a scene is rendered at once: frames x width x height <= {MAX_FRAME_PIXELS}, ~7.5 GB)')
+  return frames

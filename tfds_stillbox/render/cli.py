@@ -1,0 +1,167 @@
+"""Procedural Still-Box-like scenes: random textured shapes in a textured room, seen by a translating camera.
+
+    python -m tfds_stillbox.render --out DIR --resolution 64 --scenes 1000 --seed 0 [--fov 90] [--frames 10]
+        [--jobs 4] [--scenes_per_folder 100] [--contact_sheet sheet.png [--overwrite]] [--debug]
+
+The command line of the renderer (tfds_stillbox/render/__main__.py runs `main`). Every flag is checked before
+anything is written (its range is in `--help`); a mistake is one `error:` line and exit code 1 (`--debug` or
+DEPTHNET_DEBUG=1 adds the traceback). `OUT/<R>` must not exist, and an existing `--contact_sheet` file is replaced
+only with `--overwrite`. The tree and the sheet are written as export.export and export.contact_sheet write them:
+under temporary names, renamed when complete. Ctrl-C (exit 130) or SIGTERM (143) removes the temporary folder or
+file. Progress goes to stderr: tqdm's bar on a terminal, a plain line every 10 s and at the end on a pipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import traceback
+
+from depthnet_jax import cli
+from depthnet_jax.cli import DEBUG_ENV, UserError, check_int, check_writable_dir
+from tfds_stillbox.render import export
+from tfds_stillbox.render.checks import (MAX_FRAME_PIXELS, MAX_RESOLUTION, MIN_FRAMES, check_fov, check_frames,
+                                         check_resolution)
+
+
+def check_new_file(path: str, name: str, *, suffixes: tuple[str, ...] = export.IMAGE_SUFFIXES,
+                   overwrite: bool = False) -> str:
+  """Checks, creating nothing, that the file `path` can be written: returns it absolute.
+
+  It must end in one of `suffixes`, not be a directory, lie in a writable (or creatable) folder, and not exist
+  unless `overwrite`.
+  """
+  kinds = ' or '.join(suffixes)
+  if not path:
+    raise UserError(f'{name}={path!r}: expected a {kinds} file path')
+  absolute = os.path.abspath(os.fspath(path))
+  if os.path.isdir(absolute):
+    raise UserError(f'{name} {absolute}: is a directory, expected a {kinds} file path')
+  if not absolute.lower().endswith(tuple(suffixes)):
+    raise UserError(f'{name} {absolute}: expected a file name ending in {kinds}')
+  if os.path.lexists(absolute) and not overwrite:
+    raise UserError(f'{name} {absolute}: exists already; pass --overwrite to replace it, or choose another path')
+  check_writable_dir(os.path.dirname(absolute), f'{name} {absolute}: its folder')
+  return absolute
+
+
+_USAGE = ('python -m tfds_stillbox.render (--out DIR | --contact_sheet PNG | both) [--resolution R] [--scenes N] '
+          '[options]; see --help')
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='python -m tfds_stillbox.render', usage=_USAGE,
+                                   description=__doc__.split('\n\n')[0])
+  parser.add_argument('--out', metavar='DIR',
+                      help='parent folder: the tree goes to DIR/<R>/<k>/ (R: 64, or 96x64), which must not exist '
+                           'yet; DIR is created if missing')
+  parser.add_argument('--resolution', default='64', metavar='R',
+                      help=f"'64' (square) or WIDTHxHEIGHT, e.g. '96x64'; each side from 1 to {MAX_RESOLUTION} "
+                           'pixels (default 64)')
+  parser.add_argument('--scenes', type=int, default=100, metavar='N', help='number of scenes, >= 1 (default 100)')
+  parser.add_argument('--seed', type=int, default=0,
+                      help='an integer >= 0; scene s is rendered from the seed (SEED, s) (default 0)')
+  parser.add_argument('--fov', type=float, default=90.0,
+                      help='horizontal field of view in degrees, in (0, 180) (default 90, as Still Box)')
+  parser.add_argument('--frames', type=int, default=10, metavar='T',
+                      help=f'frames per scene, >= {MIN_FRAMES}: a training pair needs two frames, evaluation at '
+                           'frame shift S needs more than S (S = 3 by default); at most frames x width x height = '
+                           f'{MAX_FRAME_PIXELS} (default 10, as Still Box)')
+  parser.add_argument('--jobs', type=int, default=1, metavar='J',
+                      help='rendering processes, >= 0 (0: one per core; default 1)')
+  parser.add_argument('--scenes_per_folder', type=int, default=100, metavar='K',
+                      help='scenes per numbered sub-folder, >= 1 (default 100, as Still Box)')
+  parser.add_argument('--contact_sheet', metavar='PNG',
+                      help='also (or, without --out, only) draw the first min(N, 8) scenes into this .png (or '
+                           '.jpg) file, which must not exist yet (unless --overwrite); its folder is created if '
+                           'missing')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace an existing --contact_sheet file (a tree DIR/<R> is never replaced)')
+  parser.add_argument('--debug', action='store_true',
+                      help=f'show the traceback of an error (also: environment variable {DEBUG_ENV}=1)')
+  return parser
+
+
+def _check_args(args) -> dict:
+  """Every flag in its range and every path usable, before any work: the settings, with absolute paths."""
+  settings = dict(
+      resolution=check_resolution('--resolution', args.resolution),
+      scenes=check_int('--scenes', args.scenes, 1),
+      seed=check_int('--seed', args.seed, 0),
+      fov=check_fov('--fov', args.fov),
+      frames=None,
+      jobs=check_int('--jobs', args.jobs, 0, why='0: one per core'),
+      scenes_per_folder=check_int('--scenes_per_folder', args.scenes_per_folder, 1),
+      out=None, target=None, sheet=None)
+  settings['frames'] = check_frames('--frames', args.frames, settings['resolution'])
+  if args.out is not None:
+    settings['out'] = check_writable_dir(args.out, '--out')
+    settings['target'] = os.path.join(settings['out'], export.resolution_name(settings['resolution']))
+    if os.path.lexists(settings['target']):
+      note = ' (--overwrite only replaces a contact sheet, never a tree)' if args.overwrite else ''
+      raise UserError(f'--out {settings["out"]}: {settings["target"]} exists already; remove it or choose another '
+                      f'--out{note}')
+  if args.contact_sheet is not None:
+    sheet = check_new_file(args.contact_sheet, '--contact_sheet', overwrite=args.overwrite)
+    target = settings['target']
+    if target and (sheet == target or sheet.startswith(target + os.sep)):
+      raise UserError(f'--contact_sheet {sheet}: inside the tree {target} this run writes; expected a path outside '
+                      'it')
+    settings['sheet'] = sheet
+  return settings
+
+
+def _work(args) -> int:
+  settings = _check_args(args)
+  # Everything is checked: from here on, files are written.
+  if settings['out']:
+    path = export.export(settings['out'], settings['resolution'], settings['scenes'], settings['seed'],
+                         fov=settings['fov'], num_frames=settings['frames'],
+                         scenes_per_folder=settings['scenes_per_folder'], jobs=settings['jobs'])
+    print(f'wrote {settings["scenes"]} scenes to {path}', flush=True)
+  if settings['sheet']:
+    frames = settings['frames']
+    export.contact_sheet(settings['sheet'], settings['resolution'], min(settings['scenes'], 8), settings['seed'],
+                         settings['fov'], frames, shown=tuple(sorted({0, frames // 3, 2 * frames // 3, frames - 1})),
+                         overwrite=args.overwrite, log=print)
+    print(f'wrote a contact sheet to {settings["sheet"]}', flush=True)
+  return 0
+
+
+class _Terminated(KeyboardInterrupt):
+  """SIGTERM, raised like Ctrl-C so that the same clean-up runs."""
+
+
+def _on_sigterm(signum, frame):
+  del frame
+  raise _Terminated(signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The command line; returns the exit code: 0, 1 (a user error: one `error:` line), 2 (argparse's usage
+  errors), 130 (Ctrl-C) or 143 (SIGTERM), the temporary files removed in every case."""
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.out is None and args.contact_sheet is None:
+    parser.error('give --out, --contact_sheet, or both')
+  debug = cli.debug_enabled(args.debug)
+  handle_term = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, _on_sigterm) if handle_term else None
+  try:
+    return _work(args)
+  except KeyboardInterrupt as e:
+    terminated = isinstance(e, _Terminated)
+    if debug:
+      traceback.print_exception(e, file=sys.stderr)
+    cli.report(f'interrupted ({"SIGTERM" if terminated else "Ctrl-C"}); temporary files were removed, finished '
+               'outputs kept')
+    return 143 if terminated else 130
+  except (UserError, OSError) as e:  # OSError: a disk that fills up or a folder that goes away mid-run
+    cli.report(e, debug=debug)
+    return 1
+  finally:
+    if handle_term:
+      signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,251 @@
+"""What the renderer writes: the Still Box tree (export), the TFDS examples of rendered scenes (tfds_examples,
+for the builder's synth configs) and the contact sheet.
+
+`export` writes the Still Box on-disk layout (see tfds_stillbox/tree.py), where scene s is
+`scenes.render_scene((seed, s), ...)`; it is byte-identical for a seed whatever the number of processes.
+Files and folders appear whole (depthnet_jax.atomic): the tree is written to `OUT/.<R>.partial-<host>-<pid>-*`
+and renamed when complete, the sheet likewise. An error, Ctrl-C or SIGTERM removes the temporary folder or file;
+those a killed process left (SIGKILL) are removed by the next run into the same folder, which says so (it never
+touches those of a live process or of another host).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import multiprocessing
+import os
+import re
+import signal
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from depthnet_jax import atomic, colormaps, progress
+from depthnet_jax.cli import UserError, check_int
+from tfds_stillbox import codec
+from tfds_stillbox.render import raycast, scenes
+from tfds_stillbox.render.checks import check_fov, check_resolution
+
+GENERATOR = 'depthnet-jax tfds_stillbox.render'
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')  # what a contact sheet can be written as
+_TREE_NAME = re.compile(r'\d+(x\d+)?')  # what `resolution_name` gives: the tree folders an export writes
+
+
+def resolution_name(resolution) -> str:
+  """The folder name of a resolution: '64' for square 64, '96x64' for width 96, height 64."""
+  w, h = raycast.as_resolution(resolution)
+  return str(w) if w == h else f'{w}x{h}'
+
+
+def _sweep_stale(folder: str, *, directories: bool, log=None) -> list[str]:
+  """Removes what renderer processes of this host that are no longer running left in `folder` (atomic.sweep).
+
+  `directories`: the temporary folders of unfinished exports (True: `.<R>.partial-*`, R a tree name such as 64
+  or 96x64) or the temporary image files of unfinished contact sheets (False: `.<name>.partial-*.png`, .jpg or
+  .jpeg). Those of live processes, or of other hosts (a shared disk), are left alone. Returns the removed paths;
+  `log(line)` is called for each.
+  """
+  def accept(fields: dict[str, str], path: str) -> bool:
+    if directories:
+      return os.path.isdir(path) and not fields['ext'] and bool(_TREE_NAME.fullmatch(fields['name']))
+    return os.path.isfile(path) and fields['ext'].lower() in IMAGE_SUFFIXES
+
+  removed = atomic.sweep(folder, accept=accept)
+  for path in removed if log else ():
+    pid = atomic.parse_temporary(os.path.basename(path))['pid']
+    log(f'removed {path}: left by renderer process {pid}, which is no longer running')
+  return removed
+
+
+# --- Rendering in worker processes ----------------------------------------------------------------------
+
+
+def _ignore_sigint() -> None:
+  """Worker initializer: Ctrl-C reaches the whole process group; the parent alone handles it (and waits for the
+  workers' current scenes), rather than every worker printing a traceback."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _in_order(function: Callable, jobs_list: list, jobs: int) -> Iterator:
+  """`function(job)` of each job, in order: in this process (`jobs` 1) or in `jobs` processes (0: one per core).
+
+  Closing the generator (or an error) drops the queued jobs and waits for the running ones, so that no worker
+  writes into a folder that is being removed.
+  """
+  workers = min(jobs or os.cpu_count() or 1, len(jobs_list))
+  if workers <= 1:
+    yield from map(function, jobs_list)
+    return
+  # forkserver/spawn, not fork: the parent may run threads (JAX, TF) that fork would copy mid-flight.
+  method = 'forkserver' if 'forkserver' in multiprocessing.get_all_start_methods() else 'spawn'
+  pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                                                initializer=_ignore_sigint)
+  try:
+    yield from pool.map(function, jobs_list, chunksize=max(1, min(8, len(jobs_list) // (8 * workers))))
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- The Still Box tree ---------------------------------------------------------------------------------
+
+
+def _export_scene(job: tuple) -> dict:
+  """Renders scene `index` into `folder` as entry `position` of its metadata; returns that entry."""
+  folder, position, seed, index, resolution, fov, num_frames = job
+  scene = scenes.render_scene((seed, index), resolution, fov=fov, num_frames=num_frames)
+  imgs, depths = [], []
+  for t in range(len(scene.frames)):
+    imgs.append(f'RGB_{position:04d}_{t:02d}.jpg')
+    depths.append(f'D_{position:04d}_{t:02d}.npy')
+    with open(os.path.join(folder, imgs[-1]), 'wb') as f:
+      f.write(codec.encode_jpeg(scene.frames[t]))
+    np.save(os.path.join(folder, depths[-1]), scene.depth[t].astype(np.float32), allow_pickle=False)
+  return {'imgs': imgs, 'depth': depths, 'speed': [float(v) for v in scene.speed],
+          'time_step': float(scene.time_step), 'orientation': [], 'length': len(imgs)}
+
+
+def _run(jobs_list: list, jobs: int) -> list[dict]:
+  """Runs _export_scene over the jobs, in order, in `jobs` processes, with progress on stderr (tqdm's bar on a
+  terminal, a plain line every 10 s and at the end on a pipe)."""
+  results = []
+  with progress.Progress(len(jobs_list), 'scenes', desc='rendered') as bar, \
+       contextlib.closing(_in_order(_export_scene, jobs_list, jobs)) as entries:
+    for entry in entries:
+      results.append(entry)
+      bar.update()
+  return results
+
+
+def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90.0, num_frames: int = 10,
+           scenes_per_folder: int = 100, jobs: int = 1) -> str:
+  """Renders scenes 0..num_scenes-1 of `seed` into the Still Box layout; returns `<out_dir>/<R>`.
+
+  Writes `<out_dir>/<R>/<k>/metadata.json` plus the frame JPEGs and depth `.npy` files of sub-folder k (scenes
+  k * scenes_per_folder onwards), R being '64' or '96x64'. Everything goes to a temporary folder
+  `<out_dir>/.<R>.partial-<host>-<pid>-*`, renamed when complete: an export that fails or is interrupted
+  (Ctrl-C, SIGTERM) removes it, and leaves no `<out_dir>/<R>` (nor an `out_dir` it created) behind; the ones a
+  killed process (SIGKILL, power loss) left are removed by the next export into the same `out_dir`.
+
+  Args:
+    out_dir: parent folder (created if missing).
+    resolution: int (square) or (width, height).
+    num_scenes: scenes to render (>= 1); scene s is `render_scene((seed, s), resolution, fov, num_frames)`.
+    seed: non-negative int.
+    fov: horizontal field of view, degrees, in (0, 180).
+    num_frames: frames per scene (>= 1).
+    scenes_per_folder: scenes per numbered sub-folder (>= 1).
+    jobs: rendering processes (1: in this process; 0: one per core).
+
+  Raises:
+    UserError: an argument out of its range (a ValueError).
+    FileExistsError: `<out_dir>/<R>` exists already.
+  """
+  w, h = check_resolution('resolution', resolution, maximum=None)
+  num_scenes = check_int('num_scenes', num_scenes, 1)
+  seed = check_int('seed', seed, 0)
+  fov = check_fov('fov', fov)
+  num_frames = check_int('num_frames', num_frames, 1)
+  scenes_per_folder = check_int('scenes_per_folder', scenes_per_folder, 1)
+  jobs = check_int('jobs', jobs, 0)
+  target = os.path.join(out_dir, resolution_name((w, h)))
+  if os.path.lexists(target):
+    raise FileExistsError(f'{target} exists already: remove it or export elsewhere')
+  created = atomic.make_dirs(out_dir)
+  try:
+    _sweep_stale(out_dir, directories=True, log=print)
+    with atomic.writing_dir(target) as tmp:
+      folders = [os.path.join(tmp, str(k)) for k in range((num_scenes + scenes_per_folder - 1) // scenes_per_folder)]
+      for folder in folders:
+        os.mkdir(folder)
+      jobs_list = [(folders[s // scenes_per_folder], s % scenes_per_folder, seed, s, (w, h), fov, num_frames)
+                   for s in range(num_scenes)]
+      entries = _run(jobs_list, jobs)
+      for k, folder in enumerate(folders):
+        metadata = {'args': {'fov': fov, 'resolution': [w, h], 'seed': seed, 'num_frames': num_frames,
+                             'generator': GENERATOR},
+                    'scenes': entries[k * scenes_per_folder:(k + 1) * scenes_per_folder]}
+        with open(os.path.join(folder, 'metadata.json'), 'w') as f:
+          json.dump(metadata, f, indent=1)
+      if os.path.lexists(target):  # appeared while rendering
+        raise FileExistsError(f'{target} appeared during the export; the new one is not moved there')
+  except BaseException:
+    atomic.remove_empty(created)
+    raise
+  return target
+
+
+# --- TFDS examples (the builder's synth configs) --------------------------------------------------------
+
+
+def tfds_example(job: tuple) -> tuple[str, dict]:
+  """(scene id, example) of a rendered scene, in the features of tfds_stillbox's builder (as tree.load_scene
+  reads a real one); `job` is (scene id, seed, index, (height, width), fov, num_frames)."""
+  scene_id, seed, index, (h, w), fov, num_frames = job
+  scene = scenes.render_scene((seed, index), (w, h), fov=fov, num_frames=num_frames)
+  return scene_id, {
+      'id': scene_id,
+      'frames': [codec.encode_jpeg(f) for f in scene.frames],
+      'depth': [codec.encode_depth(d) for d in scene.depth],
+      'speed': np.asarray(scene.speed, np.float32),
+      'time_step': np.float32(scene.time_step),
+      'fov': np.float32(fov),
+      'height': np.int32(h),
+      'width': np.int32(w),
+  }
+
+
+def tfds_examples(jobs_list: list[tuple], jobs: int = 0) -> Iterator[tuple[str, dict]]:
+  """`tfds_example(job)` of each job, in order, rendered in `jobs` processes (0: one per core; 1: here)."""
+  yield from _in_order(tfds_example, jobs_list, jobs)
+
+
+# --- Contact sheet --------------------------------------------------------------------------------------
+
+
+def contact_sheet(path: str, resolution=128, num_scenes: int = 6, seed: int = 0, fov: float = 90.0,
+                  num_frames: int = 10, shown: tuple[int, ...] = (0, 3, 6, 9), *, overwrite: bool = False,
+                  log=None) -> np.ndarray:
+  """Writes a PNG (or JPEG: `path`'s extension): one row per scene `(seed, s)`, its frames `shown` then their
+  depth maps (depthnet_jax.colormaps.depth_to_rgb: OpenCV's rainbow, 0..100 m).
+
+  The image is written to a temporary file next to `path` and renamed: an interrupted call leaves no half-written
+  sheet, and an existing file at `path` is replaced only with `overwrite` (otherwise FileExistsError, also when
+  the file appears while rendering). Missing parent folders are created. Stale temporary files of killed
+  processes in that folder are removed (`log(line)` tells).
+
+  Returns the sheet, uint8 [rows, columns, 3].
+  """
+  w, h = check_resolution('resolution', resolution, maximum=None)
+  num_scenes = check_int('num_scenes', num_scenes, 1)
+  num_frames = check_int('num_frames', num_frames, 1)
+  path = os.path.abspath(os.fspath(path))
+  if os.path.isdir(path):
+    raise IsADirectoryError(f'{path} is a directory, expected a PNG file path')
+  if os.path.splitext(path)[1].lower() not in IMAGE_SUFFIXES:
+    raise UserError(f'{path}: expected a file name ending in {" or ".join(IMAGE_SUFFIXES)}')
+  if os.path.lexists(path) and not overwrite:
+    raise FileExistsError(f'{path} exists already: pass overwrite=True to replace it')
+  shown = [t for t in shown if t < num_frames] or [0]
+  gap, split = 4, 12  # white between tiles, and between the frames and the depth maps
+  rows = []
+  for s in range(num_scenes):
+    scene = scenes.render_scene((seed, s), (w, h), fov=fov, num_frames=num_frames)
+    tiles = [scene.frames[t] for t in shown] + [colormaps.depth_to_rgb(scene.depth[t]) for t in shown]
+    row = np.full((h, len(tiles) * (w + gap) + gap + split, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+      x0 = gap + i * (w + gap) + (split if i >= len(shown) else 0)
+      row[:, x0:x0 + w] = tile
+    rows.append(row)
+  spacer = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
+  sheet = np.concatenate([spacer] + [r for row in rows for r in (row, spacer)], 0)
+  folder = os.path.dirname(path)
+  created = atomic.make_dirs(folder)
+  try:
+    _sweep_stale(folder, directories=False, log=log)
+    atomic.write_png(path, sheet, overwrite=overwrite)
+  except BaseException:
+    atomic.remove_empty(created)
+    raise
+  return sheet
