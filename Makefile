@@ -12,9 +12,12 @@ TEST_WORKERS ?= 2
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The project itself in editable mode (depthnet_jax and tfds_stillbox importable from anywhere; edits take effect
+# at once), after its dependencies: --no-deps, as requirements.txt is already installed.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -e . --no-deps
 	touch $(STAMP)
 
 # pytest exits 5 when no test ran: that is a failure here, not a pass.

@@ -13,19 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import orbax.checkpoint as ocp  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from depthnet_jax import checkpoint_integrity, models  # noqa: E402
+from depthnet_jax import checkpoint_integrity, models
 
 
 def _median_ms(fn, repeats: int) -> float:

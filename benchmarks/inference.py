@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+import numpy as np
+from flax import nnx
 
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from depthnet_jax import inference, models  # noqa: E402
+from depthnet_jax import inference, models
 
 
 def _rate(fn, batch: int, seconds: float) -> float:
@@ -40,7 +36,7 @@ def main():
   parser.add_argument('--seconds', type=float, default=5.0, help='timed per setting, after one warm-up call')
   args = parser.parse_args()
   import torch
-  import torch_reference
+  from depthnet_jax.testing import torch_reference
   torch.set_num_threads(os.cpu_count())
   reference = torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu').eval()
   predictor = inference.Predictor(models.DepthNet(rngs=nnx.Rngs(0)))

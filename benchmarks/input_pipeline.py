@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from depthnet_jax import input_pipeline as ip  # noqa: E402
-from tfds_stillbox import tfds_stillbox_dataset_builder as stillbox  # noqa: E402
-from tfds_stillbox.render.scenes import render_scene  # noqa: E402
+from depthnet_jax import input_pipeline as ip
+from tfds_stillbox import tfds_stillbox_dataset_builder as stillbox
+from tfds_stillbox.render.scenes import render_scene
 
 BATCH = 16
 

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from depthnet_jax import models  # noqa: E402
+from depthnet_jax import models
 
 
 def _ms(fn, repeats: int = 10) -> float:
@@ -39,7 +35,7 @@ def main():
   parser.add_argument('--size', type=int, default=64)
   args = parser.parse_args()
   import torch
-  import torch_reference
+  from depthnet_jax.testing import torch_reference
   torch.set_num_threads(os.cpu_count())
   ours = models.DepthNet(rngs=nnx.Rngs(0))
   ours.eval()

@@ -8,12 +8,13 @@ thunks with their HLO. Reads the trace with TensorFlow's xplane proto (tensorflo
 requirements.txt). Writes the optimized HLO to /tmp/hlo_<impl>_<B>x<S>.txt and the trace to /tmp/trace_<impl>.
 """
 import collections, glob, os, re, sys, time
-sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 import jax, jax.numpy as jnp, numpy as np
-from configs import default
 from depthnet_jax import optim, train_lib
+from depthnet_jax.testing import config_files
 batch, size = int(sys.argv[1]), int(sys.argv[2]); impl = sys.argv[3]; dtype = sys.argv[4] if len(sys.argv) > 4 else 'float32'
-config = default.get_config(); config.lr_schedule = 'constant'; config.conv_impl = impl; config.compute_dtype = dtype
+# configs/ is not installed: configs/default.py is loaded by path, from the repository this script is in.
+config = config_files.get_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'default.py'))
+config.lr_schedule = 'constant'; config.conv_impl = impl; config.compute_dtype = dtype
 model = train_lib.create_model(config)
 train_def, _, params, stats = train_lib.split_model(model)
 schedule = optim.make_schedule(config, 1); tx = optim.create_optimizer('sgd', schedule)

@@ -2,8 +2,8 @@
 
 For each option set and input size: max |ours - torch| / max |torch| of the eval output and of the worst of
 the five train outputs (weights randomised beyond their initialisation, imported from a checkpoint saved as
-the original's train.py saves it, in the legacy torch format; see tests/test_parity.py), then the eval forward
-time of both at the same batch on this machine's CPU, and their ratio.
+the original's train.py saves it, in the legacy torch format; depthnet_jax/testing/parity.py, as the tests),
+then the eval forward time of both at the same batch on this machine's CPU, and their ratio.
 
     .venv/bin/python benchmarks/torch_parity.py [--batch 8] [--repeats 5]
 """
@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import os
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+import jax
+import numpy as np
+import torch
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from test_parity import OPTIONS, Imported, _relative_error  # noqa: E402
+from depthnet_jax.testing.parity import OPTIONS, Imported, relative_error
 
 SIZES = [(64, 64), (128, 128), (37, 53), (256, 256)]
 
@@ -56,9 +52,9 @@ def main():
       imported = Imported(name, pathlib.Path(tmp) / name)
       for size in SIZES:
         x = torch.randn(args.batch, 6, *size, generator=torch.Generator().manual_seed(size[0]))
-        eval_err = _relative_error(imported.forward(x, train=False), imported.torch_forward(x, train=False))
+        eval_err = relative_error(imported.forward(x, train=False), imported.torch_forward(x, train=False))
         outs, refs = imported.forward(x, train=True), imported.torch_forward(x, train=True)
-        train_err = max(_relative_error(o, r) for o, r in zip(outs, refs))
+        train_err = max(relative_error(o, r) for o, r in zip(outs, refs))
         ours = _time(lambda: jax.block_until_ready(imported.forward(x, train=False)), args.repeats)
         imported.torch_model.eval()
         with torch.no_grad():

@@ -24,16 +24,16 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
+from depthnet_jax import conv, optim, train_lib
+from depthnet_jax.testing import config_files
 
-from configs import default  # noqa: E402
-from depthnet_jax import conv, optim, train_lib  # noqa: E402
+# configs/ is not installed: configs/default.py is loaded by path, from the repository this script is in.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'default.py')
 
 WEIGHTS = (0.32, 0.08, 0.02, 0.01, 0.005)
 
@@ -73,7 +73,7 @@ def _isa() -> str:
 
 
 def _ours(batch: int, size: int, steps: int, data, conv_impl: str, compute_dtype: str):
-  config = default.get_config()
+  config = config_files.get_config(DEFAULT_CONFIG)
   config.lr_schedule = 'constant'
   config.conv_impl, config.compute_dtype = conv_impl, compute_dtype
   model = train_lib.create_model(config)
@@ -105,7 +105,7 @@ def _ours(batch: int, size: int, steps: int, data, conv_impl: str, compute_dtype
 def _torch(batch: int, size: int, steps: int, data):
   import torch
   import torch.nn.functional as F
-  import torch_reference
+  from depthnet_jax.testing import torch_reference
   torch.set_num_threads(os.cpu_count())
   model = torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu')
   model.train()

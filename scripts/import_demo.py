@@ -21,10 +21,6 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tests'))  # the PyTorch reference model lives with the tests
-
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
   """Smooth random RGB texture in [0, 255]."""
@@ -60,7 +56,7 @@ def main() -> int:
   started = time.time()
 
   import torch
-  import torch_reference
+  from depthnet_jax.testing import torch_reference   # the PyTorch reference DepthNet of the tests
   ckpt_path = os.path.join(args.out, 'DepthNet_random_elu_bn.pth.tar')
   print(f'[1/4] PyTorch: a randomly initialised DepthNet (elu + BN) -> {ckpt_path} (arch DepthNet_elu_bn, the '
         'published weights\' layout and legacy torch format)')
@@ -71,7 +67,7 @@ def main() -> int:
   imported = os.path.join(args.out, 'imported')
   command = [sys.executable, '-m', 'depthnet_jax.torch_import', ckpt_path, imported, '--overwrite']
   print(f'[2/4] python {" ".join(command[1:])}')
-  subprocess.run(command, check=True, cwd=ROOT)
+  subprocess.run(command, check=True)
 
   import imageio.v3 as iio
   import jax.numpy as jnp

@@ -10,7 +10,7 @@ import torch
 from flax import nnx
 
 from depthnet_jax import models
-from torch_reference import TorchDepthNet
+from depthnet_jax.testing.torch_reference import TorchDepthNet
 
 
 def _shapes(model, x_shape):
@@ -34,7 +34,7 @@ def test_parameter_count_matches_torch(batch_norm):
   theirs = sum(p.numel() for p in TorchDepthNet(batch_norm=batch_norm).parameters())
   assert ours == theirs
   if batch_norm:
-    assert ours == 10_290_473  # the figure DESIGN.md gives for the original with BN
+    assert ours == 10_290_473  # the original's count with BN (its models/DepthNet.py)
 
 
 @pytest.mark.parametrize('height,width', [(64, 64), (128, 128), (37, 53), (65, 31), (512, 384), (1, 1)])

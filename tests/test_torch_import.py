@@ -1,7 +1,7 @@
 """Importing DepthNet checkpoints: options, name and layout mapping, errors a user can act on, the CLI.
 
-Every checkpoint here is written as the original writes it (tests/torch_reference.py): train.py's dict with
-DataParallel's `module.` names and its `arch` string, or the 2017 layout of the published weights.
+Every checkpoint here is written as the original writes it (depthnet_jax/testing/torch_reference.py): train.py's
+dict with DataParallel's `module.` names and its `arch` string, or the 2017 layout of the published weights.
 """
 
 import contextlib
@@ -20,8 +20,8 @@ import torch
 from flax import nnx
 
 from depthnet_jax import checkpointing, torch_import
+from depthnet_jax.testing import torch_reference
 from depthnet_jax.torch_import import TorchCheckpointError
-import torch_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

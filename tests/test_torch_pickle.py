@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from depthnet_jax import torch_pickle
+from depthnet_jax.testing.pickle_craft import G, R, Build, Storage, dumps, legacy_file, tensor, zip_file
 from depthnet_jax.torch_pickle import TorchCheckpointError, UnsafeCheckpointError
-from pickle_craft import G, R, Build, Storage, dumps, legacy_file, tensor, zip_file
 
 FORMATS = ['legacy', 'zip']
 

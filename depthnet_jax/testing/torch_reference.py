@@ -1,6 +1,6 @@
 """A PyTorch DepthNet with the published checkpoints' parameter names: the ground truth of the parity tests.
 
-Written from the architecture in DESIGN.md section 3 (the original's `models/DepthNet.py`): `nn.Sequential`
+Written as the original's `models/DepthNet.py` builds the network (Pinard's DepthNet repository): `nn.Sequential`
 blocks, so that the state_dict keys are `conv1.0.weight`, `conv1.1.running_mean`, `deconv5.0.weight`, ...
 Its checkpoints are written as the original writes them: `checkpoint_dict` is what its train.py saves every
 epoch (DataParallel names, `arch` built as util.set_params builds it, `best_error`), `checkpoint_dict_2017`
