@@ -10,6 +10,7 @@ requirements.txt). Writes the optimized HLO to /tmp/hlo_<impl>_<B>x<S>.txt and t
 import collections, glob, os, re, sys, time
 import jax, jax.numpy as jnp, numpy as np
 from depthnet_jax import optim, train_lib
+from depthnet_jax.train_state import TrainState
 from depthnet_jax.testing import config_files
 batch, size = int(sys.argv[1]), int(sys.argv[2]); impl = sys.argv[3]; dtype = sys.argv[4] if len(sys.argv) > 4 else 'float32'
 # configs/ is not installed: configs/default.py is loaded by path, from the repository this script is in.
@@ -18,7 +19,8 @@ config.lr_schedule = 'constant'; config.conv_impl = impl; config.compute_dtype =
 model = train_lib.create_model(config)
 train_def, _, params, stats = train_lib.split_model(model)
 schedule = optim.make_schedule(config, 1); tx = optim.create_optimizer('sgd', schedule)
-state = jax.device_put(dict(params=params, batch_stats=stats, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(0))))
+state = jax.device_put(TrainState(params=params, batch_stats=stats, opt_state=tx.init(params),
+                                  step=jnp.zeros((), jnp.int32)))
 rng = np.random.default_rng(0)
 b = {'image_pair': jnp.asarray(rng.normal(size=(batch, size, size, 6)).astype(np.float32)), 'depth': jnp.asarray(rng.uniform(1, 100, size=(batch, size, size)).astype(np.float32))}
 f = jax.jit(train_lib.make_train_step(train_def, tx, schedule, config), donate_argnums=0).lower(state, b).compile()

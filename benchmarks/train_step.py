@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from depthnet_jax import conv, optim, train_lib
+from depthnet_jax.train_state import TrainState
 from depthnet_jax.testing import config_files
 
 # configs/ is not installed: configs/default.py is loaded by path, from the repository this script is in.
@@ -80,8 +81,7 @@ def _ours(batch: int, size: int, steps: int, data, conv_impl: str, compute_dtype
   train_def, _, params, stats = train_lib.split_model(model)
   schedule = optim.make_schedule(config, 1)
   tx = optim.create_optimizer('sgd', schedule)
-  state = dict(params=params, batch_stats=stats, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
-               rng=jax.random.key_data(jax.random.key(0)))
+  state = TrainState(params=params, batch_stats=stats, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32))
   state = jax.device_put(state)
   batch_arrays = {'image_pair': jnp.asarray(data[0]), 'depth': jnp.asarray(data[1])}
   step_fn = jax.jit(train_lib.make_train_step(train_def, tx, schedule, config), donate_argnums=0)

@@ -48,7 +48,7 @@ def test_eval_and_train_outputs_match_torch(imported, size, conv_impl):
   x = torch.randn(2, 6, *size, generator=torch.Generator().manual_seed(size[0]))
   ref = imported.torch_forward(x, train=False)
   assert relative_error(imported.forward(x, train=False, conv_impl=conv_impl), ref) <= RTOL
-  if imported.model.clamp:
+  if imported.model.spec.clamp:
     inside = ((ref > 10) & (ref < 60)).float().mean()
     assert 0.05 < inside < 0.95, f'the clamp case must exercise both sides ({inside:.2f} inside)'
   refs = imported.torch_forward(x, train=True)

@@ -193,7 +193,7 @@ def test_arch_and_keys_that_disagree_are_refused_showing_both(reference, plain, 
   with pytest.raises(TorchCheckpointError, match=r"says clamp=False but the checkpoint's clamp is True"):
     torch_import.load(_save(tmp_path, clamped))
   # An option given explicitly settles the disagreement about it (the CLI's --clamp / --no-clamp).
-  assert torch_import.load(_save(tmp_path, clamped), clamp=False).clamp is False
+  assert torch_import.load(_save(tmp_path, clamped), clamp=False).spec.clamp is False
   with pytest.raises(TorchCheckpointError, match=r"arch 'DepthNet' says batch_norm=False"):
     torch_import.load(_save(tmp_path, _ckpt(reference, arch='DepthNet')))
 
@@ -204,7 +204,7 @@ def test_a_missing_key_is_supplied_by_the_arch(reference, tmp_path):
   _, options, _ = torch_import.read_checkpoint(_save(tmp_path, ckpt))
   assert options == dict(batch_norm=True, depth_activation='elu', clamp=True, with_confidence=False)
   ckpt = _without(_ckpt(reference, arch='DepthNet_bn'), 'activation_function')
-  assert torch_import.load(_save(tmp_path, ckpt)).depth_activation is None
+  assert torch_import.load(_save(tmp_path, ckpt)).spec.depth_activation is None
 
 
 def test_an_activation_the_network_cannot_run_is_named(reference, tmp_path):
@@ -217,7 +217,7 @@ def test_an_activation_the_network_cannot_run_is_named(reference, tmp_path):
   # Only in the arch: named as such.
   with pytest.raises(TorchCheckpointError, match=r"activation 'relu' \(arch 'DepthNet_relu_bn'\) cannot be run"):
     torch_import.load(_save(tmp_path, _without(ckpt, 'activation_function'), 'arch_only.pth.tar'))
-  assert torch_import.load(path, depth_activation='elu').depth_activation == 'elu'  # the override wins
+  assert torch_import.load(path, depth_activation='elu').spec.depth_activation == 'elu'  # the override wins
 
 
 def test_keys_of_the_wrong_type_are_refused(reference, tmp_path):
@@ -231,7 +231,7 @@ def test_keys_of_the_wrong_type_are_refused(reference, tmp_path):
 
 def test_overrides_replace_checkpoint_options(checkpoint):
   model = torch_import.load(checkpoint, clamp=True, depth_activation='none')
-  assert model.clamp and model.depth_activation is None
+  assert model.spec.clamp and model.spec.depth_activation is None
 
 
 def test_missing_key_names_key_and_shape(reference, tmp_path):
