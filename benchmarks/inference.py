@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from depthnet_jax import inference, models
+from depthnet_jax.conventions import normalize
 
 
 def _rate(fn, batch: int, seconds: float) -> float:
@@ -49,8 +50,7 @@ def main():
       predictor.predict_batch(first, second)
       compile_s = time.perf_counter() - start
       ours = _rate(lambda: predictor.predict_batch(first, second), batch, args.seconds)
-      x = torch.tensor(np.concatenate([first, second], -1), dtype=torch.float32).permute(0, 3, 1, 2)
-      x = (x / 255 - 0.5) / 0.2
+      x = torch.from_numpy(normalize(np.concatenate([first, second], -1))).permute(0, 3, 1, 2)
 
       def torch_forward():
         with torch.no_grad():
