@@ -5,6 +5,7 @@ import collections
 import numpy as np
 import pytest
 
+from depthnet_jax import conventions
 from depthnet_jax import input_pipeline as ip
 from tfds_stillbox import codec
 
@@ -36,7 +37,7 @@ def long_scenes():
 
 def _frame_index(image: np.ndarray) -> int:
   """Frame index from the normalised R channel."""
-  red = image[..., 0] * ip.STD + ip.MEAN
+  red = image[..., 0] * conventions.STD + conventions.MEAN
   return int(np.round((np.median(red) * 255 - 5) / 6))
 
 
