@@ -96,7 +96,8 @@ def make_eval_step(eval_def) -> Callable:
 def metrics_of(prediction: jax.Array, batch) -> clu_metrics.Collection:
   """`losses.depth_metrics` of a batch's real (mask 1) examples, as sums and a count that merge over batches."""
   sums, count = losses.depth_metric_sums(prediction, batch['depth'], batch['mask'])
-  return EvalMetrics(**{k: clu_metrics.Average(total=v, count=count) for k, v in sums.items()})
+  # empty().replace: a Collection also holds clu's reduction counter, which only its constructors fill in.
+  return EvalMetrics.empty().replace(**{k: clu_metrics.Average(total=v, count=count) for k, v in sums.items()})
 
 
 class Trainer:
