@@ -19,30 +19,58 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 import pytest  # noqa: E402
 
 
+def _once_per_run(tmp_path_factory, name: str, make) -> str:
+  """The path `name`, made by `make(path)` once per test run: with pytest-xdist the first worker to get here makes it
+  (under the run's temporary directory, shared by the workers) while the others wait, then all use it."""
+  import fcntl
+  import shutil
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent   # above each worker's own base directory: the run's
+  path, done = root / name, root / f'{name}.done'
+  with open(root / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file is closed
+    if not done.exists():
+      if path.exists():
+        shutil.rmtree(path)   # a failed attempt of another worker
+      path.mkdir()
+      make(path)
+      done.touch()
+  return str(path)
+
+
 @pytest.fixture(scope='session')
 def synth_tiny_dir(tmp_path_factory):
   """A data_dir holding `tfds_stillbox/synth_tiny` (12 rendered 32x32 scenes of 6 frames), built once per run."""
-  import tensorflow_datasets as tfds  # noqa: F401
-  from tfds_stillbox import tfds_stillbox_dataset_builder as stillbox
-  data_dir = tmp_path_factory.mktemp('tfds_data')
-  stillbox.Builder(config='synth_tiny', data_dir=str(data_dir)).download_and_prepare()
-  return str(data_dir)
+  def build(data_dir):
+    import tensorflow_datasets as tfds  # noqa: F401
+    from tfds_stillbox import tfds_stillbox_dataset_builder as stillbox
+    stillbox.Builder(config='synth_tiny', data_dir=str(data_dir)).download_and_prepare()
+  return _once_per_run(tmp_path_factory, 'tfds_data', build)
 
 
 @pytest.fixture(scope='session')
 def tiny_run(tmp_path_factory, synth_tiny_dir):
-  """(workdir, completed process) of `train.py --config configs/test.py` for 6 steps on synth_tiny."""
-  import subprocess
-  import sys
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  workdir = str(tmp_path_factory.mktemp('tiny_run'))
-  result = subprocess.run([sys.executable, os.path.join(repo, 'train.py'), '--config',
-                           os.path.join(repo, 'configs', 'test.py'), '--workdir', workdir,
-                           f'--config.data_dir={synth_tiny_dir}'],
-                          env=dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS='cpu', XLA_FLAGS=''),
-                          capture_output=True, text=True, timeout=600, cwd=repo)
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-  return workdir, result
+  """(workdir, printed output) of training `configs/test.py` for 6 steps on synth_tiny, once per run.
+
+  In-process: `train_lib.train_and_evaluate`, what train.py runs (tests/test_train.py runs train.py itself). The
+  workers share the workdir: tests only read it (or copy it).
+  """
+  def train(workdir):
+    import contextlib
+    import io
+    from configs import test as test_config
+    from depthnet_jax import train_lib
+    config = test_config.get_config()
+    config.data_dir = synth_tiny_dir
+    config.lock()   # as train.py's --config gives it
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+      train_lib.train_and_evaluate(config, str(workdir), config_source=test_config.__file__)
+    (workdir.parent / 'tiny_run.out').write_text(out.getvalue())
+  workdir = _once_per_run(tmp_path_factory, 'tiny_run', train)
+  with open(os.path.join(os.path.dirname(workdir), 'tiny_run.out')) as f:
+    return workdir, f.read()
 
 
 def pytest_sessionfinish(session, exitstatus):

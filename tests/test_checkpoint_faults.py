@@ -4,9 +4,9 @@ Every checkpoint carries the sha256 of each array, written at save time and chec
 disk or a careless copy makes them, in the files Orbax really writes: a data file truncated, bytes changed inside
 a data file at the same size (both kinds: Orbax compresses with zstd without a frame checksum, so bytes changed
 in the middle of a frame decode into other values silently, while a changed frame header fails to decode), and
-a missing file; for inference (`infer.py` as a user runs it) and for resuming training (`train.py`, and
-`TrainCheckpoints.restore_latest` in-process for the other faults). Checkpoints written before checksums existed
-still load.
+a missing file; for inference (`infer.py` as a user runs it) and for resuming training (in-process: what
+`train.py` runs, and `TrainCheckpoints.restore_latest` for the other faults). Checkpoints written before checksums
+existed still load.
 """
 
 import glob
@@ -286,30 +286,30 @@ def test_infer_refuses_a_damaged_checkpoint_in_one_line_and_writes_nothing(infer
 STEPS = 6
 
 
-def _train_command(workdir, data_dir, *overrides):
-  return [sys.executable, os.path.join(REPO, 'train.py'), '--config', os.path.join(REPO, 'configs', 'test.py'),
-          '--workdir', str(workdir), f'--config.data_dir={data_dir}', *overrides]
-
-
 def _params(checkpoint):
   return _model_arrays(checkpointing.load_model(checkpoint))
 
 
-def test_resume_sets_a_damaged_step_aside_and_continues_bit_identical(tiny_run, synth_tiny_dir, tmp_path):
+def test_resume_sets_a_damaged_step_aside_and_continues_bit_identical(tiny_run, synth_tiny_dir, tmp_path, capfd):
+  from configs import test as test_config
+  from depthnet_jax import train_lib
   workdir = tmp_path / 'run'
   shutil.copytree(tiny_run[0], workdir)
   damaged = workdir / 'checkpoints' / str(STEPS)
   array = _flip_values(damaged)
   damaged_listing = _listing(damaged)
-  result = subprocess.run(_train_command(workdir, synth_tiny_dir), capture_output=True, text=True, timeout=600,
-                          cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=''))
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+  config = test_config.get_config()
+  config.data_dir = synth_tiny_dir
+  config.lock()
+  capfd.readouterr()
+  train_lib.train_and_evaluate(config, str(workdir))   # in-process, what `train.py` runs again in the workdir
+  result = capfd.readouterr()
   assert (f'WARNING: checkpoint {damaged} is damaged: array {array} does not match the checksum written when it '
-          'was saved; falling back to the previous one') in result.stdout
+          'was saved; falling back to the previous one') in result.out
   aside = [p for p in (workdir / 'unreadable').iterdir()]
-  assert [p.name.split('-')[0] for p in aside] == [str(STEPS)] and f'moved it to {aside[0]}' in result.stdout
+  assert [p.name.split('-')[0] for p in aside] == [str(STEPS)] and f'moved it to {aside[0]}' in result.out
   assert _listing(aside[0]) == damaged_listing     # set aside whole, not deleted
-  assert 'resuming from step 3' in result.stdout and 'Traceback' not in result.stderr
+  assert 'resuming from step 3' in result.out and 'Traceback' not in result.err
   final, straight = _params(damaged), _params(os.path.join(tiny_run[0], 'checkpoints', str(STEPS)))
   assert final.keys() == straight.keys()
   for path in final:

@@ -10,6 +10,7 @@ import sys
 
 import jax
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 import infer
 from depthnet_jax import cli, compile_cache
@@ -28,6 +29,9 @@ def jax_config():
   yield jax.config
   for name, value in before.items():
     jax.config.update(name, value)
+  # JAX decides once per process whether (and where) it uses the cache, at its first compile: a compile made while a
+  # test had the cache off would leave it off for every later test of this worker (each compiling everything anew).
+  compilation_cache.reset_cache()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from depthnet_jax import atomic, checkpointing, colormaps, footage, geometry, inference, input_pipeline, loading, train_lib
 from tfds_stillbox.render.scenes import render_scene
@@ -117,7 +118,9 @@ def test_infer_matches_the_training_evaluation(tiny_run, synth_tiny_dir, tmp_pat
   # the training code's evaluation of this scene's pairs
   batch = next(iter(input_pipeline.eval_dataset(validation, global_batch_size=pairs)))
   model = checkpointing.load_model(loading.resolve_checkpoint(workdir))
-  prediction = np.asarray(model(batch['image_pair']))
+  # jitted: called eagerly the network compiles each of its ~300 operations on its own (10 s)
+  graphdef, state = nnx.split(model)
+  prediction = np.asarray(jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))(state, batch['image_pair']))
   trained_error = float(train_lib.metrics_of(prediction, batch).compute()['depth_error'])
   # the predictor on the files, at the network's own output size: the same numbers
   predictor = inference.Predictor.from_checkpoint(workdir)

@@ -1,6 +1,10 @@
-"""Training as a user runs it (`train.py` subprocesses on `configs/test.py`): checkpoints, eval, exact resume after
-SIGKILL, 1 vs 4 devices, 1 vs 2 processes, NaN stop, warm start, config errors (damaged checkpoints on resume:
-tests/test_checkpoint_faults.py).
+"""Training on `configs/test.py`: checkpoints, eval, exact resume after SIGKILL, 1 vs 4 devices, 1 vs 2 processes,
+NaN stop, warm start, config errors (damaged checkpoints on resume: tests/test_checkpoint_faults.py).
+
+Most runs are in-process (`train_lib.train_and_evaluate`, what train.py runs; the reference run is conftest's
+`tiny_run`). `train.py` runs as a user runs it where a process is the point: the run killed by SIGKILL, 4 devices
+(JAX's device count is fixed when its backend starts, once per process), 2 processes, and the exit code and
+stderr of a failed run (NaN stop, an unknown config field).
 
 The many user errors of train.py are in test_train_faults.py; the ones here need a trained run or the dataset."""
 
@@ -15,15 +19,17 @@ import jax
 import numpy as np
 import pytest
 
-from depthnet_jax import checkpointing, models, train_lib
+from configs import test as test_config
+from depthnet_jax import checkpointing, cli, input_pipeline, models, train_lib
 from depthnet_jax.train_state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_CONFIG = os.path.join(REPO, 'configs', 'test.py')
 STEPS = 6
 
 
 def _command(workdir, data_dir, *overrides):
-  return [sys.executable, os.path.join(REPO, 'train.py'), '--config', os.path.join(REPO, 'configs', 'test.py'),
+  return [sys.executable, os.path.join(REPO, 'train.py'), '--config', TEST_CONFIG,
           '--workdir', str(workdir), f'--config.data_dir={data_dir}', *overrides]
 
 
@@ -39,6 +45,16 @@ def _train(workdir, data_dir, *overrides, devices=1, ok=True):
   if ok:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
   return result
+
+
+def _run(workdir, data_dir, **overrides) -> dict[str, float]:
+  """In-process what `train.py --config configs/test.py --workdir ... --config.<field>=<value>` runs; a nested field
+  as `model__batch_norm=False`. Returns the last eval metrics; what it prints is the test's (capsys)."""
+  config = test_config.get_config()
+  config.update_from_flattened_dict({'data_dir': str(data_dir),
+                                     **{k.replace('__', '.'): v for k, v in overrides.items()}})
+  config.lock()   # as train.py's --config gives it
+  return train_lib.train_and_evaluate(config, str(workdir), config_source=TEST_CONFIG)
 
 
 def _params(checkpoint_dir):
@@ -68,13 +84,13 @@ def straight(tiny_run):
 
 
 def test_run_writes_checkpoints_events_and_progress(straight):
-  workdir, result = straight
+  workdir, out = straight
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']   # every 3 steps, latest 3 kept
   assert os.listdir(os.path.join(workdir, 'best')) == ['6']
   assert os.path.exists(os.path.join(workdir, 'config.json'))
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
-  assert f'step {STEPS}/{STEPS}' in result.stdout and 'steps/s' in result.stdout and 'ETA' in result.stdout
-  assert 'eval at step 6: depth_error' in result.stdout
+  assert f'step {STEPS}/{STEPS}' in out and 'steps/s' in out and 'ETA' in out
+  assert 'eval at step 6: depth_error' in out
   # a training checkpoint is a model checkpoint too
   model = checkpointing.load_model(os.path.join(workdir, 'best', '6'))
   assert isinstance(model, models.DepthNet) and model.deterministic
@@ -92,17 +108,19 @@ def test_tensorboard_events_hold_scalars_and_images(straight):
   assert any('eval_examples' in t for t in set(events.Tags()['images']) | tags)
 
 
-def test_eval_only_prints_the_metrics_of_the_best_checkpoint(straight, synth_tiny_dir):
-  workdir, result = straight
-  out = _train(workdir, synth_tiny_dir, '--config.eval_only=True').stdout
+def test_eval_only_prints_the_metrics_of_the_best_checkpoint(straight, synth_tiny_dir, capsys):
+  workdir, trained = straight
+  _run(workdir, synth_tiny_dir, eval_only=True)
+  out = capsys.readouterr().out
   lines = dict(line.split() for line in out.splitlines() if line.startswith('eval_'))
   assert set(lines) == {f'eval_{k}' for k in train_lib.EVAL_METRICS}
-  logged = result.stdout.split('eval at step 6: ')[1].splitlines()[0]
+  logged = trained.split('eval at step 6: ')[1].splitlines()[0]
   assert f'depth_error {float(lines["eval_depth_error"]):.4g}' in logged
   assert len(lines['eval_depth_error']) > 8   # full precision
 
 
-def test_sigkill_and_resume_ends_with_the_same_parameters(straight, synth_tiny_dir, tmp_path):
+def test_sigkill_and_resume_ends_with_the_same_parameters(straight, synth_tiny_dir, tmp_path, capsys):
+  """train.py killed mid-run, then resumed (in-process: what a second `train.py` runs)."""
   workdir = tmp_path / 'killed'
   process = subprocess.Popen(_command(workdir, synth_tiny_dir, '--config.checkpoint_every_steps=1'), env=_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
@@ -113,12 +131,13 @@ def test_sigkill_and_resume_ends_with_the_same_parameters(straight, synth_tiny_d
   process.wait()
   done = sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
   assert done and max(done) < STEPS, done   # killed mid-run
-  result = _train(workdir, synth_tiny_dir, '--config.checkpoint_every_steps=1')
-  assert f'resuming from step {max(done)}' in result.stdout
+  _run(workdir, synth_tiny_dir, checkpoint_every_steps=1)
+  assert f'resuming from step {max(done)}' in capsys.readouterr().out
   _assert_close(_final(workdir), _final(straight[0]), atol=0)
 
 
 def test_four_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
+  # train.py as a user runs it: the device count is set before JAX starts, for this process only.
   result = _train(tmp_path, synth_tiny_dir, devices=4)
   assert 'on 4 devices' in result.stdout
   _assert_close(_final(tmp_path), _final(straight[0]), atol=1e-5)
@@ -144,6 +163,7 @@ def test_two_processes_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir, tmp_path):
+  # train.py: its exit code and stderr, and that Orbax's threads are quiet when the interpreter exits.
   result = _train(tmp_path, synth_tiny_dir, '--config.learning_rate=1e30', '--config.checkpoint_every_steps=1',
                   ok=False)
   assert result.returncode == 1
@@ -155,7 +175,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir
     assert all(np.all(np.isfinite(v)) for v in _params(tmp_path / 'checkpoints' / str(step)).values())
 
 
-def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path):
+def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path, capsys):
   import torch
   from depthnet_jax.testing import torch_reference
   from depthnet_jax import torch_import
@@ -164,9 +184,8 @@ def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path):
   path = tmp_path / 'DepthNet_elu_bn_64.pth.tar'
   torch_reference.save(torch_reference.checkpoint_dict(reference), path,
                        legacy=True)
-  result = _train(tmp_path / 'run', synth_tiny_dir, f'--config.init_from={path}', '--config.num_train_steps=1',
-                  '--config.learning_rate=0')
-  assert f'initialised parameters and batch statistics from {path}' in result.stdout
+  _run(tmp_path / 'run', synth_tiny_dir, init_from=str(path), num_train_steps=1, learning_rate=0.0)
+  assert f'initialised parameters and batch statistics from {path}' in capsys.readouterr().out
   # lr 0 and SGD: the parameters after one step are the imported ones (BatchNorm statistics move on)
   trained = checkpointing.load_model(tmp_path / 'run' / 'checkpoints' / '1')
   imported = torch_import.load(str(path))
@@ -176,10 +195,10 @@ def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), mine, theirs)
 
 
-def test_init_from_with_other_model_options_is_refused(straight, synth_tiny_dir, tmp_path):
-  result = _train(tmp_path / 'run', synth_tiny_dir, f'--config.init_from={straight[0]}', '--config.model.batch_norm=False',
-                  ok=False)
-  line = _assert_one_error_line(result)
+def test_init_from_with_other_model_options_is_refused(straight, synth_tiny_dir, tmp_path, capsys):
+  # In-process through cli.run, as train.py's main runs the training: the exit code and the printed error line.
+  code = cli.run(lambda: _run(tmp_path / 'run', synth_tiny_dir, init_from=straight[0], model__batch_norm=False))
+  line = _assert_one_error_line(_Result(code, capsys.readouterr()))
   assert line.startswith(f"error: --config.init_from='{straight[0]}': ") and 'other model options' in line, line
   assert not os.path.exists(tmp_path / 'run')   # refused before the workdir is created
 
@@ -197,14 +216,22 @@ def test_best_checkpoint_is_the_lowest_eval_error(tmp_path):
   ckpts.close()
 
 
-def test_unknown_config_field_and_missing_dataset_say_what_to_do(tmp_path):
-  result = _train(tmp_path, tmp_path, '--config.no_such_field=1', ok=False)
+def test_unknown_config_field_and_missing_dataset_say_what_to_do(tmp_path, capsys):
+  result = _train(tmp_path, tmp_path, '--config.no_such_field=1', ok=False)   # train.py's flag parsing
   assert _assert_one_error_line(result).startswith('error: --config.no_such_field: no such config field in ')
-  result = _train(tmp_path, tmp_path / 'empty', ok=False)
-  line = _assert_one_error_line(result)
+  # In-process through cli.run, with the error train.py's main reports for a dataset that is not built.
+  code = cli.run(lambda: _run(tmp_path, tmp_path / 'empty'), user_errors=(input_pipeline.DatasetNotBuiltError,))
+  line = _assert_one_error_line(_Result(code, capsys.readouterr()))
   assert line.startswith("error: --config.dataset: dataset 'tfds_stillbox/synth_tiny' is not built"), line
   assert 'tfds build tfds_stillbox --config synth_tiny' in line
   assert os.listdir(tmp_path) == []   # neither the workdir's files nor the data_dir were created
+
+
+class _Result:
+  """The exit code and captured output of an in-process `cli.run`, shaped as a CompletedProcess."""
+
+  def __init__(self, returncode, captured):
+    self.returncode, self.stdout, self.stderr = returncode, captured.out, captured.err
 
 
 def _assert_one_error_line(result) -> str:
