@@ -19,7 +19,6 @@ import hashlib
 import itertools
 import os
 import re
-import sys
 import time
 from typing import Iterator
 

@@ -32,7 +32,6 @@ import datetime
 import hashlib
 import json
 import os
-import re
 import socket
 import sys
 from typing import Any
