@@ -136,12 +136,6 @@ def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
   return _read_config(_checkpoint_dir(directory))
 
 
-def read_spec(directory: str | os.PathLike) -> ModelSpec:
-  """The `ModelSpec` a model checkpoint was saved with."""
-  directory = _checkpoint_dir(directory)
-  return _spec_of(directory, _read_config(directory))
-
-
 def _spec_of(directory: str, config: dict[str, Any]) -> ModelSpec:
   with integrity.reading(directory, (CONFIG_ITEM,)):   # options a damaged config may hold that ModelSpec refuses
     return ModelSpec.from_mapping(config, where=f'{CONFIG_ITEM}/metadata')

@@ -33,10 +33,10 @@ import grain
 from absl import flags
 import numpy as np
 
-from depthnet_jax.conventions import MAX_DEPTH, normalize  # targets are clipped to [0, MAX_DEPTH]
+# Targets are clipped to [0, MAX_DEPTH]; SHIFT is S, the original's nominal frame shift.
+from depthnet_jax.conventions import MAX_DEPTH, SHIFT, normalize
 from tfds_stillbox import codec
 
-SHIFT = 3                 # S: the original's nominal frame shift.
 
 
 class DatasetNotBuiltError(FileNotFoundError):
