@@ -17,6 +17,9 @@ STILLBOX_FOV = 90.0
 # apart, so every depth it outputs assumes a displacement of SHIFT x STEP = 0.3 m between its two frames.
 STEP = 0.1
 SHIFT = 3
+# The displacement a network's depths assume when its checkpoint does not record one (PyTorch weights, checkpoints
+# written before depthnet-jax recorded it): Still Box's SHIFT x STEP, in metres.
+NOMINAL_DISPLACEMENT = SHIFT * STEP
 
 
 def normalize(frames):

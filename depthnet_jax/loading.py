@@ -2,7 +2,8 @@
 
 - `resolve_checkpoint`: a model checkpoint directory from a path (itself, or a training workdir's best or latest
   step);
-- `checkpoint_info`: what inference needs to know before loading (the recorded image size and FOV);
+- `checkpoint_info`: what inference needs to know before loading (the recorded image size, FOV and nominal
+  displacement);
 - `load_any`: a ready `DepthNet` from a workdir, a model checkpoint or a PyTorch `.pth.tar` (imported);
 - `warm_start`: the parameters and BatchNorm statistics of any of those, for a model of a given `ModelSpec`;
 - `eval_checkpoint_path`: a workdir's best (lowest eval depth error) or latest checkpoint, for `eval_only`.
@@ -21,6 +22,7 @@ from flax import nnx
 
 from depthnet_jax import checkpointing, cli, models, torch_import
 from depthnet_jax.checkpointing import CONFIG_ITEM, CheckpointError, CheckpointNotFoundError, verify_arrays
+from depthnet_jax.conventions import NOMINAL_DISPLACEMENT
 from depthnet_jax.model_spec import ModelSpec
 
 
@@ -59,6 +61,10 @@ class CheckpointInfo:
   resolved: str                         # the model checkpoint directory read, or the .pth.tar file
   train_size: tuple[int, int] | None    # (h, w) the network was trained at, if recorded
   train_fov: float | None               # its training FOV in degrees, if recorded
+  # metres between the two frames of the pairs it learned from: every depth it outputs assumes this displacement
+  # (conventions.NOMINAL_DISPLACEMENT, 0.3 m, when not recorded: PyTorch weights, older checkpoints)
+  displacement: float = NOMINAL_DISPLACEMENT
+  displacement_recorded: bool = False
 
 
 def checkpoint_info(path: str | os.PathLike, prefer: str = 'best') -> CheckpointInfo:
@@ -67,14 +73,19 @@ def checkpoint_info(path: str | os.PathLike, prefer: str = 'best') -> Checkpoint
   directory that holds no checkpoint."""
   path = os.path.abspath(os.fspath(path))
   if os.path.isfile(path):
-    return CheckpointInfo(path, path, None, None)   # PyTorch weights record neither: 512x512 and 90 deg
+    # PyTorch weights record none of it: 512x512, 90 deg and 0.3 m, Still Box's, are assumed
+    return CheckpointInfo(path, path, None, None)
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint {path} does not exist')
   resolved = resolve_checkpoint(path, prefer)
   config = checkpointing.read_model_config(resolved)
   size = config.get('image_size')
+  displacement = config.get('displacement')
+  recorded = isinstance(displacement, (int, float)) and not isinstance(displacement, bool) and \
+      math.isfinite(displacement) and displacement > 0
   return CheckpointInfo(path, resolved, tuple(int(x) for x in size) if size else None,
-                        float(config['fov']) if config.get('fov') else None)
+                        float(config['fov']) if config.get('fov') else None,
+                        float(displacement) if recorded else NOMINAL_DISPLACEMENT, recorded)
 
 
 def load_any(path: str | os.PathLike, prefer: str = 'best') -> models.DepthNet:

@@ -41,7 +41,7 @@ import numpy as np
 from flax import nnx
 
 from depthnet_jax import checkpointing, cli, models, torch_pickle
-from depthnet_jax.conventions import MEAN, STD
+from depthnet_jax.conventions import MEAN, NOMINAL_DISPLACEMENT, STD
 from depthnet_jax.model_spec import FIELDS, ModelSpec, normalize_depth_activation
 
 TorchCheckpointError = torch_pickle.TorchCheckpointError
@@ -348,6 +348,8 @@ def read_checkpoint(path: str | os.PathLike, **overrides) -> tuple[dict, dict[st
       'epoch': _scalar(meta.get('epoch')),
       'best_error': _scalar(best),
       'num_tensors': len(_flatten(state)),
+      # The original trained on Still Box only: its depths assume 0.3 m between the pair's frames.
+      'displacement': NOMINAL_DISPLACEMENT,
   }
   return state, options, info
 

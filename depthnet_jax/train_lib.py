@@ -100,6 +100,13 @@ def metrics_of(prediction: jax.Array, batch) -> clu_metrics.Collection:
   return EvalMetrics.empty().replace(**{k: clu_metrics.Average(total=v, count=count) for k, v in sums.items()})
 
 
+def nominal_displacement(scene, shift: int) -> float:
+  """The displacement in metres between the two frames of a nominal training pair, `shift` frames apart: what
+  every depth of the trained network assumes (Still Box and the renderer: 3 x 0.1 s x 1 m/s = 0.3 m)."""
+  step = float(np.float64(scene['time_step']) * np.linalg.norm(np.asarray(scene['speed'], np.float64)))
+  return round(shift * step, 6)   # 6 decimals: the float32 record of 0.1 s x 1 m/s is not exactly 0.1
+
+
 class Trainer:
   """Compiled steps, sharding and data of one config; `train_and_evaluate` drives it."""
 
@@ -122,8 +129,10 @@ class Trainer:
       raise cli.UserError(f'--config.batch_size={config.batch_size}: expected at most {pairs} (an epoch of {where} '
                           f'is {len(self.train_source)} scenes x {self.frames} frames), or build more scenes')
     first = self.train_source[0]
-    # Recorded in every checkpoint: inference resizes footage to the focal length the network learned.
-    self.image_info = {'image_size': [int(first['height']), int(first['width'])], 'fov': float(first['fov'])}
+    # Recorded in every checkpoint: inference resizes footage to the focal length the network learned, and
+    # scales its depths by the real displacement over the one it learned (the pair's shift x time step x speed).
+    self.image_info = {'image_size': [int(first['height']), int(first['width'])], 'fov': float(first['fov']),
+                       'displacement': nominal_displacement(first, config.shift)}
     self.steps_per_epoch = input_pipeline.steps_per_epoch(len(self.train_source), self.frames, config.batch_size)
     self.num_steps = (config.num_train_steps if config.num_train_steps > 0
                       else config.num_epochs * self.steps_per_epoch)
