@@ -26,6 +26,8 @@ import argparse
 import sys
 
 from depthnet_jax import cli, compile_cache, footage
+from depthnet_jax.conventions import MAX_DEPTH
+from depthnet_jax.inference import CLAMP_RANGE, STATISTICS, TARGET_DEPTH
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,8 +50,32 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--overwrite', action='store_true',
                  help="replace results of an earlier run with other settings (only files listed in the folder's "
                       f'{footage.MANIFEST})')
-  p.add_argument('--frame_shift', type=int, default=1,
-                 help='pairs are (frame t, frame t + frame_shift); >= 1, default 1')
+  p.add_argument('--frame_shift', default='1',
+                 help="pairs are (frame t - frame_shift, frame t), each giving frame t's depth; an integer >= 1 "
+                      "(default 1), or 'auto': per frame, the shift k of 1..--max_shift whose raw output is "
+                      'closest to --target_depth (needs --displacement or --motion)')
+  p.add_argument('--max_shift', type=int, default=None,
+                 help=f'with --frame_shift auto: the largest shift tried, 1 to {footage.MAX_SHIFT_LIMIT} (default '
+                      f'{footage.MAX_SHIFT}); K pairs per frame go through the network')
+  p.add_argument('--target_depth', type=float, default=None,
+                 help='with --frame_shift auto: the raw output (metres at the nominal displacement) aimed at, in '
+                      f'(0, {MAX_DEPTH:g}] (default {TARGET_DEPTH:g}; clamp networks: inside [{CLAMP_RANGE[0]:g}, '
+                      f'{CLAMP_RANGE[1]:g}])')
+  p.add_argument('--shift_statistic', default='mean', choices=STATISTICS,
+                 help='with --frame_shift auto: compare the mean (default, as the authors) or the median raw output '
+                      'with --target_depth')
+  p.add_argument('--displacement', type=float, default=None, metavar='M',
+                 help='metres the camera moves between consecutive frames (constant speed): depths are scaled by '
+                      "the pair's displacement over the network's nominal one; in (0, "
+                      f'{footage.motion.MAX_DISPLACEMENT:g}]')
+  p.add_argument('--motion', default=None, metavar='CSV',
+                 help="the flight's motion log: a header and one row per frame, positions frame,x,y,z (metres; "
+                      'frame = index in the input from 0) or velocities time,vx,vy,vz (seconds, m/s; row i = '
+                      'frame i); depths are scaled by each pair\'s real displacement over the nominal one; pairs '
+                      'whose displacement is zero or unknown (empty cells) are skipped')
+  p.add_argument('--nominal_displacement', type=float, default=None, metavar='M',
+                 help="the displacement between a pair's frames that the network's depths assume (default: the "
+                      'checkpoint\'s record, else 0.3 m as Still Box)')
   p.add_argument('--batch_size', type=int, default=8, help='pairs per network call; >= 1, default 8')
   p.add_argument('--no_resize', action='store_true', help='feed the frames at their own size')
   p.add_argument('--height', type=int, default=None,
@@ -90,7 +116,10 @@ def _work(argv: list[str]) -> int:
       train_fov=args.train_fov, extensions=args.extensions, output_depth=args.output_depth,
       output_disp=args.output_disp, output_raw=args.output_raw, output_video=args.output_video,
       video_format=args.video_format, fps=args.fps, overwrite=args.overwrite,
-      compilation_cache=args.compilation_cache, no_compilation_cache=args.no_compilation_cache)
+      compilation_cache=args.compilation_cache, no_compilation_cache=args.no_compilation_cache,
+      displacement=args.displacement, motion_log=args.motion, max_shift=args.max_shift,
+      target_depth=args.target_depth, shift_statistic=args.shift_statistic,
+      nominal_displacement=args.nominal_displacement)
   print(summary, flush=True)
   return 0
 

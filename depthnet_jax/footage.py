@@ -24,14 +24,17 @@ from typing import Iterator
 
 import numpy as np
 
-from depthnet_jax import atomic, cli, colormaps, compile_cache, geometry, inference, loading, progress, torch_pickle
-from depthnet_jax.conventions import STILLBOX_FOV
-from depthnet_jax.outputs import (KIND_SUFFIXES, MANIFEST, Animation, Manifest, OutputError, OutputFolder,
-                                  check_targets, digest, tree_identity)
+from depthnet_jax import (atomic, cli, colormaps, compile_cache, geometry, inference, loading, motion, progress,
+                          torch_pickle)
+from depthnet_jax.conventions import MAX_DEPTH, STILLBOX_FOV
+from depthnet_jax.outputs import (KIND_SUFFIXES, MANIFEST, SHIFTS_CSV, Animation, Manifest, OutputError,
+                                  OutputFolder, check_targets, digest, tree_identity)
 
 IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'bmp')
 RESULTS_VERSION = 1          # bump when the same settings would give other bytes (colormaps, writers, resizing)
 MAX_SIZE = 16384             # --height/--width beyond this are typos, not network inputs
+MAX_SHIFT = 10               # --max_shift's default: the authors' frame picker looks at most 10 frames back
+MAX_SHIFT_LIMIT = 100        # --max_shift beyond this are typos (and K pairs per frame go through the network)
 
 
 class FootageError(cli.UserError):
@@ -156,10 +159,26 @@ def _video_frames(path: str) -> Iterator[tuple[str, np.ndarray]]:
 
 # --- Options ---------------------------------------------------------------------------------------------------
 
+def parse_frame_shift(value) -> int | str:
+  """`--frame_shift`: an integer >= 1 or 'auto'."""
+  if isinstance(value, str):
+    text = value.strip().lower()
+    if text == 'auto':
+      return 'auto'
+    try:
+      value = int(text)
+    except ValueError:
+      raise cli.UserError(f"--frame_shift={value!r}: expected an integer >= 1 or 'auto'") from None
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise cli.UserError(f"--frame_shift={value!r}: expected an integer >= 1 or 'auto'")
+  return value
+
+
 def check_options(*, frame_shift, batch_size, no_resize, height, width, fov, train_fov, extensions, video_format,
-                  fps) -> list[str]:
+                  fps, displacement=None, motion_log=None, max_shift=None, target_depth=None,
+                  shift_statistic='mean', nominal_displacement=None) -> list[str]:
   """Checks every option against its stated range (see infer.py's --help); returns the extensions, normalised."""
-  cli.check_int('--frame_shift', frame_shift, 1)
+  frame_shift = parse_frame_shift(frame_shift)
   cli.check_int('--batch_size', batch_size, 1)
   if (height is None) != (width is None):
     raise cli.UserError(f'--height={height!r} --width={width!r}: expected both (the network input size) or neither')
@@ -190,6 +209,27 @@ def check_options(*, frame_shift, batch_size, no_resize, height, width, fov, tra
       raise cli.UserError(f'{e} with --video_format gif (GIF frame delays are whole 1/100 s)') from None
   else:
     cli.check_float('--fps', fps, 0, 1000, low_open=True)
+  if displacement is not None and motion_log is not None:
+    raise cli.UserError(f'--displacement={displacement!r} and --motion {motion_log}: expected one of them (both say '
+                        'how far the camera moved)')
+  if displacement is not None:
+    motion.constant(displacement)
+  if nominal_displacement is not None:
+    cli.check_float('--nominal_displacement', nominal_displacement, 0, motion.MAX_DISPLACEMENT, low_open=True)
+  if frame_shift == 'auto':
+    if displacement is None and motion_log is None:
+      raise cli.UserError('--frame_shift auto: expected --displacement M or --motion CSV too (the pairs of '
+                          'different shifts are put on one metric scale by the camera\'s displacement)')
+    cli.check_int('--max_shift', MAX_SHIFT if max_shift is None else max_shift, 1, MAX_SHIFT_LIMIT)
+    cli.check_float('--target_depth', inference.TARGET_DEPTH if target_depth is None else target_depth, 0,
+                    MAX_DEPTH, low_open=True)
+    cli.check_choice('--shift_statistic', shift_statistic, inference.STATISTICS)
+  else:
+    given = [f'{n}={v!r}' for n, v in (('--max_shift', max_shift), ('--target_depth', target_depth)) if v is not None]
+    if shift_statistic != 'mean':
+      given.append(f'--shift_statistic={shift_statistic!r}')
+    if given:
+      raise cli.UserError(f'{" ".join(given)}: used only with --frame_shift auto; expected --frame_shift auto too')
   return [e for e in exts if e]
 
 
@@ -243,20 +283,86 @@ def _inside(path: str, folder: str) -> bool:
   return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batch_size: int = 8,
+class _Plan:
+  """Which pairs give each frame its depth: (frame t - k, frame t) for a fixed k, or every k of 1..K for
+  `--frame_shift auto`; with the flight's motion, the pairs whose displacement is zero or unknown are dropped."""
+
+  def __init__(self, frame_shift, max_shift: int, flight: motion.Motion | None):
+    self.auto = frame_shift == 'auto'
+    self.shifts = tuple(range(1, max_shift + 1)) if self.auto else (frame_shift,)
+    self.reach = max(self.shifts)   # frames held back in memory
+    self.flight = flight
+
+  def candidates(self, t: int) -> list[tuple[int, float]]:
+    """(k, displacement in metres or NaN without motion) of the usable pairs (t - k, t) of frame t."""
+    out = []
+    for k in self.shifts:
+      if k > t:
+        break
+      d = self.flight.displacement(t - k, t) if self.flight else float('nan')
+      if self.flight is None or motion.usable(d):
+        out.append((k, d))
+    return out
+
+  def skipped(self, t: int) -> bool:
+    """Whether frame t has pairs (t >= the smallest shift) of which none is usable."""
+    return t >= self.shifts[0] and not self.candidates(t)
+
+
+def _video_length(path: str) -> int:
+  """The number of frames of a video: its container's count when it records one, else by decoding."""
+  try:
+    import av
+    with av.open(path) as container:
+      recorded = int(container.streams.video[0].frames or 0)
+  except Exception:  # noqa: BLE001 - counted by decoding below, which reports a bad file
+    recorded = 0
+  return recorded or sum(1 for _ in _video_frames(path))
+
+
+def _check_target(target: float, spec) -> None:
+  low, high = inference.CLAMP_RANGE
+  if spec.clamp and not low <= target <= high:
+    raise cli.UserError(f'--target_depth={target!r}: the network clamps its depths to [{low:g}, {high:g}] m '
+                        f'(clamp=True); expected a target inside that range')
+
+
+def _csv_text(rows: list[dict]) -> str:
+  columns = ('frame', 'index', 'first_frame', 'shift', 'displacement_m', 'scale', 'raw_mean_m', 'raw_median_m',
+             'candidates', 'note')
+  lines = [','.join(columns)]
+  for row in rows:
+    values = []
+    for c in columns:
+      v = row.get(c, '')
+      values.append(f'{v:.6g}' if isinstance(v, float) else str(v).replace(',', ';'))
+    lines.append(','.join(values))
+  return '\n'.join(lines) + '\n'
+
+
+def run(*, checkpoint: str, source: str, output: str, frame_shift: int | str = 1, batch_size: int = 8,
         no_resize: bool = False, height: int | None = None, width: int | None = None, fov: float | None = None,
         train_fov: float | None = None, extensions=IMAGE_EXTENSIONS, output_depth=False, output_disp=False,
         output_raw=False, output_video=False, video_format: str = 'gif', fps: float = 10.0, overwrite=False,
-        prefer: str = 'best', compilation_cache: str = '', no_compilation_cache: bool = False) -> str:
-  """Runs `infer.py` (the keyword arguments are its flags); returns the summary line.
+        prefer: str = 'best', compilation_cache: str = '', no_compilation_cache: bool = False,
+        displacement: float | None = None, motion_log: str | None = None, max_shift: int | None = None,
+        target_depth: float | None = None, shift_statistic: str = 'mean',
+        nominal_displacement: float | None = None) -> str:
+  """Runs `infer.py` (the keyword arguments are its flags; `motion_log` is --motion); returns the summary line.
 
   Raises:
-    cli.UserError (FootageError, CheckpointError, OutputError): a user error, found before any file is written
-      when it can be (see the module docstring).
+    cli.UserError (FootageError, CheckpointError, OutputError, motion.MotionError): a user error, found before any
+      file is written when it can be (see the module docstring).
   """
   extensions = check_options(frame_shift=frame_shift, batch_size=batch_size, no_resize=no_resize, height=height,
                              width=width, fov=fov, train_fov=train_fov, extensions=extensions,
-                             video_format=video_format, fps=fps)
+                             video_format=video_format, fps=fps, displacement=displacement, motion_log=motion_log,
+                             max_shift=max_shift, target_depth=target_depth, shift_statistic=shift_statistic,
+                             nominal_displacement=nominal_displacement)
+  frame_shift = parse_frame_shift(frame_shift)
+  auto = frame_shift == 'auto'
+  max_shift = MAX_SHIFT if max_shift is None else int(max_shift)
+  target_depth = inference.TARGET_DEPTH if target_depth is None else float(target_depth)
   source = os.path.abspath(os.fspath(source))
   if not os.path.exists(source):
     raise FootageError(f'--input {source}: no such folder or video file')
@@ -264,6 +370,13 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
   if not is_video and not os.path.isdir(source):
     raise FootageError(f'--input {source}: neither a folder nor a regular file; expected a folder of frames or a '
                        'video file')
+  flight = None
+  if displacement is not None:
+    flight = motion.constant(displacement)
+  elif motion_log is not None:
+    flight = motion.read_log(motion_log)
+  plan = _Plan(frame_shift, max_shift, flight)
+  first_shift = plan.shifts[0]
   if not (output_depth or output_disp or output_raw or output_video):
     output_depth = output_disp = output_raw = True
     output_video = is_video
@@ -271,35 +384,47 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
   info = _checkpoint(os.fspath(checkpoint), prefer)
   if os.path.isdir(info.resolved) and _inside(output, info.resolved):
     raise OutputError(f'--output {output}: inside the checkpoint {info.resolved}; expected a folder outside it')
+  nominal = float(nominal_displacement) if nominal_displacement is not None else info.displacement
+  nominal_said = ('--nominal_displacement' if nominal_displacement is not None
+                  else 'recorded in the checkpoint' if info.displacement_recorded
+                  else 'Still Box\'s; the checkpoint records none')
 
   # The frames: a folder's are listed (outputs of ours skipped), a video's first one decoded.
+  need = first_shift + 1
   if is_video:
     frames = _video_frames(source)
     first = next(frames, None)
     if first is None:
-      raise FootageError(f'--input {source}: no frames in the video; expected at least {frame_shift + 1}')
+      raise FootageError(f'--input {source}: no frames in the video; expected at least {need}')
     frames = itertools.chain([first], frames)
     try:
       input_id = tree_identity(source)
     except OSError as e:
       raise FootageError(f'--input {source}: cannot read it ({e.strerror or e})') from None
-    frame_size, total, paths = first[1].shape[:2], None, None
+    frame_size, paths = first[1].shape[:2], None
+    count = _video_length(source) if flight is not None and flight.frames is not None else None
+    total = None if count is None else sum(1 for t in range(count) if plan.candidates(t))
   else:
     paths = list_frames(source, extensions)
-    if len(paths) <= frame_shift:
+    if len(paths) < need:
       raise FootageError(f'--input {source}: {len(paths)} frame(s); pairs at --frame_shift {frame_shift} need at '
-                         f'least {frame_shift + 1}')
+                         f'least {need}')
+    count = len(paths)
     seen: dict[str, str] = {}
-    for path in paths[frame_shift:]:
+    for path in paths[first_shift:]:
       stem = os.path.splitext(os.path.basename(path))[0]
       if stem in seen:
         raise FootageError(f'--input {source}: frames {os.path.basename(seen[stem])} and {os.path.basename(path)} '
                            f'would both write outputs named {stem}_*; expected one frame per name (rename one, or '
                            'narrow --extensions)')
       seen[stem] = path
+    if flight is not None:
+      flight.check_covers(count, f'--input {source}')
     # every frame decoded (readable, one size) before anything is written
     frame_size, input_id = check_frames(paths)
-    total = len(paths) - frame_shift
+    total = sum(1 for t in range(count) if plan.candidates(t))
+  if is_video and count is not None:
+    flight.check_covers(count, f'--input {source}')
   size = network_size(info.train_size or inference.DEFAULT_SIZE, info.train_fov or STILLBOX_FOV,
                       *frame_size, no_resize=no_resize, size=(height, width) if height is not None else None,
                       fov=fov, train_fov=train_fov)
@@ -313,6 +438,12 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
   settings = {'results_version': RESULTS_VERSION, 'checkpoint': info.resolved, 'checkpoint_id': checkpoint_id,
               'input': source, 'input_id': input_id, 'frame_shift': frame_shift,
               'network_input': list(size) if size else 'as is'}
+  if flight is not None:   # only then: earlier runs' settings (without these) stay the same settings
+    settings['motion'] = (flight.source if flight.kind == 'constant'
+                          else f'--motion {flight.path} ({tree_identity(flight.path)})')
+    settings['nominal_displacement'] = nominal
+  if auto:
+    settings.update(max_shift=max_shift, target_depth=target_depth, shift_statistic=shift_statistic)
   key = digest({k: v for k, v in settings.items() if k not in ('checkpoint', 'input')})
   all_settings = {key: settings}
   video_key = None
@@ -323,6 +454,7 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
   suffixes = [KIND_SUFFIXES[k] for k, on in (('depth', output_depth), ('disp', output_disp), ('raw', output_raw))
               if on]
   animation_name = f'depth.{video_format}' if output_video else None
+  shifts_name = SHIFTS_CSV if flight is not None else None
   manifest = Manifest.read(output, '--output') if os.path.isdir(output) else Manifest(output)
   if manifest.writer_alive():
     raise OutputError(f'--output {output}: another infer.py (pid {manifest.run["pid"]}, started '
@@ -332,12 +464,16 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
     planned = None
     pattern = re.compile(r'^(\d{6,})(' + '|'.join(map(re.escape, suffixes)) + r')$') if suffixes else None
     existing = os.listdir(output) if os.path.isdir(output) else []
-    targets = {n: key for n in existing if pattern and (m := pattern.match(n)) and int(m[1]) >= frame_shift}
+    targets = {n: key for n in existing if pattern and (m := pattern.match(n)) and int(m[1]) >= first_shift}
   else:
-    planned = [os.path.splitext(os.path.basename(p))[0] + x for p in paths[frame_shift:] for x in suffixes]
+    planned = [os.path.splitext(os.path.basename(p))[0] + x for t, p in enumerate(paths) if plan.candidates(t)
+               for x in suffixes]
     targets = dict.fromkeys(planned, key)
+  singles = {}
   if animation_name:
-    targets[animation_name] = video_key
+    targets[animation_name] = singles[animation_name] = video_key
+  if shifts_name:
+    targets[shifts_name] = singles[shifts_name] = key
   if os.path.isdir(output):
     check_targets(output, manifest, targets, all_settings, overwrite)
 
@@ -346,43 +482,85 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
   # After every check (a mistake creates no cache folder), before the first compile (the model's load).
   compile_cache.enable(compilation_cache, disabled=no_compilation_cache)
   predictor = _load(info, os.fspath(checkpoint), prefer)
+  if auto:
+    _check_target(target_depth, predictor.spec)
 
   animation = Animation(os.path.join(output, animation_name), fps) if animation_name else None
-  out = OutputFolder(output, manifest, key, video_key, all_settings, planned, suffixes, animation)
-  window: collections.deque = collections.deque(maxlen=frame_shift + 1)
-  batch: list = []
-  counts, started = {'frames': 0, 'pairs': 0}, time.time()
+  out = OutputFolder(output, manifest, key, video_key, all_settings, planned, suffixes, animation, singles=singles)
+  window: collections.deque = collections.deque(maxlen=plan.reach + 1)
+  jobs: list = []           # (frame index, stem, image, [(k, first image, displacement, first stem)])
+  rows: list[dict] = []     # shifts.csv
+  counts, started = {'frames': 0, 'pairs': 0, 'predicted': 0, 'skipped': 0}, time.time()
+  chosen_shifts, scales = [], []
   shown = progress.Progress(total or None, 'pairs', desc='predicted')
+  per_call = max(1, batch_size // len(plan.shifts)) if auto else batch_size
 
   def flush():
-    depth = predictor.predict_batch(np.stack([b[1] for b in batch]), np.stack([b[2] for b in batch]), size)
-    out.enter([b[0] for b in batch])
-    for (stem, _, second), d in zip(batch, depth):
+    width_k = len(plan.shifts)
+    firsts, seconds = [], []
+    for _, _, image, cands in jobs:
+      padded = cands + [cands[-1]] * (width_k - len(cands)) if auto else cands   # one shape per call
+      firsts += [c[1] for c in padded]
+      seconds += [image] * len(padded)
+    low, high = predictor.predict_pairs(np.stack(firsts), np.stack(seconds), size)
+    counts['predicted'] += sum(len(c) for *_, c in jobs)
+    out.enter([stem for _, stem, _, _ in jobs])
+    for j, (t, stem, second, cands) in enumerate(jobs):
+      rows_at = j * width_k if auto else j
+      if auto:
+        pick, values = inference.choose_shift(low[rows_at:rows_at + len(cands)], target_depth, shift_statistic)
+      else:
+        pick, values = 0, None
+      k, _, d, first_stem = cands[pick]
+      raw_low = low[rows_at + pick]
+      d_used = d if flight is not None else nominal
+      scale = inference.metric_scale(d_used, nominal) if flight is not None else 1.0
+      depth = (high[rows_at + pick] * np.float32(scale)).astype(np.float32)
+      if flight is not None:
+        rows.append({'frame': stem, 'index': t, 'first_frame': first_stem, 'shift': k,
+                     'displacement_m': float(d), 'scale': float(scale), 'raw_mean_m': float(raw_low.mean()),
+                     'raw_median_m': float(np.median(raw_low)), 'candidates': len(cands)})
+        chosen_shifts.append(k)
+        scales.append(scale)
       if output_depth:
-        out.write(f'{stem}_depth.png', atomic.write_png, colormaps.depth_to_rgb(d))
+        out.write(f'{stem}_depth.png', atomic.write_png, colormaps.depth_to_rgb(depth))
       if output_disp:
-        out.write(f'{stem}_disp.png', atomic.write_png, colormaps.disparity_to_rgb(d))
+        out.write(f'{stem}_disp.png', atomic.write_png, colormaps.disparity_to_rgb(depth))
       if output_raw:
-        out.write(f'{stem}_depth.npy', atomic.write_npy, d.astype(np.float32))
+        out.write(f'{stem}_depth.npy', atomic.write_npy, depth)
       if animation:
-        animation.add(np.concatenate([second, colormaps.depth_to_rgb(d)], axis=1))
+        animation.add(np.concatenate([second, colormaps.depth_to_rgb(depth)], axis=1))
       counts['pairs'] += 1
-    shown.update(len(batch))
-    batch.clear()
+    shown.update(len(jobs))
+    jobs.clear()
 
   try:
-    for stem, image in frames:
+    for t, (stem, image) in enumerate(frames):
       counts['frames'] += 1
+      if flight is not None and flight.frames is not None and t >= flight.frames:
+        raise motion.MotionError(f'--motion {flight.path}: the log covers {flight.frames} frames but --input '
+                                 f'{source} has more; expected one row per frame')
       window.append((stem, image))
-      if len(window) == frame_shift + 1:
-        batch.append((window[-1][0], window[0][1], window[-1][1]))
-        if len(batch) == batch_size:
-          flush()
-    if batch:
+      cands = plan.candidates(t)
+      if not cands:
+        if t >= first_shift:
+          counts['skipped'] += 1
+          rows.append({'frame': stem, 'index': t, 'note': 'skipped: displacement zero or unknown for every pair'})
+        continue
+      held = list(window)
+      jobs.append((t, stem, image, [(k, held[-1 - k][1], d, held[-1 - k][0]) for k, d in cands]))
+      if len(jobs) == per_call:
+        flush()
+    if jobs:
       flush()
     if counts['pairs'] == 0:
+      if counts['frames'] >= need:
+        raise FootageError(f'--input {source}: no pair has a usable displacement ({flight.source} gives zero or '
+                           'unknown distances between the frames of every pair); expected the camera to move')
       raise FootageError(f'--input {source}: {counts["frames"]} frame(s); pairs at --frame_shift {frame_shift} '
-                         f'need at least {frame_shift + 1}')
+                         f'need at least {need}')
+    if shifts_name:
+      out.write(shifts_name, atomic.write_text, _csv_text(rows))
     out.finish(counts['pairs'])
   except BaseException as e:
     shown.close()
@@ -391,5 +569,20 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int = 1, batc
   shown.close()
   elapsed = time.time() - started
   network = 'as they are' if size is None else f'{size[1]}x{size[0]}'
-  return (f'{counts["frames"]} frames, {counts["pairs"]} pairs (shift {frame_shift}), network input {network}: '
-          f'{elapsed:.1f} s, {counts["pairs"] / elapsed:.1f} pairs/s -> {output} ({MANIFEST}: complete)')
+  if auto:
+    shifts = np.array(chosen_shifts)
+    pairs_said = (f'{counts["pairs"]} depth maps (shift auto 1..{max_shift}, target {target_depth:g} m by '
+                  f'{shift_statistic}: chose {shifts.min()}-{shifts.max()}, median {np.median(shifts):g}; '
+                  f'{counts["predicted"]} pairs predicted)')
+  else:
+    pairs_said = f'{counts["pairs"]} pairs (shift {frame_shift})'
+  if flight is None:
+    depth_said = (f'depths assume the nominal displacement of {nominal:g} m between a pair\'s frames ({nominal_said});'
+                  ' give --displacement or --motion for metric depth')
+  else:
+    depth_said = (f'metric depths from {flight.source} (scale {min(scales):.3g} to {max(scales):.3g} over a nominal '
+                  f'{nominal:g} m, {nominal_said}); {counts["skipped"]} frame(s) skipped: displacement zero or '
+                  f'unknown; per frame in {SHIFTS_CSV}')
+  rate = f'{counts["pairs"] / elapsed:.1f} {"depth maps" if auto else "pairs"}/s'
+  return (f'{counts["frames"]} frames, {pairs_said}, network input {network}: {elapsed:.1f} s, {rate} -> {output} '
+          f'({MANIFEST}: complete); {depth_said}')

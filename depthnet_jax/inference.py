@@ -6,7 +6,17 @@
 Frames are resized to the network's input size (`size`, or left as they are), normalised as in training, and
 the network's output (1/4 of its input) is upsampled bilinearly to the frames' size, as the original's
 run_inference does. One compiled function per input shape. The footage's geometry (`geometry`), the pictures
-(`colormaps`) and the files (`atomic`, `outputs`) have their own modules; `footage` runs infer.py.
+(`colormaps`), the flight's motion (`motion`) and the files (`atomic`, `outputs`) have their own modules;
+`footage` runs infer.py.
+
+**Metric depth.** The network's depths assume the displacement it was trained with between a pair's frames
+(`Predictor.displacement`, the checkpoint's record: 0.3 m for Still Box). A pair whose frames are d metres apart
+has depth `output x d / displacement` (`metric_scale`); `predict_metric` applies it.
+
+**Choosing the frame shift** (`choose_shift`, the authors' later evaluation code): a pair resolves depths up to a
+few hundred times its displacement, so far scenes need frames further apart. For a frame t, the pairs
+(t - k, t), k = 1..K, are predicted in one batch, and the k whose mean (or median) raw output is closest to a
+target depth (50 m: the middle of the 0-100 m training range) is kept, then made metric by its own displacement.
 """
 
 from __future__ import annotations
@@ -18,9 +28,34 @@ import numpy as np
 from flax import nnx
 
 from depthnet_jax import loading, models
-from depthnet_jax.conventions import STILLBOX_FOV, normalize
+from depthnet_jax.conventions import NOMINAL_DISPLACEMENT, STILLBOX_FOV, normalize
 
 DEFAULT_SIZE = (512, 512)  # the original's inference default (its published network ends at 512x512)
+TARGET_DEPTH = 50.0        # choose_shift's default: the authors' later evaluation code aims at 50 m
+CLAMP_RANGE = (10.0, 60.0)  # what `clamp` networks can output (their depth is clamped to it at every scale)
+STATISTICS = ('mean', 'median')
+
+
+def metric_scale(displacement: float, nominal: float) -> float:
+  """The factor that makes a pair's output metric: its frames' real displacement over the network's nominal one."""
+  return float(displacement) / float(nominal)
+
+
+def choose_shift(raw: np.ndarray, target: float = TARGET_DEPTH, statistic: str = 'mean') -> tuple[int, np.ndarray]:
+  """The candidate whose raw output is closest to `target` (ties: the first, i.e. the smallest shift).
+
+  Args:
+    raw: `[K, h, w]` the network's outputs for the candidate pairs of one frame, in the order of their shifts.
+    statistic: 'mean' (the authors' choice) or 'median' of each output.
+
+  Returns:
+    (index of the chosen candidate, `[K]` the statistic of every candidate).
+  """
+  if statistic not in STATISTICS:
+    raise ValueError(f'statistic={statistic!r}: expected one of {STATISTICS}')
+  raw = np.asarray(raw, np.float64).reshape(len(raw), -1)
+  values = raw.mean(axis=1) if statistic == 'mean' else np.median(raw, axis=1)
+  return int(np.argmin(np.abs(values - float(target)))), values
 
 
 # --- The predictor -----------------------------------------------------------------------------------------------
@@ -40,12 +75,13 @@ class Predictor:
   """A DepthNet ready for inference, compiled once per input shape."""
 
   def __init__(self, model, *, train_size: tuple[int, int] | None = None, train_fov: float | None = None,
-               source: str = ''):
+               displacement: float = NOMINAL_DISPLACEMENT, source: str = ''):
     model.eval()
     self._graphdef, self._state = nnx.split(model)
     self.spec = model.spec
     self.train_size = tuple(train_size) if train_size else None   # (h, w) the network was trained at, if known
     self.train_fov = float(train_fov or STILLBOX_FOV)
+    self.displacement = float(displacement)   # metres between a pair's frames that its depths assume
     self.source = source
     self._forward = jax.jit(self._forward_impl, static_argnums=(2,))
 
@@ -60,7 +96,8 @@ class Predictor:
     """
     info = info or loading.checkpoint_info(path, prefer)
     model = loading.load_any(info.resolved, prefer)   # checks every array is finite
-    return cls(model, train_size=info.train_size, train_fov=info.train_fov, source=info.path)
+    return cls(model, train_size=info.train_size, train_fov=info.train_fov, displacement=info.displacement,
+               source=info.path)
 
   def default_size(self) -> tuple[int, int]:
     return self.train_size or DEFAULT_SIZE
@@ -78,6 +115,15 @@ class Predictor:
     Args:
       size: network input (h, w) the frames are resized to; None keeps them as they are.
     """
+    low, high = self.predict_pairs(first, second, size)
+    return high if full else low
+
+  def predict_pairs(self, first: np.ndarray, second: np.ndarray, size: tuple[int, int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB `[B, H, W, 3]` x 2 -> (the network's output `[B, h/4, w/4]`, it upsampled to `[B, H, W]`).
+
+    Both assume the network's nominal displacement between the two frames (see `predict_metric`).
+    """
     first, second = np.asarray(first), np.asarray(second)
     if first.shape != second.shape or first.ndim != 4 or first.shape[-1] != 3:
       raise ValueError(f'expected two uint8 RGB batches [B, H, W, 3] of one shape; got {first.shape} and '
@@ -88,7 +134,15 @@ class Predictor:
       second = np.stack([resize(f, size) for f in second])
     pairs = np.concatenate([first, second], axis=-1)
     low, high = self._forward(self._state, pairs, tuple(out_size))
-    return np.asarray(high if full else low)
+    return np.asarray(low), np.asarray(high)
+
+  def predict_metric(self, first: np.ndarray, second: np.ndarray, displacement, size=None) -> np.ndarray:
+    """Depth `[B, H, W]` in metres of pairs whose frames are `displacement` metres apart (a number or `[B]`)."""
+    scale = np.asarray(displacement, np.float64) / self.displacement
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+      raise ValueError(f'displacement={displacement!r}: expected positive metres')
+    depth = self.predict_batch(first, second, size)
+    return (depth * scale.reshape(-1, 1, 1)).astype(np.float32)
 
   def predict(self, frame1: np.ndarray, frame2: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 RGB `[H, W, 3]` x 2 -> `[H, W]` metres."""

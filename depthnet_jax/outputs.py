@@ -44,6 +44,7 @@ MANIFEST = 'depthnet_infer.json'
 MANIFEST_KIND = 'depthnet-jax infer.py outputs'
 KIND_SUFFIXES = {'depth': '_depth.png', 'disp': '_disp.png', 'raw': '_depth.npy'}
 ANIMATIONS = ('depth.gif', 'depth.mp4')
+SHIFTS_CSV = 'shifts.csv'    # per frame: the pair used, its displacement and scale (runs given the flight's motion)
 _REGISTER_AHEAD = 256        # video outputs entered in the manifest per rewrite of it
 
 
@@ -85,7 +86,8 @@ def _now() -> str:
 
 
 def _is_output_name(name: str) -> bool:
-  return name == MANIFEST or name in ANIMATIONS or name.endswith(tuple(KIND_SUFFIXES.values()))
+  return (name == MANIFEST or name in ANIMATIONS or name == SHIFTS_CSV
+          or name.endswith(tuple(KIND_SUFFIXES.values())))
 
 
 def sweep_temporaries(folder: str) -> list[str]:
@@ -147,7 +149,10 @@ class Manifest:
 
 
 _DIFFERENCES = (('checkpoint_id', 'checkpoint'), ('input_id', 'input'), ('frame_shift', '--frame_shift'),
-                ('network_input', 'network input'), ('fps', '--fps'), ('results_version', 'infer.py results version'))
+                ('network_input', 'network input'), ('fps', '--fps'), ('motion', '--displacement/--motion'),
+                ('nominal_displacement', 'nominal displacement'), ('max_shift', '--max_shift'),
+                ('target_depth', '--target_depth'), ('shift_statistic', '--shift_statistic'),
+                ('results_version', 'infer.py results version'))
 
 
 def _differences(old: dict, new: dict) -> str:
@@ -259,9 +264,13 @@ class OutputFolder:
   """The output folder of one run: created at the first write, the manifest kept current, the files written."""
 
   def __init__(self, folder: str, manifest: Manifest, key: str, video_key: str | None, settings: dict[str, dict],
-               planned: list[str] | None, suffixes: list[str], animation: Animation | None):
+               planned: list[str] | None, suffixes: list[str], animation: Animation | None, *,
+               singles: dict[str, str] | None = None):
+    """`planned`: a folder's per-frame output names (None for a video: entered as they come); `singles`: the
+    run's other files (the animation, shifts.csv) -> their settings key."""
     self.folder, self.manifest, self.key, self.video_key = folder, manifest, key, video_key
     self.settings, self.planned, self.suffixes, self.animation = settings, planned, suffixes, animation
+    self.singles = dict(singles or {})
     self.started = False
 
   def _start(self) -> None:
@@ -283,6 +292,7 @@ class OutputFolder:
       m.files[name] = self.key
     if self.animation:
       m.files[os.path.basename(self.animation.path)] = self.video_key
+    m.files.update(self.singles)
     self.started = True
     self._save()
 
