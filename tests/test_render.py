@@ -1,6 +1,8 @@
 """The procedural Still Box renderer: geometry, determinism, scene statistics, the exported tree and the CLI."""
 
+import csv
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -12,8 +14,8 @@ import pytest
 from PIL import Image
 
 from depthnet_jax import colormaps, geometry
-from tfds_stillbox import codec
-from tfds_stillbox.render import export, raycast
+from tfds_stillbox import codec, tree
+from tfds_stillbox.render import checks, export, raycast
 from tfds_stillbox.render import scenes as render_scenes
 from tfds_stillbox.render.shapes import Box, Ellipsoid, Frustum, Room, Sphere, Torus
 
@@ -279,7 +281,8 @@ def test_export_reads_back_as_render_scene(tmp_path):
   assert folders == ['0', '1', '2'] and len(scenes) == 5
   assert [s['folder'] for s in scenes] == ['0', '0', '1', '1', '2']
   for s, entry in enumerate(scenes):
-    assert entry['args'] == {'fov': 90.0, 'resolution': [24, 16], 'seed': 9, 'num_frames': 3,
+    assert entry['args'] == {'fov': 90.0, 'resolution': [24, 16], 'seed': 9, 'num_frames': 3, 'step': 0.1,
+                             'time_step': 0.1, 'depth_range': [8.0, 150.0],
                              'generator': 'depthnet-jax tfds_stillbox.render'}
     expected = render_scenes.render_scene((9, s), (24, 16), num_frames=3)
     assert entry['length'] == 3 and entry['orientation'] == []
@@ -299,7 +302,7 @@ def test_export_reads_back_as_render_scene(tmp_path):
 def test_export_is_byte_identical_across_runs_and_processes(tmp_path):
   kwargs = dict(resolution=(20, 12), num_scenes=5, seed=4, num_frames=2, scenes_per_folder=3)
   one = _tree_bytes(export.export(str(tmp_path / 'a'), jobs=1, **kwargs))
-  assert len(one) == 2 + 5 * 2 * 2 and 'metadata.json' in {os.path.basename(k) for k in one}
+  assert len(one) == 2 + 5 * (2 * 2 + 1) and 'metadata.json' in {os.path.basename(k) for k in one}  # + motion logs
   assert one == _tree_bytes(export.export(str(tmp_path / 'b'), jobs=1, **kwargs))
   assert one == _tree_bytes(export.export(str(tmp_path / 'c'), jobs=2, **kwargs))
 
@@ -351,3 +354,218 @@ def test_depth_colormap():
   rgb = colormaps.depth_to_rgb(np.array([[0.0, 50.0, 100.0, 250.0, np.inf]], np.float32))
   assert rgb.shape == (1, 5, 3) and rgb.dtype == np.uint8
   assert len({tuple(c) for c in rgb[0, :3]}) == 3 and np.all(rgb[0, 2] == rgb[0, 3]) and np.all(rgb[0, 3] == rgb[0, 4])
+
+
+# --- Motion: step, depth_range and the motion log -------------------------------------------------------
+
+
+def _sha(*parts):
+  h = hashlib.sha256()
+  for part in parts:
+    h.update(part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes()
+             if isinstance(part, np.ndarray) else repr(part).encode())
+  return h.hexdigest()
+
+
+def _scene_digest(scene):
+  return _sha(scene.frames, scene.depth, scene.speed, float(scene.time_step))
+
+
+def _world_digest(world):
+  parts = [world.positions, world.speed, world.light, float(world.ambient), float(world.time_step)]
+  for shape in world.objects:
+    parts += [type(shape).__name__, np.asarray(shape.center, np.float64), np.asarray(shape.rotation, np.float64),
+              float(shape.bound)]
+  return _sha(*parts)
+
+
+def _tree_digest(root):
+  """A tree as the renderer wrote it before step, depth_range and the motion logs: every file but the motion
+  logs, each metadata.json re-dumped (indent 1, as written) without the keys they added to it."""
+  parts = []
+  for folder, _, names in sorted(os.walk(root)):
+    for name in sorted(names):
+      if name.startswith('motion_'):
+        continue
+      with open(os.path.join(folder, name), 'rb') as f:
+        data = f.read()
+      if name == 'metadata.json':
+        metadata = json.loads(data)
+        for key in ('step', 'time_step', 'depth_range'):
+          metadata['args'].pop(key, None)
+        for entry in metadata['scenes']:
+          entry.pop('motion', None)
+        data = json.dumps(metadata, indent=1).encode()
+      parts += [os.path.relpath(os.path.join(folder, name), root), data]
+  return _sha(*parts)
+
+
+# Digests of the renderer's output at commit 480c459, before `step` and `depth_range` existed (the helpers above
+# run on that code; its metadata.json files re-dump to their own bytes). Bit-exact floats: NumPy 2.4.6 in this
+# project's venv on x86-64; another NumPy or CPU could round a transcendental function differently.
+BEFORE_STEP = {
+    'scenes': ['afdfe7799f8a39dd5b7f09754d5008dba3c3b6757bb6c18fd2d5b539dbbb0299',
+               '20507716d0e0b95f4b4a9e798cb81232cd3d128b681a971f0c221ee809bd069a',
+               '0658d4e5efce4ea02ecbd55230f6541ddf4ce42611f31098e38f573bcc3ff93d',
+               'fb0ed5dd8ede221b1a78282bffbfcfab944930a447c1316e838e3273cd37ef2b'],
+    'worlds': ['5ad70b6567af47d080aa2e05e429ae00ba38f60cd28f23a084e68c359e0ced99',
+               '2ff11aae1ee71db3da9b241fbab87ac65d13a27fe4fef6a8319cb1af20c98e86',
+               '4001241b7a942ef894235eddcc256d4a257bb0a29cc3be148a909a44911453fb',
+               '5ea7210365a562fcf160a8d4d7e4ea00dafaa7b5a780d5afd6ec2cd3b54d64db'],
+    'tree': 'b0a4b1b296cec41fea99f756aa0dbe6e49e7ea04f4081bbd111ad4b3279acead',
+    'sheet': '8f3457919b188d447137776f901ab32dd9f61d46fe24009da9d651fa34f809f7',
+}
+
+
+def _default_renders(tmp_path, **motion):
+  """(scene digests, world digests, tree digest, sheet digest, tree bytes) of small renders, `motion` the
+  step / depth_range keywords (none: the defaults)."""
+  rendered = [render_scenes.render_scene((7, s), (24, 16), num_frames=4, **motion) for s in range(3)]
+  rendered.append(render_scenes.render_scene((3, 0), 16, fov=60.0, num_frames=3, **motion))
+  worlds = [render_scenes.sample_world((13, s), (32, 24), 90.0, 10, **motion) for s in range(4)]
+  out = tmp_path / ('explicit' if motion else 'default')
+  root = export.export(str(out), (20, 12), num_scenes=3, seed=4, num_frames=3, scenes_per_folder=2, **motion)
+  sheet = export.contact_sheet(str(out / 'sheet.png'), 16, 2, 1, 90.0, 3, shown=(0, 1, 2), **motion)
+  return ([_scene_digest(s) for s in rendered], [_world_digest(w) for w in worlds], _tree_digest(root),
+          _sha(sheet), _tree_bytes(root))
+
+
+def test_defaults_render_the_same_bytes_as_before_step_and_depth_range(tmp_path):
+  default = _default_renders(tmp_path)
+  assert default[:4] == (BEFORE_STEP['scenes'], BEFORE_STEP['worlds'], BEFORE_STEP['tree'], BEFORE_STEP['sheet'])
+  # The defaults spelled out (ints too) are the defaults, metadata included.
+  assert _default_renders(tmp_path, step=0.1, depth_range=(8, 150)) == default
+
+
+def _wall_distances(room):
+  """The six walls' distances from the origin (the first camera position), along the room's axes."""
+  local_center = room.rotation.T @ np.asarray(room.center)
+  return np.concatenate([np.asarray(room.half) - local_center, np.asarray(room.half) + local_center])
+
+
+def test_step_sets_the_distance_per_frame():
+  directions = []
+  for step in (0.02, 0.1, 0.7, 4.0):
+    world = render_scenes.sample_world((17, 1), (24, 16), 90.0, 12, step=step)
+    assert world.time_step == render_scenes.TIME_STEP == 0.1 and world.speed.dtype == np.float32
+    per_frame = world.time_step * world.speed.astype(np.float64)
+    np.testing.assert_array_equal(world.positions, np.arange(12)[:, None] * per_frame)
+    np.testing.assert_array_equal(world.positions, render_scenes.camera_positions(12, world.speed, 0.1))
+    assert np.linalg.norm(per_frame) == pytest.approx(step, rel=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(np.diff(world.positions, axis=0), axis=-1), step, rtol=1e-6)
+    directions.append(per_frame / step)
+  # Only the length changes: the direction is the same draw.
+  np.testing.assert_allclose(directions, [directions[0]] * 4, atol=1e-6)
+  scene = render_scenes.render_scene((17, 1), 16, num_frames=3, step=0.7)
+  assert np.linalg.norm(scene.time_step * scene.speed.astype(np.float64)) == pytest.approx(0.7, rel=1e-6)
+  assert np.all(np.isfinite(scene.depth)) and np.all(scene.depth > 0)
+
+
+@pytest.mark.parametrize('step, depth_range', [(2.0, (2.0, 20.0)), (4.0, (8.0, 150.0)), (0.1, (40.0, 400.0))])
+def test_long_and_scaled_paths_keep_clear_of_walls_and_objects(step, depth_range):
+  """A path longer than the room allows pushes walls back (never nearer than near / 8 to the camera); objects keep
+  CLEARANCE * near / 8 from the path."""
+  near = depth_range[0]
+  for s in range(6):
+    world = render_scenes.sample_world((29, s), (24, 16), 90.0, 30, step=step, depth_range=depth_range)
+    room, objects = world.objects[0], world.objects[1:]
+    assert len(objects) >= 8
+    local = (world.positions - room.center) @ room.rotation
+    assert np.min(np.asarray(room.half) - np.abs(local)) >= near / 8 - 1e-9  # inside, with the margin
+    assert np.all(_wall_distances(room) >= near - 1e-9)
+    for shape in objects:
+      clearance = np.linalg.norm(world.positions - shape.center, axis=-1) - shape.bound
+      assert clearance.min() >= render_scenes.CLEARANCE * near / 8 - 1e-9
+
+
+def test_depth_range_sets_the_walls_and_scales_the_scene():
+  for s in range(6):  # a short path: every wall where it was drawn, in [near, far]
+    world = render_scenes.sample_world((19, s), 16, 90.0, 3, depth_range=(2, 20))
+    distances = _wall_distances(world.objects[0])
+    assert np.all((distances >= 2 - 1e-9) & (distances <= 20 + 1e-9))
+    middle = world.positions[1]  # objects are placed as seen from the middle of the path
+    assert all((shape.center - middle)[2] >= 2 / 8 - 1e-9 for shape in world.objects[1:])  # z-depth >= near / 8
+  # The same draws: a range and a step k times larger are the same scene, k times larger.
+  for s in range(2):
+    small = render_scenes.render_scene((5, s), 24, num_frames=3, depth_range=(2, 20), step=0.05)
+    large = render_scenes.render_scene((5, s), 24, num_frames=3, depth_range=(20, 200), step=0.5)
+    np.testing.assert_allclose(large.depth, 10 * small.depth, rtol=1e-4)
+  # Near rooms read near, far rooms far, Still Box's in between.
+  depths = {r: np.concatenate([render_scenes.render_scene((23, s), 16, num_frames=3, depth_range=r).depth.ravel()
+                               for s in range(6)]) for r in ((2, 20), (8, 150), (40, 400))}
+  near, default, far = (np.median(depths[r]) for r in ((2, 20), (8, 150), (40, 400)))
+  assert near < 10 < default < 40 < far and far > 10 * near
+  assert depths[(2, 20)].max() < 20 * np.sqrt(3) + 1  # no farther than a corner of the room
+  assert np.mean(depths[(40, 400)] > 20) > 0.8
+
+
+def _read_motion(path):
+  with open(path, newline='') as f:
+    text = f.read()
+  rows = list(csv.DictReader(io.StringIO(text)))
+  return text, rows
+
+
+def test_export_writes_motion_logs_and_records_the_motion(tmp_path):
+  root = export.export(str(tmp_path), (20, 12), num_scenes=3, seed=6, num_frames=5, scenes_per_folder=2,
+                       step=0.25, depth_range=(3, 30))
+  folders, scenes = _read_tree(root)
+  assert folders == ['0', '1'] and len(scenes) == 3
+  positions = {'0': 0, '1': 0}
+  for s, entry in enumerate(scenes):
+    position = positions[entry['folder']]
+    positions[entry['folder']] += 1
+    assert entry['args'] == {'fov': 90.0, 'resolution': [20, 12], 'seed': 6, 'num_frames': 5, 'step': 0.25,
+                             'time_step': 0.1, 'depth_range': [3.0, 30.0],
+                             'generator': 'depthnet-jax tfds_stillbox.render'}
+    assert entry['motion'] == f'motion_{position:04d}.csv'
+    assert entry['imgs'][0] == f'RGB_{position:04d}_00.jpg' and entry['time_step'] == 0.1
+    text, rows = _read_motion(os.path.join(root, entry['folder'], entry['motion']))
+    lines = text.split('\n')
+    assert lines[0] == 'frame,time,x,y,z' and lines[1] == '0,0.0,0.0,0.0,0.0' and lines[-1] == ''
+    assert len(rows) == len(entry['imgs']) == 5 and text.count('\n') == 6 and '\r' not in text
+    speed = np.asarray(entry['speed'], np.float64)
+    for i, row in enumerate(rows):
+      assert row['frame'] == str(i) and float(row['time']) == i * 0.1
+      xyz = np.array([float(row[c]) for c in 'xyz'])
+      np.testing.assert_array_equal(xyz, i * (entry['time_step'] * speed))  # i * time_step * speed, exactly
+      assert all(repr(float(row[c])) == row[c] for c in ('time', 'x', 'y', 'z'))  # repr: every digit
+    np.testing.assert_allclose(np.linalg.norm(np.diff([[float(r[c]) for c in 'xyz'] for r in rows], axis=0),
+                                              axis=-1), 0.25, rtol=1e-6)
+    # ... the positions the frames were rendered from, with the depth of that scene.
+    world = render_scenes.sample_world((6, s), (20, 12), 90.0, 5, step=0.25, depth_range=(3, 30))
+    np.testing.assert_array_equal([[float(r[c]) for c in 'xyz'] for r in rows], world.positions)
+    expected = render_scenes.render_scene((6, s), (20, 12), num_frames=5, step=0.25, depth_range=(3, 30))
+    np.testing.assert_array_equal(entry['depth_maps'], expected.depth)
+    assert entry['speed'] == [float(v) for v in expected.speed]
+  assert sorted(os.listdir(os.path.join(root, '1'))) == sorted(
+      ['metadata.json', 'motion_0000.csv'] + [f'{k}_0000_{t:02d}.{e}' for k, e in (('RGB', 'jpg'), ('D', 'npy'))
+                                              for t in range(5)])
+  # The tree reader (and so `tfds build --config 64 --manual_dir`) takes the tree, extra keys and files ignored.
+  refs = tree.list_scenes(root)
+  assert [r.id for r in refs] == ['0/0', '0/1', '1/0'] and refs[0].resolution == (20, 12)
+  for ref, entry in zip(refs, scenes):
+    example = tree.load_scene(ref, (12, 20))
+    assert len(example['frames']) == len(example['depth']) == 5
+    np.testing.assert_array_equal(example['speed'], np.asarray(entry['speed'], np.float32))
+    assert example['time_step'] == np.float32(0.1)
+    np.testing.assert_array_equal(codec.decode_depth(example['depth'][4]), entry['depth_maps'][4])
+
+
+def test_a_flight_is_one_scene_of_many_frames(tmp_path, capsys):
+  from tfds_stillbox.render import cli as render_cli
+  assert checks.check_frames('--frames', 60, (64, 64)) == 60  # a minute-long flight at 1 frame/s fits
+  code = render_cli.main(['--out', str(tmp_path), '--resolution', '16', '--scenes', '1', '--frames', '40',
+                          '--step', '0.2'])
+  out, _ = capsys.readouterr()
+  assert code == 0 and out == f'wrote 1 scenes to {tmp_path / "16"}\n'
+  folder = tmp_path / '16' / '0'
+  assert sorted(os.listdir(folder)) == sorted(['metadata.json', 'motion_0000.csv'] +
+                                              [f'RGB_0000_{t:02d}.jpg' for t in range(40)] +
+                                              [f'D_0000_{t:02d}.npy' for t in range(40)])
+  metadata = json.loads((folder / 'metadata.json').read_text())
+  assert metadata['args']['step'] == 0.2 and metadata['args']['depth_range'] == [8.0, 150.0]
+  (entry,) = metadata['scenes']
+  _, rows = _read_motion(folder / entry['motion'])
+  assert [int(r['frame']) for r in rows] == list(range(40)) and float(rows[-1]['time']) == pytest.approx(3.9)
+  assert np.linalg.norm([float(rows[39][c]) for c in 'xyz']) == pytest.approx(39 * 0.2, rel=1e-6)

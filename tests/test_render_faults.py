@@ -6,6 +6,7 @@ a user runs); the interruptions that need a real process (SIGINT from outside, S
 the state of the disk: nothing created on an error, the user's files byte for byte, no `.partial-*` left.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -69,6 +70,8 @@ def user_dir(tmp_path):
 
 # --- Ranges: checked before anything is created ----------------------------------------------------------
 
+STEP_RANGE = 'expected a number in (0, 10] (metres per frame)'
+DEPTH_RANGE = 'expected two numbers NEAR,FAR in metres with 0 < NEAR < FAR <= 10000'
 RANGES = [
     (['--scenes', '0'], "--scenes=0: expected an integer >= 1"),
     (['--scenes', '-3'], "--scenes=-3: expected an integer >= 1"),
@@ -91,6 +94,22 @@ RANGES = [
     (['--seed', '-1'], "--seed=-1: expected an integer >= 0"),
     (['--jobs', '-1'], "--jobs=-1: expected an integer >= 0 (0: one per core)"),
     (['--scenes_per_folder', '0'], "--scenes_per_folder=0: expected an integer >= 1"),
+    (['--step', '0'], "--step=0.0: " + STEP_RANGE),
+    (['--step', '-0.1'], "--step=-0.1: " + STEP_RANGE),
+    (['--step', '10.5'], "--step=10.5: " + STEP_RANGE),
+    (['--step', 'nan'], "--step=nan: " + STEP_RANGE),
+    (['--step', 'inf'], "--step=inf: " + STEP_RANGE),
+    (['--depth_range', '8'], "--depth_range='8': " + DEPTH_RANGE),
+    (['--depth_range', '20,2'], "--depth_range='20,2': " + DEPTH_RANGE),
+    (['--depth_range', '8,8'], "--depth_range='8,8': " + DEPTH_RANGE),
+    (['--depth_range', '0,20'], "--depth_range='0,20': " + DEPTH_RANGE),
+    (['--depth_range=-2,20'], "--depth_range='-2,20': " + DEPTH_RANGE),
+    (['--depth_range', '2,20000'], "--depth_range='2,20000': " + DEPTH_RANGE),
+    (['--depth_range', '2,nan'], "--depth_range='2,nan': " + DEPTH_RANGE),
+    (['--depth_range', '2,inf'], "--depth_range='2,inf': " + DEPTH_RANGE),
+    (['--depth_range', '2,20,30'], "--depth_range='2,20,30': " + DEPTH_RANGE),
+    (['--depth_range', 'near,far'], "--depth_range='near,far': " + DEPTH_RANGE),
+    (['--depth_range', ''], "--depth_range='': " + DEPTH_RANGE),
 ]
 
 
@@ -101,6 +120,15 @@ def test_out_of_range_flag_is_one_line_and_creates_nothing(capsys, tmp_path, fla
   assert code == 1 and out == ''
   assert err.startswith(f'error: {message}') and err.endswith('\n') and err.count('\n') == 1  # one line
   assert os.listdir(tmp_path) == []
+
+
+def test_motion_flags_at_their_bounds_render(capsys, tmp_path):
+  """The ends of the ranges are valid: --step 10, --depth_range with FAR 10000 (and spaces after the comma)."""
+  code, out, err = _main(capsys, '--out', tmp_path, *TINY, '--step', '10', '--depth_range', '0.5, 10000')
+  assert code == 0 and out == f'wrote 2 scenes to {tmp_path / "16"}\n', err
+  with open(tmp_path / '16' / '0' / 'metadata.json') as f:
+    args = json.load(f)['args']
+  assert (args['step'], args['time_step'], args['depth_range']) == (10.0, 0.1, [0.5, 10000.0])
 
 
 def test_debug_shows_the_traceback_above_the_line(capsys, tmp_path, monkeypatch):
@@ -342,3 +370,28 @@ def test_library_checks_name_the_value():
   with pytest.raises(cli.UserError, match=r'num_scenes=0: expected an integer >= 1'):
     export.export('/nonexistent/never-created', 16, num_scenes=0, seed=0)
   assert not os.path.exists('/nonexistent')
+
+
+@pytest.mark.parametrize('motion, message', [
+    (dict(step=0), r'step=0.0: expected a number > 0 \(metres per frame\)'),
+    (dict(step=float('nan')), r'step=nan: expected a number > 0'),
+    (dict(step=True), r'step=True: expected a number > 0'),
+    (dict(depth_range=(20, 2)), r'depth_range=\[20, 2\]: expected two numbers NEAR,FAR in metres with 0 < NEAR < '
+                                r'FAR$'),
+    (dict(depth_range=(0, 2)), r'depth_range=\[0, 2\]: expected two numbers'),
+    (dict(depth_range=8.0), r'depth_range=8.0: expected two numbers'),
+    (dict(depth_range=(1, 2, 3)), r'depth_range=\[1, 2, 3\]: expected two numbers'),
+    (dict(depth_range=(1, None)), r'depth_range=\[1, None\]: expected two numbers'),
+], ids=['step 0', 'step nan', 'step bool', 'far < near', 'near 0', 'one number', 'three numbers', 'None'])
+def test_library_checks_of_step_and_depth_range(tmp_path, motion, message):
+  """The library has no upper bounds (the command line's are typos guards), and checks before writing."""
+  with pytest.raises(ValueError, match=message):
+    render_scenes.sample_world(0, 16, **motion)
+  with pytest.raises(ValueError, match=message):
+    render_scenes.render_scene(0, 16, num_frames=2, **motion)
+  with pytest.raises(cli.UserError, match=message):
+    export.export(str(tmp_path / 'out'), 16, num_scenes=1, seed=0, num_frames=2, **motion)
+  with pytest.raises(cli.UserError, match=message):
+    export.contact_sheet(str(tmp_path / 'sheet.png'), 16, 1, num_frames=2, **motion)
+  assert os.listdir(tmp_path) == []
+  assert render_scenes.sample_world(0, 16, 90.0, 2, step=50.0, depth_range=(1e4, 1e5)).speed is not None

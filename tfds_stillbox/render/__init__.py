@@ -10,8 +10,10 @@ Each name is imported from the module that owns it (this package re-exports noth
     raycast   the pinhole camera (as_resolution, check_fov, pixel_slopes) and the vectorised ray caster
               (render_frames, render_frame): all the frames of a scene at once
     scenes    random Still-Box-like worlds (sample_world -> World) and their rendering (render_scene -> Scene)
-    checks    the ranges the command line and the TFDS builder's configs check (resolution, fov, frames)
-    export    what is written: the Still Box tree (export), TFDS examples (tfds_examples), the contact sheet
+    checks    the ranges the command line and the TFDS builder's configs check (resolution, fov, frames, step,
+              depth range)
+    export    what is written: the Still Box tree (export) with motion logs, TFDS examples (tfds_examples), the
+              contact sheet
     cli       the command line (main), run by __main__.py
 """
 

@@ -1,11 +1,15 @@
 """The renderer's own ranges, checked where a user gives them: on the command line (cli) and in the TFDS
 builder's configs (tfds_stillbox_dataset_builder.StillBoxConfig). Each check raises depthnet_jax.cli.UserError
 naming the flag or field, its value and the range; the shared checks (check_int, ...) are depthnet_jax.cli's.
+The library (scenes, export) runs the same checks without the upper bounds (`maximum=None`).
 """
 
 from __future__ import annotations
 
-from depthnet_jax.cli import UserError, check_int
+import math
+import numbers
+
+from depthnet_jax.cli import UserError, check_float, check_int
 from tfds_stillbox.render import raycast
 
 # Pixels per side on the command line and in builder configs (8x the largest Still Box): rendering takes ~45 bytes
@@ -13,6 +17,8 @@ from tfds_stillbox.render import raycast
 MAX_RESOLUTION = 4096
 MAX_FRAME_PIXELS = 10 * MAX_RESOLUTION ** 2  # frames x width x height of one scene, rendered at once (~7.5 GB)
 MIN_FRAMES = 2  # on the command line and in builder configs: a training pair needs two frames of a scene
+MAX_STEP = 10.0  # metres per frame on the command line (Still Box: 0.1); more is a typo, not a flight
+MAX_DEPTH = 10000.0  # metres: the farthest wall distance the command line accepts (Still Box's rooms: 8 to 150)
 
 
 def check_fov(name: str, value) -> float:
@@ -45,3 +51,32 @@ def check_frames(name: str, value, resolution) -> int:
     raise UserError(f'{name}={value!r}: expected at most {MAX_FRAME_PIXELS // (w * h)} frames at {w}x{h} '
                     f'(a scene is rendered at once: frames x width x height <= {MAX_FRAME_PIXELS}, ~7.5 GB)')
   return frames
+
+
+def check_step(name: str, value, maximum: float | None = MAX_STEP) -> float:
+  """The camera's motion per frame in metres: a finite number in (0, maximum] (> 0 without a maximum)."""
+  try:
+    return check_float(name, value, 0.0, maximum, low_open=True)
+  except UserError as e:
+    raise UserError(f'{e} (metres per frame)') from None
+
+
+def check_depth_range(name: str, value, maximum: float | None = MAX_DEPTH) -> tuple[float, float]:
+  """'NEAR,FAR' or (near, far) in metres -> (near, far) floats with 0 < near < far <= maximum."""
+  bound = f' <= {maximum:g}' if maximum else ''
+  expected = f'expected two numbers NEAR,FAR in metres with 0 < NEAR < FAR{bound}'
+  shown = value if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else value
+  parts = value.split(',') if isinstance(value, str) else value
+  try:
+    parts = list(parts)
+    if len(parts) != 2:
+      raise ValueError
+    near, far = (float(p) if isinstance(p, str) else p for p in parts)
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) for v in (near, far)):
+      raise ValueError
+    near, far = float(near), float(far)
+  except (TypeError, ValueError):
+    raise UserError(f'{name}={shown!r}: {expected}') from None
+  if not 0.0 < near < far or (maximum and far > maximum):
+    raise UserError(f'{name}={shown!r}: {expected}')
+  return near, far

@@ -1,7 +1,9 @@
 """Procedural Still-Box-like scenes: random textured shapes in a textured room, seen by a translating camera.
 
     python -m tfds_stillbox.render --out DIR --resolution 64 --scenes 1000 --seed 0 [--fov 90] [--frames 10]
-        [--jobs 4] [--scenes_per_folder 100] [--contact_sheet sheet.png [--overwrite]] [--debug]
+        [--step 0.1] [--depth_range 8,150] [--jobs 4] [--scenes_per_folder 100]
+        [--contact_sheet sheet.png [--overwrite]] [--debug]
+    python -m tfds_stillbox.render --out DIR --scenes 1 --frames 40 --step 0.2   # a flight: DIR/64/0/
 
 The command line of the renderer (tfds_stillbox/render/__main__.py runs `main`). Every flag is checked before
 anything is written (its range is in `--help`); a mistake is one `error:` line and exit code 1 (`--debug` or
@@ -22,9 +24,10 @@ import traceback
 
 from depthnet_jax import cli
 from depthnet_jax.cli import DEBUG_ENV, UserError, check_int, check_writable_dir
-from tfds_stillbox.render import export
-from tfds_stillbox.render.checks import (MAX_FRAME_PIXELS, MAX_RESOLUTION, MIN_FRAMES, check_fov, check_frames,
-                                         check_resolution)
+from depthnet_jax.conventions import STEP
+from tfds_stillbox.render import export, scenes
+from tfds_stillbox.render.checks import (MAX_DEPTH, MAX_FRAME_PIXELS, MAX_RESOLUTION, MAX_STEP, MIN_FRAMES,
+                                         check_depth_range, check_fov, check_frames, check_resolution, check_step)
 
 
 def check_new_file(path: str, name: str, *, suffixes: tuple[str, ...] = export.IMAGE_SUFFIXES,
@@ -70,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
                       help=f'frames per scene, >= {MIN_FRAMES}: a training pair needs two frames, evaluation at '
                            'frame shift S needs more than S (S = 3 by default); at most frames x width x height = '
                            f'{MAX_FRAME_PIXELS} (default 10, as Still Box)')
+  parser.add_argument('--step', type=float, default=STEP, metavar='M',
+                      help=f'metres the camera moves per frame, in (0, {MAX_STEP:g}]; the time step stays '
+                           f'{scenes.TIME_STEP:g} s, so the speed is M / {scenes.TIME_STEP:g} m/s (default {STEP:g}, '
+                           'as Still Box)')
+  near, far = scenes.WALL_RANGE
+  parser.add_argument('--depth_range', default=f'{near:g},{far:g}', metavar='NEAR,FAR',
+                      help=f'metres, 0 < NEAR < FAR <= {MAX_DEPTH:g}: the six walls of the room are at '
+                           'log-uniform distances in [NEAR, FAR], object centres at z-depths from NEAR/8 to the '
+                           f'wall behind them (default {near:g},{far:g}, as Still Box)')
   parser.add_argument('--jobs', type=int, default=1, metavar='J',
                       help='rendering processes, >= 0 (0: one per core; default 1)')
   parser.add_argument('--scenes_per_folder', type=int, default=100, metavar='K',
@@ -97,6 +109,8 @@ def _check_args(args) -> dict:
       scenes_per_folder=check_int('--scenes_per_folder', args.scenes_per_folder, 1),
       out=None, target=None, sheet=None)
   settings['frames'] = check_frames('--frames', args.frames, settings['resolution'])
+  settings['step'] = check_step('--step', args.step)
+  settings['depth_range'] = check_depth_range('--depth_range', args.depth_range)
   if args.out is not None:
     settings['out'] = check_writable_dir(args.out, '--out')
     settings['target'] = os.path.join(settings['out'], export.resolution_name(settings['resolution']))
@@ -120,13 +134,15 @@ def _work(args) -> int:
   if settings['out']:
     path = export.export(settings['out'], settings['resolution'], settings['scenes'], settings['seed'],
                          fov=settings['fov'], num_frames=settings['frames'],
-                         scenes_per_folder=settings['scenes_per_folder'], jobs=settings['jobs'])
+                         scenes_per_folder=settings['scenes_per_folder'], jobs=settings['jobs'],
+                         step=settings['step'], depth_range=settings['depth_range'])
     print(f'wrote {settings["scenes"]} scenes to {path}', flush=True)
   if settings['sheet']:
     frames = settings['frames']
     export.contact_sheet(settings['sheet'], settings['resolution'], min(settings['scenes'], 8), settings['seed'],
                          settings['fov'], frames, shown=tuple(sorted({0, frames // 3, 2 * frames // 3, frames - 1})),
-                         overwrite=args.overwrite, log=print)
+                         overwrite=args.overwrite, log=print, step=settings['step'],
+                         depth_range=settings['depth_range'])
     print(f'wrote a contact sheet to {settings["sheet"]}', flush=True)
   return 0
 

@@ -2,7 +2,9 @@
 for the builder's synth configs) and the contact sheet.
 
 `export` writes the Still Box on-disk layout (see tfds_stillbox/tree.py), where scene s is
-`scenes.render_scene((seed, s), ...)`; it is byte-identical for a seed whatever the number of processes.
+`scenes.render_scene((seed, s), ...)`; it is byte-identical for a seed whatever the number of processes. Beside
+each scene's frames it writes its motion log, `motion_<position>.csv` (write_motion): the camera position of every
+frame, so that a rendered tree is also a set of flights with their motion.
 Files and folders appear whole (depthnet_jax.atomic): the tree is written to `OUT/.<R>.partial-<host>-<pid>-*`
 and renamed when complete, the sheet likewise. An error, Ctrl-C or SIGTERM removes the temporary folder or file;
 those a killed process left (SIGKILL) are removed by the next run into the same folder, which says so (it never
@@ -24,9 +26,10 @@ import numpy as np
 
 from depthnet_jax import atomic, colormaps, progress
 from depthnet_jax.cli import UserError, check_int
+from depthnet_jax.conventions import STEP
 from tfds_stillbox import codec
 from tfds_stillbox.render import raycast, scenes
-from tfds_stillbox.render.checks import check_fov, check_resolution
+from tfds_stillbox.render.checks import check_depth_range, check_fov, check_resolution, check_step
 
 GENERATOR = 'depthnet-jax tfds_stillbox.render'
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')  # what a contact sheet can be written as
@@ -90,11 +93,32 @@ def _in_order(function: Callable, jobs_list: list, jobs: int) -> Iterator:
 
 # --- The Still Box tree ---------------------------------------------------------------------------------
 
+MOTION_HEADER = 'frame,time,x,y,z'  # the motion log's columns: infer.py --motion reads frame, x, y, z
+
+
+def _number(value: float) -> str:
+  """A float as the shortest text that reads back as the same float (repr); -0.0 is written 0.0."""
+  return repr(float(value) + 0.0)
+
+
+def write_motion(path: str, speed, time_step: float, num_frames: int) -> None:
+  """Writes a scene's motion log: the header MOTION_HEADER, then one row per frame i (its position in the
+  scene's `imgs`): i, the time i * time_step in seconds and the camera position i * time_step * speed in metres
+  (camera axes: x right, y down, z forward; scenes.camera_positions, the positions the frames were rendered
+  from), each number as repr of its float."""
+  positions = scenes.camera_positions(num_frames, speed, time_step)
+  lines = [MOTION_HEADER]
+  for i, position in enumerate(positions):
+    lines.append(','.join([str(i), _number(i * float(time_step)), *map(_number, position)]))
+  with open(path, 'w', newline='') as f:
+    f.write('\n'.join(lines) + '\n')
+
 
 def _export_scene(job: tuple) -> dict:
   """Renders scene `index` into `folder` as entry `position` of its metadata; returns that entry."""
-  folder, position, seed, index, resolution, fov, num_frames = job
-  scene = scenes.render_scene((seed, index), resolution, fov=fov, num_frames=num_frames)
+  folder, position, seed, index, resolution, fov, num_frames, step, depth_range = job
+  scene = scenes.render_scene((seed, index), resolution, fov=fov, num_frames=num_frames, step=step,
+                              depth_range=depth_range)
   imgs, depths = [], []
   for t in range(len(scene.frames)):
     imgs.append(f'RGB_{position:04d}_{t:02d}.jpg')
@@ -102,8 +126,10 @@ def _export_scene(job: tuple) -> dict:
     with open(os.path.join(folder, imgs[-1]), 'wb') as f:
       f.write(codec.encode_jpeg(scene.frames[t]))
     np.save(os.path.join(folder, depths[-1]), scene.depth[t].astype(np.float32), allow_pickle=False)
+  motion = f'motion_{position:04d}.csv'
+  write_motion(os.path.join(folder, motion), scene.speed, scene.time_step, len(imgs))
   return {'imgs': imgs, 'depth': depths, 'speed': [float(v) for v in scene.speed],
-          'time_step': float(scene.time_step), 'orientation': [], 'length': len(imgs)}
+          'time_step': float(scene.time_step), 'orientation': [], 'length': len(imgs), 'motion': motion}
 
 
 def _run(jobs_list: list, jobs: int) -> list[dict]:
@@ -119,11 +145,15 @@ def _run(jobs_list: list, jobs: int) -> list[dict]:
 
 
 def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90.0, num_frames: int = 10,
-           scenes_per_folder: int = 100, jobs: int = 1) -> str:
+           scenes_per_folder: int = 100, jobs: int = 1, *, step: float = STEP,
+           depth_range=scenes.WALL_RANGE) -> str:
   """Renders scenes 0..num_scenes-1 of `seed` into the Still Box layout; returns `<out_dir>/<R>`.
 
-  Writes `<out_dir>/<R>/<k>/metadata.json` plus the frame JPEGs and depth `.npy` files of sub-folder k (scenes
-  k * scenes_per_folder onwards), R being '64' or '96x64'. Everything goes to a temporary folder
+  Writes `<out_dir>/<R>/<k>/metadata.json` plus the frame JPEGs, depth `.npy` files and motion logs
+  (`motion_<position>.csv`, write_motion) of sub-folder k (scenes k * scenes_per_folder onwards), R being '64' or
+  '96x64'. metadata.json's `args` hold fov, resolution, seed, num_frames, step (m/frame), time_step (s),
+  depth_range ([near, far] m) and the generator; each of its `scenes` the Still Box fields (imgs, depth, speed,
+  time_step, orientation, length) and `motion`, the name of its motion log. Everything goes to a temporary folder
   `<out_dir>/.<R>.partial-<host>-<pid>-*`, renamed when complete: an export that fails or is interrupted
   (Ctrl-C, SIGTERM) removes it, and leaves no `<out_dir>/<R>` (nor an `out_dir` it created) behind; the ones a
   killed process (SIGKILL, power loss) left are removed by the next export into the same `out_dir`.
@@ -131,12 +161,15 @@ def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90
   Args:
     out_dir: parent folder (created if missing).
     resolution: int (square) or (width, height).
-    num_scenes: scenes to render (>= 1); scene s is `render_scene((seed, s), resolution, fov, num_frames)`.
+    num_scenes: scenes to render (>= 1); scene s is `render_scene((seed, s), resolution, fov, num_frames,
+      step=step, depth_range=depth_range)`.
     seed: non-negative int.
     fov: horizontal field of view, degrees, in (0, 180).
     num_frames: frames per scene (>= 1).
     scenes_per_folder: scenes per numbered sub-folder (>= 1).
     jobs: rendering processes (1: in this process; 0: one per core).
+    step: metres the camera moves per frame (> 0; default conventions.STEP = 0.1, as Still Box).
+    depth_range: (near, far) metres, the walls' distances (0 < near < far; default scenes.WALL_RANGE).
 
   Raises:
     UserError: an argument out of its range (a ValueError).
@@ -149,6 +182,8 @@ def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90
   num_frames = check_int('num_frames', num_frames, 1)
   scenes_per_folder = check_int('scenes_per_folder', scenes_per_folder, 1)
   jobs = check_int('jobs', jobs, 0)
+  step = check_step('step', step, maximum=None)
+  depth_range = check_depth_range('depth_range', depth_range, maximum=None)
   target = os.path.join(out_dir, resolution_name((w, h)))
   if os.path.lexists(target):
     raise FileExistsError(f'{target} exists already: remove it or export elsewhere')
@@ -159,11 +194,12 @@ def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90
       folders = [os.path.join(tmp, str(k)) for k in range((num_scenes + scenes_per_folder - 1) // scenes_per_folder)]
       for folder in folders:
         os.mkdir(folder)
-      jobs_list = [(folders[s // scenes_per_folder], s % scenes_per_folder, seed, s, (w, h), fov, num_frames)
-                   for s in range(num_scenes)]
+      jobs_list = [(folders[s // scenes_per_folder], s % scenes_per_folder, seed, s, (w, h), fov, num_frames,
+                    step, depth_range) for s in range(num_scenes)]
       entries = _run(jobs_list, jobs)
       for k, folder in enumerate(folders):
         metadata = {'args': {'fov': fov, 'resolution': [w, h], 'seed': seed, 'num_frames': num_frames,
+                             'step': step, 'time_step': scenes.TIME_STEP, 'depth_range': list(depth_range),
                              'generator': GENERATOR},
                     'scenes': entries[k * scenes_per_folder:(k + 1) * scenes_per_folder]}
         with open(os.path.join(folder, 'metadata.json'), 'w') as f:
@@ -206,9 +242,10 @@ def tfds_examples(jobs_list: list[tuple], jobs: int = 0) -> Iterator[tuple[str, 
 
 def contact_sheet(path: str, resolution=128, num_scenes: int = 6, seed: int = 0, fov: float = 90.0,
                   num_frames: int = 10, shown: tuple[int, ...] = (0, 3, 6, 9), *, overwrite: bool = False,
-                  log=None) -> np.ndarray:
-  """Writes a PNG (or JPEG: `path`'s extension): one row per scene `(seed, s)`, its frames `shown` then their
-  depth maps (depthnet_jax.colormaps.depth_to_rgb: OpenCV's rainbow, 0..100 m).
+                  log=None, step: float = STEP, depth_range=scenes.WALL_RANGE) -> np.ndarray:
+  """Writes a PNG (or JPEG: `path`'s extension): one row per scene `(seed, s)` (rendered with `step` and
+  `depth_range`, as export), its frames `shown` then their depth maps (depthnet_jax.colormaps.depth_to_rgb:
+  OpenCV's rainbow, 0..100 m).
 
   The image is written to a temporary file next to `path` and renamed: an interrupted call leaves no half-written
   sheet, and an existing file at `path` is replaced only with `overwrite` (otherwise FileExistsError, also when
@@ -220,6 +257,8 @@ def contact_sheet(path: str, resolution=128, num_scenes: int = 6, seed: int = 0,
   w, h = check_resolution('resolution', resolution, maximum=None)
   num_scenes = check_int('num_scenes', num_scenes, 1)
   num_frames = check_int('num_frames', num_frames, 1)
+  step = check_step('step', step, maximum=None)
+  depth_range = check_depth_range('depth_range', depth_range, maximum=None)
   path = os.path.abspath(os.fspath(path))
   if os.path.isdir(path):
     raise IsADirectoryError(f'{path} is a directory, expected a PNG file path')
@@ -231,7 +270,8 @@ def contact_sheet(path: str, resolution=128, num_scenes: int = 6, seed: int = 0,
   gap, split = 4, 12  # white between tiles, and between the frames and the depth maps
   rows = []
   for s in range(num_scenes):
-    scene = scenes.render_scene((seed, s), (w, h), fov=fov, num_frames=num_frames)
+    scene = scenes.render_scene((seed, s), (w, h), fov=fov, num_frames=num_frames, step=step,
+                                depth_range=depth_range)
     tiles = [scene.frames[t] for t in shown] + [colormaps.depth_to_rgb(scene.depth[t]) for t in shown]
     row = np.full((h, len(tiles) * (w + gap) + gap + split, 3), 255, np.uint8)
     for i, tile in enumerate(tiles):

@@ -7,6 +7,13 @@ light plus ambient, Lambert) and a camera in pure translation at constant veloci
 nominal frame shift of 3) in a direction uniform on the sphere, so that depth from two frames is metric, as in
 Still Box. Apparent size is drawn independently of depth (see sample_world).
 
+Two keywords change this for scenes that are not Still Box's (flights at other speeds, nearer or farther rooms);
+their defaults give Still Box's scenes, byte for byte:
+  step: metres per frame (default STEP = 0.1); the time step stays TIME_STEP, so |speed| = step / TIME_STEP.
+  depth_range: (near, far) metres (default WALL_RANGE = (8, 150)): the walls' distances. The rest of the room's
+    contents scales with near: object centres from near / 8 (NEAREST_CENTER at the default), the clearance
+    around the camera path CLEARANCE * near / 8.
+
 Depth is planar z-depth in metres: the distance along the optical axis, not the length of the ray (a
 fronto-parallel wall at distance d reads d at every pixel). It is not clipped; over many scenes the median
 pixel is ~18 m away, 1 % of pixels are nearer than 1 m and ~2 % beyond 100 m. Camera axes: x image-right,
@@ -23,15 +30,17 @@ from typing import NamedTuple
 import numpy as np
 
 from depthnet_jax.conventions import STEP
-from tfds_stillbox.render import shapes, textures
+from tfds_stillbox.render import checks, shapes, textures
 from tfds_stillbox.render.raycast import SUPERSAMPLE, as_resolution, check_fov, render_frames
 
-TIME_STEP = 0.1  # seconds per frame; |speed| = STEP / TIME_STEP = 1 m/s
+TIME_STEP = 0.1  # seconds per frame; |speed| = step / TIME_STEP (STEP / TIME_STEP = 1 m/s by default)
 CLEARANCE = 0.5  # no object surface nearer than this (metres) to any camera position of its scene
 WALL_RANGE = (8.0, 150.0)  # each of the room's six walls is at a log-uniform distance in this range (metres)
 NUM_OBJECTS = (12, 40)  # objects per scene, uniform in this range, inclusive
 ANGULAR_RADIUS = (0.02, 0.3)  # radians, log-uniform: the apparent size, drawn independently of the depth
 NEAREST_CENTER = 1.0  # metres: object centres are at a log-uniform z-depth from this to the wall behind them
+# With another depth_range (near, far), NEAREST_CENTER and CLEARANCE are scaled by near / WALL_RANGE[0], and no wall
+# is nearer than near / 8 to any camera position (see _sample_room): only a long path (steps x frames) moves one.
 KINDS = ('sphere', 'ellipsoid', 'box', 'cylinder', 'cone', 'torus')
 _KIND_P = (0.15, 0.12, 0.25, 0.16, 0.16, 0.16)
 
@@ -78,11 +87,32 @@ def _segment_distance(point, a, b) -> float:
   return float(np.linalg.norm(point - (a + s * ab)))
 
 
-def _sample_room(rng) -> shapes.Room:
-  """A randomly rotated box around the origin, each wall at its own distance in WALL_RANGE."""
+def camera_positions(num_frames: int, speed, time_step: float) -> np.ndarray:
+  """[T, 3] float64 camera position of each frame, `i * time_step * speed` (the first at the origin)."""
+  return np.arange(num_frames)[:, None] * (time_step * np.asarray(speed).astype(np.float64))
+
+
+def _check_motion(step, depth_range) -> tuple[float, tuple[float, float]]:
+  """step > 0 and 0 < near < far, finite (a ValueError naming the value otherwise); as floats."""
+  return (checks.check_step('step', step, maximum=None),
+          checks.check_depth_range('depth_range', depth_range, maximum=None))
+
+
+def _sample_room(rng, depth_range=WALL_RANGE, positions=None) -> shapes.Room:
+  """A randomly rotated box around the origin, each wall at its own distance in depth_range (log-uniform).
+
+  A wall that would come nearer than depth_range[0] / 8 to one of the camera `positions` (a long path: frames x
+  step beyond near - near / 8, more than 70 frames at Still Box's step and room) is moved back to that distance
+  beyond the path; the camera never leaves the room.
+  """
   rotation = _random_rotation(rng)
-  near = np.array([textures.log_uniform(rng, *WALL_RANGE) for _ in range(3)])  # walls on the - side of each axis
-  far = np.array([textures.log_uniform(rng, *WALL_RANGE) for _ in range(3)])  # and on the + side
+  near = np.array([textures.log_uniform(rng, *depth_range) for _ in range(3)])  # walls on the - side of each axis
+  far = np.array([textures.log_uniform(rng, *depth_range) for _ in range(3)])  # and on the + side
+  if positions is not None:
+    local = positions @ rotation  # the path in the room's axes, from the origin
+    margin = depth_range[0] / 8.0
+    near = np.maximum(near, margin - local.min(axis=0))
+    far = np.maximum(far, local.max(axis=0) + margin)
   center_local = (far - near) / 2.0  # the origin sits at -center_local in the room's frame
   size = float(np.exp(np.mean(np.log(near + far))))
   return shapes.Room(half=tuple((near + far) / 2.0), center=rotation @ center_local, rotation=rotation,
@@ -109,27 +139,33 @@ def _sample_shape(rng, kind: str, radius: float, center, rotation, material) -> 
   return shapes.Torus(major=major, minor=ratio * major, **common)
 
 
-def sample_world(seed, resolution, fov: float = 90.0, num_frames: int = 10) -> World:
+def sample_world(seed, resolution, fov: float = 90.0, num_frames: int = 10, *, step: float = STEP,
+                 depth_range=WALL_RANGE) -> World:
   """The random scene of `seed`: camera path, room, objects, materials and light.
 
-  The camera moves STEP = 0.1 m per frame in a direction uniform on the sphere (forward, backward, sideways
-  alike). Objects are placed by direction (uniform in the image plane, a little beyond its edges, seen from the
-  middle of the path), z-depth (log-uniform between NEAREST_CENTER and the wall behind) and apparent size
-  (log-uniform ANGULAR_RADIUS, independent of the depth: near small and far big objects alike); a candidate
-  nearer than CLEARANCE to the camera path is drawn again. The same seed and aspect ratio give the same scene at
-  every resolution.
+  The camera moves `step` metres per frame (default STEP = 0.1, as Still Box; the time step is TIME_STEP) in a
+  direction uniform on the sphere (forward, backward, sideways alike). The room's walls are at log-uniform
+  distances in `depth_range` (near, far) metres from the first camera position (default WALL_RANGE), at least
+  near / 8 beyond every camera position. Objects are placed by direction (uniform in the image plane, a little
+  beyond its edges, seen from the middle of the path), z-depth (log-uniform between near / 8, NEAREST_CENTER by
+  default, and the wall behind) and apparent size (log-uniform ANGULAR_RADIUS, independent of the depth: near
+  small and far big objects alike); a candidate nearer than CLEARANCE * near / 8 to the camera path is drawn
+  again. The same seed and aspect ratio give the same scene at every resolution.
   """
   w, h = as_resolution(resolution)
   fov = check_fov(fov)  # before tan(fov / 2): 180 overflows the sampling of directions
   if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
     raise ValueError(f'num_frames={num_frames!r}: expected an integer >= 1')
+  step, depth_range = _check_motion(step, depth_range)
+  scale = depth_range[0] / WALL_RANGE[0]  # 1.0 exactly at the default: the arithmetic of Still Box's scenes
+  nearest, clearance = NEAREST_CENTER * scale, CLEARANCE * scale
   rng = np.random.default_rng(seed_sequence(seed))
   direction = rng.normal(size=3)
-  speed = (direction / np.linalg.norm(direction) * (STEP / TIME_STEP)).astype(np.float32)
-  positions = np.arange(num_frames)[:, None] * (TIME_STEP * speed.astype(np.float64))  # [T, 3]
+  speed = (direction / np.linalg.norm(direction) * (step / TIME_STEP)).astype(np.float32)
+  positions = camera_positions(num_frames, speed, TIME_STEP)  # [T, 3]
   light = rng.normal(size=3) * 0.6 + np.array([0.0, -0.6, -0.8])
   ambient = rng.uniform(0.3, 0.55)
-  room = _sample_room(rng)
+  room = _sample_room(rng, depth_range, positions)
   objects = [room]
   middle = positions[len(positions) // 2]
   half_x = np.tan(np.radians(fov) / 2.0) * 1.15
@@ -138,10 +174,10 @@ def sample_world(seed, resolution, fov: float = 90.0, num_frames: int = 10) -> W
     for _ in range(20):  # rejection of candidates too near the path
       ray = np.array([rng.uniform(-half_x, half_x), rng.uniform(-half_y, half_y), 1.0])
       wall, _ = room.intersect(middle, ray[None])
-      z = textures.log_uniform(rng, NEAREST_CENTER, max(0.9 * float(wall[0]), NEAREST_CENTER * 1.01))
+      z = textures.log_uniform(rng, nearest, max(0.9 * float(wall[0]), nearest * 1.01))
       center = middle + z * ray
       radius = textures.log_uniform(rng, *ANGULAR_RADIUS) * z * float(np.linalg.norm(ray))
-      if _segment_distance(center, positions[0], positions[-1]) - radius >= CLEARANCE:
+      if _segment_distance(center, positions[0], positions[-1]) - radius >= clearance:
         break
     else:
       continue
@@ -156,12 +192,12 @@ class Scene(NamedTuple):
   """A rendered scene; frame i is seen from `i * time_step * speed`."""
   frames: np.ndarray  # uint8 [T, H, W, 3]
   depth: np.ndarray  # float32 [T, H, W], planar z-depth in metres
-  speed: np.ndarray  # float32 [3], m/s in camera axes (x right, y down, z forward); |time_step * speed| = 0.1
+  speed: np.ndarray  # float32 [3], m/s in camera axes (x right, y down, z forward); |time_step * speed| = step
   time_step: float  # seconds
 
 
 def render_scene(seed, resolution, fov: float = 90.0, num_frames: int = 10, *,
-                 supersample: int = SUPERSAMPLE) -> Scene:
+                 supersample: int = SUPERSAMPLE, step: float = STEP, depth_range=WALL_RANGE) -> Scene:
   """Samples (sample_world) and renders the scene of `seed` (an int or a tuple of ints).
 
   Args:
@@ -170,8 +206,10 @@ def render_scene(seed, resolution, fov: float = 90.0, num_frames: int = 10, *,
     fov: horizontal field of view, degrees.
     num_frames: frames in the scene.
     supersample: colour rays per pixel and axis (anti-aliased edges); depth is always the pixel-centre ray's.
+    step: metres the camera moves per frame (> 0; default STEP = 0.1, as Still Box).
+    depth_range: (near, far) metres of the walls' distances (0 < near < far; default WALL_RANGE = (8, 150)).
   """
-  world = sample_world(seed, resolution, fov, num_frames)
+  world = sample_world(seed, resolution, fov, num_frames, step=step, depth_range=depth_range)
   frames, depth = render_frames(world.objects, world.positions, resolution, fov, light=world.light,
                                 ambient=world.ambient, supersample=supersample)
   return Scene(frames=frames, depth=depth, speed=world.speed, time_step=world.time_step)
