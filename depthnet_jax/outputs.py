@@ -7,8 +7,9 @@ so that a script, a later run and a run reading that folder as its input know wh
   with `error` (its one-line message) when it stopped on an error; `run` says which run (pid, host, times);
 - `settings`: per settings key, what determines the results: the checkpoint resolved and a digest of its files'
   bytes, the input and a digest of its frames' names and bytes (or of the video's bytes), the frame shift, the
-  network input size, the results' version, and for the animation the frame rate (paths are shown, not compared:
-  a copied checkpoint or a moved folder gives the same results);
+  network input size, the results' version, with the flight's motion also the motion given (a log by its bytes)
+  and the nominal displacement, with `--frame_shift auto` its settings, and for the animation the frame rate
+  (paths are shown, not compared: a copied checkpoint or a moved folder gives the same results);
 - `files`: each file a run wrote (or is about to write) -> the key of the settings it was written with. A name
   is entered before its file is written, so a killed run leaves no file of ours unlisted.
 

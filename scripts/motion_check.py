@@ -1,0 +1,176 @@
+"""What a trained DepthNet does with the flight's motion: measured on rendered flights, run as a user runs them.
+
+    .venv/bin/python scripts/motion_check.py --checkpoint runs/synth64 [--out motion_check] [--scenes 12]
+
+Renders flights with `python -m tfds_stillbox.render` (one scene per folder, each with its motion log) and runs
+`infer.py` on each (in this process, through `infer.main`, the command line's own entry point), then compares the
+depth it wrote (`<frame>_depth.npy`) with the rendered ground truth (`D_*.npy`) of the same frame. The error is
+the mean absolute error in metres over the pixels whose true depth is at most 100 m (the network's range), per
+depth map, averaged over the depth maps; `ratio` is the median of depth / truth over those pixels.
+
+1. Speed: the same seeds at 0.1 m per frame (Still Box's) and 0.2 m per frame, frame shift 3: without motion the
+   fast flights' depth is about half the truth; with `--displacement 0.2`, and with `--motion motion_0000.csv`,
+   the error should be close to the nominal flights' error.
+2. Depth range: near (`--depth_range 2,20`) and far (`--depth_range 40,400`) flights at 0.1 m per frame, with
+   `--frame_shift auto --max_shift K --motion`: the shifts chosen, and the error against every fixed shift
+   1..K made metric with the same motion log, all on the frames K onwards (those that every shift can reach).
+
+Prints the tables; `--json PATH` writes the figures. The numbers depend on the network: a network that has not
+learnt parallax cannot pass these checks (tests/test_motion_trained.py asserts them for a trained checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _infer_module():
+  """infer.py (at the top of the repository, not a package module), loaded by path."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('depthnet_infer_cli', os.path.join(ROOT, 'infer.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+_INFER = None   # infer.py, loaded by measure()
+
+
+def render(out: str, *, scenes: int, frames: int, step: float, depth_range: str, seed: int) -> str:
+  """`python -m tfds_stillbox.render` into `out`: one scene per folder; returns the tree (`out/64`)."""
+  from tfds_stillbox.render import cli
+  tree = os.path.join(out, '64')
+  if not os.path.isdir(tree):
+    code = cli.main(['--out', out, '--resolution', '64', '--scenes', str(scenes), '--frames', str(frames),
+                     '--seed', str(seed), '--step', str(step), '--depth_range', depth_range,
+                     '--scenes_per_folder', '1', '--jobs', '0'])
+    if code:
+      raise SystemExit(f'rendering into {out} failed (exit {code})')
+  return tree
+
+
+def scene_folders(tree: str) -> list[str]:
+  return [os.path.join(tree, d) for d in sorted(os.listdir(tree), key=int)]
+
+
+def infer(checkpoint: str, folder: str, output: str, *flags, motion_log: bool = False) -> str:
+  """infer.py on one flight folder (with `motion_log`: `--motion` its own log); returns its summary line."""
+  if motion_log:
+    with open(os.path.join(folder, 'metadata.json')) as f:
+      flags += ('--motion', os.path.join(folder, json.load(f)['scenes'][0]['motion']))
+  stdout, stderr = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    code = _INFER.main(['--checkpoint', checkpoint, '--input', folder, '--output', output, '--extensions', 'jpg',
+                        '--output_raw', '--overwrite', *map(str, flags)])
+  if code:
+    raise SystemExit(f'infer.py failed on {folder}: {stderr.getvalue().strip()}')
+  return stdout.getvalue().strip()
+
+
+def errors(folder: str, output: str, first: int = 0) -> tuple[list[float], list[float]]:
+  """Per depth map of `output` of frames `first` onwards: mean |depth - truth| (truth <= 100 m) and the median of
+  depth / truth."""
+  with open(os.path.join(folder, 'metadata.json')) as f:
+    scene = json.load(f)['scenes'][0]
+  stems = {os.path.splitext(name)[0]: (t, depth) for t, (name, depth) in enumerate(zip(scene['imgs'],
+                                                                                       scene['depth']))}
+  maes, ratios = [], []
+  for name in sorted(os.listdir(output)):
+    if not name.endswith('_depth.npy'):
+      continue
+    t, truth_file = stems[name[:-len('_depth.npy')]]
+    if t < first:
+      continue
+    depth = np.load(os.path.join(output, name)).astype(np.float64)
+    truth = np.load(os.path.join(folder, truth_file)).astype(np.float64)
+    valid = (truth > 1e-3) & (truth <= 100.0)
+    maes.append(float(np.abs(depth - truth)[valid].mean()))
+    ratios.append(float(np.median(depth[valid] / truth[valid])))
+  return maes, ratios
+
+
+def shifts(output: str) -> list[int]:
+  with open(os.path.join(output, 'shifts.csv')) as f:
+    return [int(r['shift']) for r in csv.DictReader(f) if r['shift']]
+
+
+def measure(checkpoint: str, out: str, *, scenes: int = 12, frames: int = 12, max_shift: int = 6,
+            seed: int = 100, log=print) -> dict:
+  """Runs both experiments; returns the figures (see the module docstring)."""
+  global _INFER
+  _INFER = _INFER or _infer_module()
+  checkpoint = os.path.abspath(checkpoint)
+  results: dict = {'checkpoint': checkpoint, 'scenes': scenes, 'frames': frames, 'max_shift': max_shift}
+
+  def run_set(tree: str, name: str, *flags, motion_log: bool = False, first: int = 0) -> dict:
+    maes, ratios, chosen = [], [], []
+    for folder in scene_folders(tree):
+      output = os.path.join(out, 'infer', name.replace(' ', '_').replace('/', '_').replace(',', ''),
+                            os.path.basename(folder))
+      summary = infer(checkpoint, folder, output, *flags, motion_log=motion_log)
+      m, r = errors(folder, output, first)
+      maes += m
+      ratios += r
+      if '--frame_shift' in flags and flags[flags.index('--frame_shift') + 1] == 'auto':
+        chosen += shifts(output)[first - 1 if first else 0:]
+    figures = {'error_m': float(np.mean(maes)), 'ratio': float(np.median(ratios)), 'depth_maps': len(maes)}
+    if chosen:
+      figures['mean_shift'] = float(np.mean(chosen))
+      figures['shifts'] = {str(k): chosen.count(k) for k in sorted(set(chosen))}
+    log(f'  {name:<34} error {figures["error_m"]:7.3f} m   depth/truth {figures["ratio"]:.3f}   '
+        f'({len(maes)} depth maps)' + (f'   mean shift {figures["mean_shift"]:.2f} {figures["shifts"]}'
+                                        if chosen else '') + f'\n    {summary[-160:]}')
+    return figures
+
+  nominal = render(os.path.join(out, 'nominal'), scenes=scenes, frames=frames, step=0.1, depth_range='8,150',
+                   seed=seed)
+  fast = render(os.path.join(out, 'fast'), scenes=scenes, frames=frames, step=0.2, depth_range='8,150', seed=seed)
+  log('1. speed: frame shift 3')
+  speed = results['speed'] = {}
+  speed['nominal_0.1'] = run_set(nominal, 'nominal 0.1 m/frame', '--frame_shift', 3)
+  speed['fast_0.2_unscaled'] = run_set(fast, 'fast 0.2 m/frame, no motion', '--frame_shift', 3)
+  speed['fast_0.2_displacement'] = run_set(fast, 'fast, --displacement 0.2', '--frame_shift', 3,
+                                           '--displacement', 0.2)
+  speed['fast_0.2_motion_log'] = run_set(fast, 'fast, --motion motion_0000.csv', '--frame_shift', 3, motion_log=True)
+  near = render(os.path.join(out, 'near'), scenes=scenes, frames=frames, step=0.1, depth_range='2,20', seed=seed)
+  far = render(os.path.join(out, 'far'), scenes=scenes, frames=frames, step=0.1, depth_range='40,400', seed=seed)
+  log(f'2. depth range: --frame_shift auto --max_shift {max_shift} against fixed shifts (all with --motion)')
+  ranges = results['depth_range'] = {}
+  for name, tree in (('near_2_20', near), ('far_40_400', far)):
+    ranges[name] = {'auto': run_set(tree, f'{name} auto', '--frame_shift', 'auto', '--max_shift', max_shift,
+                                    motion_log=True, first=max_shift)}
+    for k in range(1, max_shift + 1):
+      ranges[name][f'shift_{k}'] = run_set(tree, f'{name} shift {k}', '--frame_shift', k, motion_log=True,
+                                               first=max_shift)
+  return results
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--checkpoint', required=True, help='training workdir, checkpoint directory or .pth.tar')
+  parser.add_argument('--out', default='motion_check', help='folder for the rendered flights and the depth maps')
+  parser.add_argument('--scenes', type=int, default=12, help='flights per set')
+  parser.add_argument('--frames', type=int, default=12, help='frames per flight')
+  parser.add_argument('--max_shift', type=int, default=6, help='largest shift tried by --frame_shift auto')
+  parser.add_argument('--json', default='', help='also write the figures here')
+  args = parser.parse_args()
+  results = measure(args.checkpoint, os.path.abspath(args.out), scenes=args.scenes, frames=args.frames,
+                    max_shift=args.max_shift)
+  if args.json:
+    from depthnet_jax import atomic
+    atomic.write_text(args.json, json.dumps(results, indent=1) + '\n')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
