@@ -166,7 +166,7 @@ def parse_frame_shift(value) -> int | str:
     if text == 'auto':
       return 'auto'
     try:
-      value = int(text)
+      value = int(text)   # shown as a number from here on, as the other flags' values
     except ValueError:
       raise cli.UserError(f"--frame_shift={value!r}: expected an integer >= 1 or 'auto'") from None
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:

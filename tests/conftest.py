@@ -50,6 +50,17 @@ def synth_tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def random_checkpoint(tmp_path_factory):
+  """A model checkpoint of a full-size DepthNet (BN + elu) with NumPy-drawn weights (Flax's initialisers would
+  compile per weight shape), recording no image size, FOV or displacement, as checkpoints of older versions."""
+  from depthnet_jax import checkpointing
+  from depthnet_jax.testing.random_models import random_depthnet
+  path = tmp_path_factory.mktemp('random_model') / 'ckpt'
+  checkpointing.save_model(path, random_depthnet())
+  return str(path)
+
+
+@pytest.fixture(scope='session')
 def tiny_run(tmp_path_factory, synth_tiny_dir):
   """(workdir, printed output) of training `configs/test.py` for 6 steps on synth_tiny, once per run.
 

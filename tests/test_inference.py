@@ -59,14 +59,6 @@ def test_wider_fov_than_training_is_refused():
 # --- outputs ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def random_checkpoint(tmp_path_factory):
-  from depthnet_jax.testing.random_models import random_depthnet  # NumPy weights: Flax's initialisers compile per shape
-  path = tmp_path_factory.mktemp('model') / 'ckpt'
-  checkpointing.save_model(path, random_depthnet())
-  return str(path)
-
-
-@pytest.fixture(scope='module')
 def scene_frames(tmp_path_factory):
   folder = tmp_path_factory.mktemp('frames')
   scene = render_scene((3, 0), (56, 40), num_frames=5)

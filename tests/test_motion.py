@@ -7,6 +7,7 @@ scenes) is measured by scripts/motion_check.py (`make test-slow`, tests/test_mot
 """
 
 import csv
+import re
 import os
 
 import imageio.v3 as iio
@@ -15,18 +16,10 @@ import pytest
 
 import infer
 from depthnet_jax import checkpointing, inference, motion
-from depthnet_jax.outputs import MANIFEST, SHIFTS_CSV
+from depthnet_jax.outputs import SHIFTS_CSV
 from tfds_stillbox.render import scenes
 
 FRAMES = 8
-
-
-@pytest.fixture(scope='module')
-def random_checkpoint(tmp_path_factory):
-  from depthnet_jax.testing.random_models import random_depthnet
-  path = tmp_path_factory.mktemp('model') / 'ckpt'
-  checkpointing.save_model(path, random_depthnet())
-  return str(path)
 
 
 @pytest.fixture(scope='module')
@@ -235,7 +228,7 @@ def test_bad_motion_logs_are_one_error_line_naming_file_line_column(random_check
   assert code == 1 and out == ''
   lines = err.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(f'error: --motion {log}'), err
-  import re
+
   assert re.search(message, lines[0]), lines[0]
   assert not out_dir.exists()
 
