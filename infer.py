@@ -1,14 +1,20 @@
 """Depth maps of your own footage: `python infer.py --checkpoint PATH --input FOLDER_OR_VIDEO --output DIR`.
 
 PATH is a training workdir (its best checkpoint), a checkpoint directory (e.g. from `torch_import`), or a
-PyTorch `.pth.tar` imported on the fly. Pairs are (frame t, frame t + frame_shift); each output is named after
-the pair's second frame: `<stem>_depth.png` (rainbow, 0-100 m), `<stem>_disp.png` (1/depth, bone),
+PyTorch `.pth.tar` imported on the fly. Pairs are (frame t - frame_shift, frame t); each output is named after
+the pair's second frame, whose depth it is: `<stem>_depth.png` (rainbow, 0-100 m), `<stem>_disp.png` (1/depth, bone),
 `<stem>_depth.npy` (float32 metres at the input size), and `depth.gif` / `depth.mp4` (input beside depth).
 Without any --output_* flag, depth and disparity PNGs and the raw arrays are written (and the video for a video).
 
 Geometry: by default frames are resized to the size the network was trained at (512x512 for imported PyTorch
 weights); `--fov DEG` resizes so that the footage's focal length matches the network's training focal length;
 `--height/--width` set the size; `--no_resize` keeps the frames as they are.
+
+Metric depth: the network's depths assume the displacement between a pair's frames it was trained with (0.3 m
+for Still Box; recorded in our checkpoints). `--displacement M` (metres per frame) or `--motion CSV` (the flight's
+positions `frame,x,y,z` or velocities `time,vx,vy,vz`; see depthnet_jax/motion.py) scale each depth by the pair's
+real displacement over that one, and `--frame_shift auto` picks per frame the shift whose output is nearest
+`--target_depth` (see depthnet_jax/inference.py); `shifts.csv` lists per frame the pair, displacement and scale.
 
 Compiled programs are kept in JAX's persistent compilation cache (`--compilation_cache DIR`, default
 ~/.cache/depthnet-jax/jax-compilation-cache, see depthnet_jax/compile_cache.py), so a second run of the same shapes

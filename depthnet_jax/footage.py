@@ -572,7 +572,8 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int | str = 1
   if auto:
     shifts = np.array(chosen_shifts)
     pairs_said = (f'{counts["pairs"]} depth maps (shift auto 1..{max_shift}, target {target_depth:g} m by '
-                  f'{shift_statistic}: chose {shifts.min()}-{shifts.max()}, median {np.median(shifts):g}; '
+                  f'{shift_statistic}: chose {shifts.min()}'
+                  f'{"" if shifts.min() == shifts.max() else f" to {shifts.max()}"}, median {np.median(shifts):g}; '
                   f'{counts["predicted"]} pairs predicted)')
   else:
     pairs_said = f'{counts["pairs"]} pairs (shift {frame_shift})'
