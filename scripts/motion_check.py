@@ -4,9 +4,10 @@
 
 Renders flights with `python -m tfds_stillbox.render` (one scene per folder, each with its motion log) and runs
 `infer.py` on each (in this process, through `infer.main`, the command line's own entry point), then compares the
-depth it wrote (`<frame>_depth.npy`) with the rendered ground truth (`D_*.npy`) of the same frame. The error is
+depth it wrote (`<frame>_depth.npy`) with the rendered ground truth (`D_*.npy`) of the same frame. `error` is
 the mean absolute error in metres over the pixels whose true depth is at most 100 m (the network's range), per
-depth map, averaged over the depth maps; `ratio` is the median of depth / truth over those pixels.
+depth map, averaged over the depth maps; `depth/truth` is the median of depth / truth over those pixels; `abs rel`
+the mean of |depth - truth| / truth over every pixel (far ones too: with larger shifts they come into range).
 
 1. Speed: the same seeds at 0.1 m per frame (Still Box's) and 0.2 m per frame, frame shift 3: without motion the
    fast flights' depth is about half the truth; with `--displacement 0.2`, and with `--motion motion_0000.csv`,
@@ -77,14 +78,14 @@ def infer(checkpoint: str, folder: str, output: str, *flags, motion_log: bool = 
   return stdout.getvalue().strip()
 
 
-def errors(folder: str, output: str, first: int = 0) -> tuple[list[float], list[float]]:
-  """Per depth map of `output` of frames `first` onwards: mean |depth - truth| (truth <= 100 m) and the median of
-  depth / truth."""
+def errors(folder: str, output: str, first: int = 0) -> tuple[list[float], list[float], list[float]]:
+  """Per depth map of `output` of frames `first` onwards: mean |depth - truth| over the pixels whose truth is at
+  most 100 m, the median of depth / truth and the mean |depth - truth| / truth over every pixel."""
   with open(os.path.join(folder, 'metadata.json')) as f:
     scene = json.load(f)['scenes'][0]
   stems = {os.path.splitext(name)[0]: (t, depth) for t, (name, depth) in enumerate(zip(scene['imgs'],
                                                                                        scene['depth']))}
-  maes, ratios = [], []
+  maes, ratios, rels = [], [], []
   for name in sorted(os.listdir(output)):
     if not name.endswith('_depth.npy'):
       continue
@@ -96,7 +97,9 @@ def errors(folder: str, output: str, first: int = 0) -> tuple[list[float], list[
     valid = (truth > 1e-3) & (truth <= 100.0)
     maes.append(float(np.abs(depth - truth)[valid].mean()))
     ratios.append(float(np.median(depth[valid] / truth[valid])))
-  return maes, ratios
+    every = truth > 1e-3
+    rels.append(float((np.abs(depth - truth)[every] / truth[every]).mean()))
+  return maes, ratios, rels
 
 
 def shifts(output: str) -> list[int]:
@@ -104,7 +107,7 @@ def shifts(output: str) -> list[int]:
     return [int(r['shift']) for r in csv.DictReader(f) if r['shift']]
 
 
-def measure(checkpoint: str, out: str, *, scenes: int = 12, frames: int = 12, max_shift: int = 6,
+def measure(checkpoint: str, out: str, *, scenes: int = 8, frames: int = 16, max_shift: int = 8,
             seed: int = 100, log=print) -> dict:
   """Runs both experiments; returns the figures (see the module docstring)."""
   global _INFER
@@ -113,23 +116,25 @@ def measure(checkpoint: str, out: str, *, scenes: int = 12, frames: int = 12, ma
   results: dict = {'checkpoint': checkpoint, 'scenes': scenes, 'frames': frames, 'max_shift': max_shift}
 
   def run_set(tree: str, name: str, *flags, motion_log: bool = False, first: int = 0) -> dict:
-    maes, ratios, chosen = [], [], []
+    maes, ratios, rels, chosen = [], [], [], []
     for folder in scene_folders(tree):
       output = os.path.join(out, 'infer', name.replace(' ', '_').replace('/', '_').replace(',', ''),
                             os.path.basename(folder))
       summary = infer(checkpoint, folder, output, *flags, motion_log=motion_log)
-      m, r = errors(folder, output, first)
+      m, r, a = errors(folder, output, first)
       maes += m
       ratios += r
+      rels += a
       if '--frame_shift' in flags and flags[flags.index('--frame_shift') + 1] == 'auto':
         chosen += shifts(output)[first - 1 if first else 0:]
-    figures = {'error_m': float(np.mean(maes)), 'ratio': float(np.median(ratios)), 'depth_maps': len(maes)}
+    figures = {'error_m': float(np.mean(maes)), 'ratio': float(np.median(ratios)), 'abs_rel': float(np.mean(rels)),
+               'depth_maps': len(maes)}
     if chosen:
       figures['mean_shift'] = float(np.mean(chosen))
       figures['shifts'] = {str(k): chosen.count(k) for k in sorted(set(chosen))}
-    log(f'  {name:<34} error {figures["error_m"]:7.3f} m   depth/truth {figures["ratio"]:.3f}   '
-        f'({len(maes)} depth maps)' + (f'   mean shift {figures["mean_shift"]:.2f} {figures["shifts"]}'
-                                        if chosen else '') + f'\n    {summary[-160:]}')
+    shown = f'   mean shift {figures["mean_shift"]:.2f} {figures["shifts"]}' if chosen else ''
+    log(f'  {name:<34} error {figures["error_m"]:7.3f} m   depth/truth {figures["ratio"]:.3f}   abs rel '
+        f'{figures["abs_rel"]:.3f}   ({len(maes)} depth maps){shown}\n    {summary[-160:]}')
     return figures
 
   nominal = render(os.path.join(out, 'nominal'), scenes=scenes, frames=frames, step=0.1, depth_range='8,150',
@@ -159,9 +164,9 @@ def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--checkpoint', required=True, help='training workdir, checkpoint directory or .pth.tar')
   parser.add_argument('--out', default='motion_check', help='folder for the rendered flights and the depth maps')
-  parser.add_argument('--scenes', type=int, default=12, help='flights per set')
-  parser.add_argument('--frames', type=int, default=12, help='frames per flight')
-  parser.add_argument('--max_shift', type=int, default=6, help='largest shift tried by --frame_shift auto')
+  parser.add_argument('--scenes', type=int, default=8, help='flights per set')
+  parser.add_argument('--frames', type=int, default=16, help='frames per flight')
+  parser.add_argument('--max_shift', type=int, default=8, help='largest shift tried by --frame_shift auto')
   parser.add_argument('--json', default='', help='also write the figures here')
   args = parser.parse_args()
   results = measure(args.checkpoint, os.path.abspath(args.out), scenes=args.scenes, frames=args.frames,
