@@ -3,6 +3,10 @@
 Targets are compared with a prediction at the prediction's resolution: the target is downsampled with
 `area_downsample`, the equivalent of torch's `interpolate(mode='area')` / `adaptive_avg_pool2d` (output pixel i
 averages input pixels floor(i * H / h) .. ceil((i + 1) * H / h) - 1, also when h does not divide H).
+
+Also here: the error by true depth (`depth_bin_sums`, `binned_error_sums`), and the metrics of the authors' later
+evaluation (unsupervised-depthnet's test_depth.py: `followup_metric_sums`, prediction upsampled to the ground
+truth instead), both used by `depthnet_jax.evaluate`.
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ import numpy as np
 
 MULTISCALE_WEIGHTS = (0.32, 0.08, 0.02, 0.01, 0.005)
 LOSSES = ('L1', 'SmoothL1', 'MSE')
-METRIC_NAMES = ('depth_error', 'normalized_error', 'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'delta1', 'delta2',
-                'delta3')
 
 
 def _pooling_matrix(in_size: int, out_size: int) -> np.ndarray:
@@ -143,3 +145,128 @@ def depth_metrics(pred: jax.Array, target: jax.Array, mask: jax.Array | None = N
   sums, count = depth_metric_sums(pred, target, mask, min_depth=min_depth, max_depth=max_depth)
   n = jnp.maximum(count, 1.0)
   return {k: v / n for k, v in sums.items()}
+
+
+# --- Error by true depth --------------------------------------------------------------------------------------
+
+# Edges in metres of the true-depth bins of the error-by-depth tables: [0, 10), [10, 20), ..., [90, 100]. A depth
+# at or beyond the last edge counts in the last bin, one below the first edge in the first.
+DEPTH_BIN_EDGES = tuple(float(x) for x in range(0, 101, 10))
+
+
+def binned_error_sums(pred: jax.Array, target: jax.Array, valid: jax.Array,
+                      edges: Sequence[float] = DEPTH_BIN_EDGES) -> dict[str, jax.Array]:
+  """Sums over the valid pixels of each true-depth bin, pooled over every pixel of the batch.
+
+  `pred`, `target` (metres) and `valid` (bool) have the same shape. Returns `[K]` float32 arrays, K =
+  len(edges) - 1: 'pixels' (count), 'abs_error' (sum of |pred - target|) and 'rel_error' (sum of
+  |pred - target| / target). Bin k holds edges[k] <= target < edges[k + 1] (see DEPTH_BIN_EDGES).
+  """
+  bins = len(edges) - 1
+  index = jnp.searchsorted(jnp.asarray(edges[1:-1], jnp.float32), target, side='right')
+  segment = jnp.where(valid, index, bins).reshape(-1)   # invalid pixels go to a bin that is dropped
+  safe_t = jnp.where(valid, target, 1.0)
+  abs_error = jnp.where(valid, jnp.abs(pred - target), 0.0)
+
+  def total(x):
+    return jax.ops.segment_sum(x.reshape(-1).astype(jnp.float32), segment, num_segments=bins + 1)[:bins]
+
+  return {'pixels': total(valid), 'abs_error': total(abs_error), 'rel_error': total(abs_error / safe_t)}
+
+
+def depth_bin_sums(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None, *,
+                   min_depth: float = 1e-3, max_depth: float | None = None,
+                   edges: Sequence[float] = DEPTH_BIN_EDGES) -> dict[str, jax.Array]:
+  """`binned_error_sums` of the pixels `per_example_metrics` evaluates, with the error of its `depth_error` and
+  `normalized_error`: the raw prediction `[B, h, w]` against the area-downsampled target, over the pixels with
+  `min_depth < area(target) <= max_depth` of the examples of `mask` (`[B]`, or broadcastable per pixel)."""
+  t = area_downsample(target, pred.shape[-2:])
+  valid = t > min_depth
+  if max_depth is not None:
+    valid &= t <= max_depth
+  if mask is not None:
+    mask = jnp.asarray(mask)
+    valid &= jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (pred.ndim - mask.ndim)), valid.shape).astype(bool)
+  return binned_error_sums(pred, t, valid, edges)
+
+
+# --- The authors' later evaluation (unsupervised-depthnet, test_depth.py --gt-type stillbox) -----------------
+
+# The metrics of `followup_metric_sums`, in test_depth.py's order (mean_abs, abs_rel, abs_log, sq_rel, rms,
+# log_rms, a1, a2, a3).
+FOLLOWUP_METRIC_NAMES = ('mean_abs', 'abs_rel', 'abs_log', 'sq_rel', 'rmse', 'rmse_log', 'delta1', 'delta2',
+                         'delta3')
+FOLLOWUP_MIN_DEPTH, FOLLOWUP_MAX_DEPTH = 1e-3, 80.0   # test_depth.py's --min-depth and --max-depth defaults
+FOLLOWUP_CROP = (0.05, 0.95)                          # stillbox_eval's generate_mask: the central 90 % of each axis
+
+
+def upsample_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """`[..., h, w]` -> `[..., H, W]`, bilinear with half-pixel centres and edge clamping: torch's
+  `interpolate(x, size, mode='bilinear', align_corners=False)`."""
+  return jax.image.resize(x, x.shape[:-2] + tuple(size), 'bilinear', antialias=False)
+
+
+def border_crop(height: int, width: int, crop: tuple[float, float] = FOLLOWUP_CROP) -> np.ndarray:
+  """`[H, W]` bool, True on rows int(0.05 H) .. int(0.95 H) - 1 and columns likewise (stillbox_eval's crop)."""
+  out = np.zeros((height, width), bool)
+  out[int(crop[0] * height):int(crop[1] * height), int(crop[0] * width):int(crop[1] * width)] = True
+  return out
+
+
+def followup_pixels(pred: jax.Array, target: jax.Array, scale: jax.Array | None = None, *,
+                    min_depth: float = FOLLOWUP_MIN_DEPTH, max_depth: float = FOLLOWUP_MAX_DEPTH,
+                    crop: tuple[float, float] = FOLLOWUP_CROP) -> tuple[jax.Array, jax.Array]:
+  """(prediction, valid) at the ground truth's size `[B, H, W]`, as test_depth.py makes them: the prediction
+  `[B, h, w]` multiplied by `scale` (`[B]`, real / nominal displacement; None: 1), upsampled bilinearly to
+  `target`'s size and clamped to [min_depth, max_depth]; valid where min_depth < target < max_depth (strictly,
+  as generate_mask) inside the border crop."""
+  if scale is not None:
+    pred = pred * jnp.asarray(scale, pred.dtype).reshape(-1, *(1,) * (pred.ndim - 1))
+  pred = jnp.clip(upsample_bilinear(pred, target.shape[-2:]), min_depth, max_depth)
+  valid = (target > min_depth) & (target < max_depth) & jnp.asarray(border_crop(*target.shape[-2:], crop))
+  return pred, valid
+
+
+def followup_metric_sums(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None,
+                         scale: jax.Array | None = None, **options) -> tuple[dict[str, jax.Array], jax.Array]:
+  """({metric: sum over the examples of `mask` that have valid pixels}, their count), test_depth.py's
+  compute_errors of each image (over its valid pixels, see `followup_pixels`); the split's figures are the sums
+  over all examples divided by the count, i.e. per-image metrics averaged over the images, as test_depth.py."""
+  pred, valid = followup_pixels(pred, target, scale, **options)
+  valid_f = valid.astype(jnp.float32)
+  count = jnp.sum(valid_f, axis=(-2, -1))
+  gt = jnp.where(valid, target, 1.0)
+  pred = jnp.where(valid, pred, 1.0)
+
+  def mean(x):
+    return jnp.sum(jnp.where(valid, x, 0.0), axis=(-2, -1)) / jnp.maximum(count, 1.0)
+
+  diff = gt - pred
+  log_diff = jnp.log(gt) - jnp.log(pred)
+  thresh = jnp.maximum(gt / pred, pred / gt)
+  per_example = {
+      'mean_abs': mean(jnp.abs(diff)),
+      'abs_rel': mean(jnp.abs(diff) / gt),
+      'abs_log': mean(jnp.abs(log_diff)),
+      'sq_rel': mean(jnp.square(diff) / gt),
+      'rmse': jnp.sqrt(mean(jnp.square(diff))),
+      'rmse_log': jnp.sqrt(mean(jnp.square(log_diff))),
+      'delta1': mean((thresh < 1.25).astype(jnp.float32)),
+      'delta2': mean((thresh < 1.25 ** 2).astype(jnp.float32)),
+      'delta3': mean((thresh < 1.25 ** 3).astype(jnp.float32)),
+  }
+  weight = (count > 0).astype(jnp.float32)
+  if mask is not None:
+    weight = weight * jnp.asarray(mask, jnp.float32).reshape(weight.shape)
+  return {k: jnp.sum(per_example[k] * weight) for k in FOLLOWUP_METRIC_NAMES}, jnp.sum(weight)
+
+
+def followup_bin_sums(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None,
+                      scale: jax.Array | None = None, *, edges: Sequence[float] = DEPTH_BIN_EDGES,
+                      **options) -> dict[str, jax.Array]:
+  """`binned_error_sums` of the pixels `followup_metric_sums` evaluates (at the ground truth's size, after the
+  masks and the clamp), over the examples of `mask`."""
+  pred, valid = followup_pixels(pred, target, scale, **options)
+  if mask is not None:
+    valid &= jnp.asarray(mask).reshape(-1, *(1,) * (valid.ndim - 1)) > 0
+  return binned_error_sums(pred, target, valid, edges)
