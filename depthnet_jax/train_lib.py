@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -22,8 +23,8 @@ import optax
 from clu import metrics as clu_metrics  # (clu.metric_writers imports TensorFlow: imported when a run starts)
 from flax import nnx
 
-from depthnet_jax import (checkpointing, cli, colormaps, input_pipeline, loading, losses, models, optim, progress,
-                          sharding, train_checks)
+from depthnet_jax import (checkpointing, cli, colormaps, evaluate, input_pipeline, loading, losses, models, optim,
+                          progress, sharding, train_checks)
 from depthnet_jax.model_spec import ModelSpec
 from depthnet_jax.train_state import TrainState
 
@@ -346,19 +347,32 @@ def _all_finite(tree) -> jax.Array:
 
 
 def eval_only(trainer: Trainer, workdir: str, config) -> dict[str, float]:
-  """Evaluates the best (or latest) checkpoint of the workdir and prints `name value` lines; writes nothing."""
+  """Evaluates the best (or latest) checkpoint of the workdir and prints `eval_<name> value` lines (then the error
+  by true depth as `#` lines); writes nothing.
+
+  The evaluation is `depthnet_jax.evaluate`'s original protocol (what `python -m depthnet_jax.evaluate` runs), on
+  the config's eval split, shift, eval batch size and model execution: the figures of `Trainer.evaluate`.
+  """
   path = loading.eval_checkpoint_path(os.path.abspath(os.fspath(workdir)), config.eval_checkpoint)
   try:
     params, stats = trainer.weights_of(path)
   except (ValueError, OSError) as e:  # e.g. the config's model options are not the checkpoint's
     raise cli.UserError(f'--config.eval_only=True: {cli.one_line(e)}') from e
   params, stats = sharding.replicate((params, stats), trainer.mesh)
-  metrics, _ = trainer.evaluate(params, stats)
-  if jax.process_index() == 0:
+  first = jax.process_index() == 0
+  result = evaluate.evaluate(trainer.eval_def, params, stats, trainer.eval_source, protocol='original',
+                             shift=config.shift, batch_size=config.eval_batch_size, mesh=trainer.mesh,
+                             worker_count=config.worker_count, show_progress=first)
+  if first:
     print(f'# eval metrics of {path} on {config.dataset}:{config.eval_split}')
-    for k, v in metrics.items():
+    for k, v in result.metrics.items():
       print(f'eval_{k} {v!r}')
-  return metrics
+    print(f'# error by true depth over {result.pixels} pixels of {result.pairs} pairs (pooled, at the network\'s '
+          'output resolution)')
+    for line in evaluate.bins_table(result):
+      print(f'# {line}')
+    sys.stdout.flush()
+  return result.metrics
 
 
 def mean_training_depth(trainer: Trainer, max_batches: int | None = None) -> float:
