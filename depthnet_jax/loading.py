@@ -48,7 +48,7 @@ def resolve_checkpoint(path: str | os.PathLike, prefer: str = 'best') -> str:
       manager_dir = os.path.join(path, which if which == 'best' else 'checkpoints')
       steps = _steps(manager_dir)
       if steps:
-        return os.path.join(manager_dir, str(steps[-1]))
+        return os.path.join(manager_dir, str(_pick(manager_dir, steps, which)))
     raise CheckpointNotFoundError(f'training workdir {path} holds no complete checkpoint in checkpoints/ or best/')
   raise CheckpointNotFoundError(f'{path} is neither a depthnet-jax checkpoint (no {CONFIG_ITEM}/ inside) nor a '
                                 'training workdir with checkpoints/ or best/')
@@ -111,6 +111,16 @@ def warm_start(path: str | os.PathLike, spec: ModelSpec, params_template, stats_
   return params, stats
 
 
+def _pick(manager_dir: str, steps: list[int], which: str) -> int:
+  """The latest step, or of `best/` the one with the lowest recorded eval depth error (one is kept; two only
+  while a better one replaces the other)."""
+  if which == 'best' and len(steps) > 1:
+    errors = {s: checkpointing.read_model_config(os.path.join(manager_dir, str(s))).get('eval_metrics', {})
+              .get('depth_error', math.inf) for s in steps}
+    return min(steps, key=lambda s: (errors[s], -s))
+  return steps[-1]
+
+
 def eval_checkpoint_path(workdir: str, which: str = 'best') -> str:
   """The best (lowest eval depth error) or latest checkpoint of a training workdir, found without writing."""
   sub = os.path.join(workdir, 'best' if which == 'best' else 'checkpoints')
@@ -118,8 +128,4 @@ def eval_checkpoint_path(workdir: str, which: str = 'best') -> str:
   if not steps:
     raise cli.UserError(f'no {which} checkpoint in {workdir}: train first (python train.py --config ... '
                         f'--workdir {workdir})')
-  if which == 'best' and len(steps) > 1:  # one is kept; two only while a better one replaces the other
-    errors = {s: checkpointing.read_model_config(os.path.join(sub, str(s))).get('eval_metrics', {})
-              .get('depth_error', math.inf) for s in steps}
-    return os.path.join(sub, str(min(steps, key=lambda s: (errors[s], -s))))
-  return os.path.join(sub, str(steps[-1]))
+  return os.path.join(sub, str(_pick(sub, steps, which)))

@@ -106,3 +106,24 @@ def test_a_training_checkpoint_of_the_previous_layout_resumes(model, tmp_path):
   record = checkpointing.integrity.restore(str(tmp_path / 'new' / 'checkpoints' / '7'),
                                           {'checksums': ocp.args.JsonRestore()})['checksums']
   assert sorted(record['items']['train']) == ['step']
+
+
+def test_every_command_takes_the_same_best_checkpoint_of_a_workdir(random_checkpoint, tmp_path):
+  """best/ holds two steps only while a better one replaces the other: infer.py, evaluate and eval_only all take
+  the one with the lower recorded eval error (here the older step)."""
+  import json
+  import shutil
+  from depthnet_jax import loading
+  workdir = tmp_path / 'run'
+  for step, error in ((5, 3.0), (9, 7.0)):
+    target = workdir / 'best' / str(step)
+    shutil.copytree(random_checkpoint, target)
+    config_file = target / 'model_config' / 'metadata'
+    config = json.loads(config_file.read_text())
+    config['eval_metrics'] = {'depth_error': error}
+    config_file.write_text(json.dumps(config))
+  expected = str(workdir / 'best' / '5')
+  assert loading.resolve_checkpoint(workdir) == expected
+  assert loading.checkpoint_info(workdir).resolved == expected
+  assert loading.eval_checkpoint_path(str(workdir)) == expected
+  assert loading.resolve_checkpoint(workdir, 'latest') == expected   # no checkpoints/: best is what there is
