@@ -537,10 +537,7 @@ def _check_output(flag: str, path: str | None, overwrite: bool, extensions: tupl
     raise cli.UserError(f'{flag} {path}: is a directory, expected a file path')
   if os.path.lexists(path) and not overwrite:
     raise cli.UserError(f'{flag} {path}: exists already; expected a new file (or pass --overwrite to replace it)')
-  parent = os.path.dirname(path)
-  if not os.path.isdir(parent):
-    raise cli.UserError(f'{flag} {path}: its folder {parent} does not exist; expected a file in an existing folder')
-  cli.check_writable_dir(parent, flag)
+  cli.check_writable_dir(os.path.dirname(path), f'{flag} {path}: its folder')   # created if missing
   return path
 
 
@@ -652,6 +649,9 @@ def run(args: Args, *, stdout=None) -> Evaluation:
   written = []
   from depthnet_jax import atomic
   try:
+    for path in (args.json, args.plot):
+      if path:
+        atomic.make_dirs(os.path.dirname(path))
     if args.json:
       document = to_json(result, checkpoint=checkpoint, data=data, shift=args.shift)
       written.append(atomic.write_text(args.json, json.dumps(document, indent=2) + '\n', overwrite=args.overwrite))

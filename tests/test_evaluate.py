@@ -279,7 +279,7 @@ def _not_still_box(tmp_path):
 @pytest.mark.parametrize('case', [
     'missing_checkpoint', 'not_a_checkpoint', 'bad_pth', 'no_data', 'both_data', 'split_with_tree', 'shift_zero',
     'shift_too_large', 'batch_size', 'protocol', 'unknown_dataset', 'unknown_split', 'not_still_box',
-    'still_box_root', 'existing_json', 'plot_extension', 'json_folder_missing', 'int_flag'])
+    'still_box_root', 'existing_json', 'plot_extension', 'json_folder_is_a_file', 'int_flag'])
 def test_user_errors_are_one_line_and_write_nothing(case, tiny_run, synth_tiny_dir, trees, tmp_path, capsys):
   workdir = tiny_run[0]
   out = tmp_path / 'out'
@@ -314,12 +314,12 @@ def test_user_errors_are_one_line_and_write_nothing(case, tiny_run, synth_tiny_d
                         '--json .*kept.json: exists already; .*--overwrite'),
       'plot_extension': (['--checkpoint', workdir, *data, '--plot', out / 'm.jpg'], '--plot .*m.jpg: expected a file '
                          'name ending in .png'),
-      'json_folder_missing': (['--checkpoint', workdir, *data, '--json', out / 'sub' / 'm.json'],
-                              '--json .*m.json: its folder .*sub does not exist'),
+      'json_folder_is_a_file': (['--checkpoint', workdir, *data, '--json', out / 'kept.json' / 'm.json'],
+                                '--json .*m.json: its folder .*kept.json: is a file'),
       'int_flag': (['--checkpoint', workdir, *data, '--shift', 'three'],
                    "argument --shift: invalid int value: 'three'"),
   }[case]
-  if case not in ('existing_json', 'plot_extension', 'json_folder_missing'):
+  if case not in ('existing_json', 'plot_extension', 'json_folder_is_a_file'):
     argv = argv + json_out
   code, stdout, err = _evaluate(capsys, *argv)
   assert code == 1
