@@ -304,10 +304,6 @@ class _Plan:
         out.append((k, d))
     return out
 
-  def skipped(self, t: int) -> bool:
-    """Whether frame t has pairs (t >= the smallest shift) of which none is usable."""
-    return t >= self.shifts[0] and not self.candidates(t)
-
 
 def _video_length(path: str) -> int:
   """The number of frames of a video: its container's count when it records one, else by decoding."""
@@ -327,17 +323,20 @@ def _check_target(target: float, spec) -> None:
                         f'(clamp=True); expected a target inside that range')
 
 
+SHIFTS_COLUMNS = ('frame', 'index', 'first_frame', 'shift', 'displacement_m', 'scale', 'raw_mean_m', 'raw_median_m',
+                  'candidates', 'note')
+
+
 def _csv_text(rows: list[dict]) -> str:
-  columns = ('frame', 'index', 'first_frame', 'shift', 'displacement_m', 'scale', 'raw_mean_m', 'raw_median_m',
-             'candidates', 'note')
-  lines = [','.join(columns)]
+  """shifts.csv: a row per frame (SHIFTS_COLUMNS; a skipped frame has only frame, index and note)."""
+  import csv
+  import io
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator='\n')
+  writer.writerow(SHIFTS_COLUMNS)
   for row in rows:
-    values = []
-    for c in columns:
-      v = row.get(c, '')
-      values.append(f'{v:.6g}' if isinstance(v, float) else str(v).replace(',', ';'))
-    lines.append(','.join(values))
-  return '\n'.join(lines) + '\n'
+    writer.writerow([f'{v:.6g}' if isinstance(v, float) else v for v in (row.get(c, '') for c in SHIFTS_COLUMNS)])
+  return text.getvalue()
 
 
 def run(*, checkpoint: str, source: str, output: str, frame_shift: int | str = 1, batch_size: int = 8,
