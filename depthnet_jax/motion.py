@@ -14,8 +14,9 @@ authors' later evaluation code does this with ground-truth poses). Where d comes
   - velocities: columns `time,vx,vy,vz` (seconds, metres per second); row i is frame i; times increase; the
     displacement of a pair (i, j) is the length of the integral of the velocity from t_i to t_j (trapezoid rule,
     as the authors' dataset tools integrate speeds when GPS is invalid).
-  Other columns are ignored; names are matched without regard to case or surrounding spaces; blank lines and lines
-  starting with `#` are skipped. An empty cell in x/y/z (vx/vy/vz) means the value is unknown there: pairs that
+  Other columns are ignored; names are matched without regard to case or surrounding spaces; fields are separated
+  by commas (or semicolons, or tabs, as the header line shows); blank lines and lines starting with `#` are
+  skipped. An empty cell in x/y/z (vx/vy/vz) means the value is unknown there: pairs that
   need it have no displacement and are skipped (counted), never divided by zero. Anything else that is not a number
   (a missing column, a non-numeric value, times that do not increase, fewer rows than frames) is a `MotionError`
   naming the file, the line and the column.
@@ -152,7 +153,10 @@ def read_log(path: str) -> Motion:
   except (OSError, UnicodeDecodeError) as e:
     raise MotionError(f'--motion {path}: cannot read it ({getattr(e, "strerror", None) or cli.one_line(e)}); '
                       'expected a CSV text file') from None
-  rows = [(n, row) for n, row in zip(range(1, len(lines) + 1), csv.reader(lines))
+  # the delimiter that splits the header (the first line that is not blank or a comment) most: ',' ';' or tab
+  header_text = next((t for t in lines if t.strip() and not t.lstrip().startswith('#')), '')
+  delimiter = max((',', ';', '\t'), key=header_text.count)
+  rows = [(n, row) for n, row in zip(range(1, len(lines) + 1), csv.reader(lines, delimiter=delimiter))
           if row and any(c.strip() for c in row) and not row[0].lstrip().startswith('#')]
   if not rows:
     raise MotionError(f'--motion {path}: empty; expected a header line ({",".join(POSITION_COLUMNS)} or '

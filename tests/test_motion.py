@@ -90,6 +90,11 @@ def test_velocities_are_integrated_with_the_trapezoid_rule(tmp_path):
   path.write_text('frame,x,y,z\n2,0,0,0\n0,0,0,0\n1,3,4,0\n')   # rows in any order
   log = motion.read_log(str(path))
   assert log.displacement(0, 1) == 5 and log.displacement(0, 2) == 0 and not motion.usable(log.displacement(0, 2))
+  # semicolons or tabs, as spreadsheets in some locales and loggers write them
+  for separator in (';', '\t'):
+    path.write_text(separator.join(['frame', 'x', 'y', 'z']) + '\n' + '\n'.join(
+        separator.join(map(str, row)) for row in ((0, 0, 0, 0), (1, 3, 4, 0))) + '\n')
+    assert motion.read_log(str(path)).displacement(0, 1) == 5
 
 
 # --- scales and shifts --------------------------------------------------------------------------------------
