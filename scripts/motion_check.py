@@ -9,9 +9,11 @@ the mean absolute error in metres over the pixels whose true depth is at most 10
 depth map, averaged over the depth maps; `depth/truth` is the median of depth / truth over those pixels; `abs rel`
 the mean of |depth - truth| / truth over every pixel (far ones too: with larger shifts they come into range).
 
-1. Speed: the same seeds at 0.1 m per frame (Still Box's) and 0.2 m per frame, frame shift 3: without motion the
-   fast flights' depth is about half the truth; with `--displacement 0.2`, and with `--motion motion_0000.csv`,
-   the error should be close to the nominal flights' error.
+1. Speed, frame shift 3: flights at 0.1 m per frame (Still Box's) and the same worlds at 0.2 m per frame (every
+   other frame of the nominal flights, which is what rendering them at that step gives), compared on the same
+   depth maps: without motion the fast flights' depth is about half the truth; with `--displacement 0.2`, and
+   with `--motion motion_0000.csv`, the error should be close to the nominal flights'. Flights rendered with
+   `--step 0.2` (other worlds: the longer path moves objects) are reported too.
 2. Depth range: near (`--depth_range 2,20`) and far (`--depth_range 40,400`) flights at 0.1 m per frame, with
    `--frame_shift auto --max_shift K --motion`: the shifts chosen, and the error against every fixed shift
    1..K made metric with the same motion log, all on the frames K onwards (those that every shift can reach).
@@ -78,9 +80,9 @@ def infer(checkpoint: str, folder: str, output: str, *flags, motion_log: bool = 
   return stdout.getvalue().strip()
 
 
-def errors(folder: str, output: str, first: int = 0) -> tuple[list[float], list[float], list[float]]:
-  """Per depth map of `output` of frames `first` onwards: mean |depth - truth| over the pixels whose truth is at
-  most 100 m, the median of depth / truth and the mean |depth - truth| / truth over every pixel."""
+def errors(folder: str, output: str, keep=lambda t: True) -> tuple[list[float], list[float], list[float]]:
+  """Per depth map of `output` of the frames t that `keep(t)`: mean |depth - truth| over the pixels whose truth is
+  at most 100 m, the median of depth / truth and the mean |depth - truth| / truth over every pixel."""
   with open(os.path.join(folder, 'metadata.json')) as f:
     scene = json.load(f)['scenes'][0]
   stems = {os.path.splitext(name)[0]: (t, depth) for t, (name, depth) in enumerate(zip(scene['imgs'],
@@ -90,7 +92,7 @@ def errors(folder: str, output: str, first: int = 0) -> tuple[list[float], list[
     if not name.endswith('_depth.npy'):
       continue
     t, truth_file = stems[name[:-len('_depth.npy')]]
-    if t < first:
+    if not keep(t):
       continue
     depth = np.load(os.path.join(output, name)).astype(np.float64)
     truth = np.load(os.path.join(folder, truth_file)).astype(np.float64)
@@ -102,9 +104,40 @@ def errors(folder: str, output: str, first: int = 0) -> tuple[list[float], list[
   return maes, ratios, rels
 
 
-def shifts(output: str) -> list[int]:
+def shifts(output: str, keep=lambda t: True) -> list[int]:
   with open(os.path.join(output, 'shifts.csv')) as f:
-    return [int(r['shift']) for r in csv.DictReader(f) if r['shift']]
+    return [int(r['shift']) for r in csv.DictReader(f) if r['shift'] and keep(int(r['index']))]
+
+
+def every_other_frame(tree: str, out: str) -> str:
+  """The flights of `tree` seen at twice their speed: frames 0, 2, 4, ... of each scene (with their depth), the
+  speed doubled in metadata.json and the motion log's rows 0, 2, 4, ... renumbered: what rendering the same worlds
+  at twice the step gives (`--step` renders other worlds, as its longer path changes where objects may be)."""
+  import shutil
+  target = os.path.join(out, '64')
+  if os.path.isdir(target):
+    return target
+  for folder in scene_folders(tree):
+    dest = os.path.join(target, os.path.basename(folder))
+    os.makedirs(dest)
+    with open(os.path.join(folder, 'metadata.json')) as f:
+      metadata = json.load(f)
+    scene = metadata['scenes'][0]
+    for name in scene['imgs'][::2] + scene['depth'][::2]:
+      shutil.copyfile(os.path.join(folder, name), os.path.join(dest, name))
+    with open(os.path.join(folder, scene['motion'])) as f:
+      rows = list(csv.reader(f))
+    with open(os.path.join(dest, scene['motion']), 'w', newline='') as f:
+      writer = csv.writer(f, lineterminator='\n')
+      writer.writerow(rows[0])
+      for i, row in enumerate(rows[1::2]):
+        writer.writerow([i, *row[1:]])
+    scene.update(imgs=scene['imgs'][::2], depth=scene['depth'][::2], length=len(scene['imgs'][::2]),
+                 speed=[2 * v for v in scene['speed']])
+    metadata['args']['step'] = 2 * metadata['args']['step']
+    with open(os.path.join(dest, 'metadata.json'), 'w') as f:
+      json.dump(metadata, f)
+  return target
 
 
 def measure(checkpoint: str, out: str, *, scenes: int = 8, frames: int = 16, max_shift: int = 8,
@@ -115,18 +148,18 @@ def measure(checkpoint: str, out: str, *, scenes: int = 8, frames: int = 16, max
   checkpoint = os.path.abspath(checkpoint)
   results: dict = {'checkpoint': checkpoint, 'scenes': scenes, 'frames': frames, 'max_shift': max_shift}
 
-  def run_set(tree: str, name: str, *flags, motion_log: bool = False, first: int = 0) -> dict:
+  def run_set(tree: str, name: str, *flags, motion_log: bool = False, keep=lambda t: True) -> dict:
     maes, ratios, rels, chosen = [], [], [], []
     for folder in scene_folders(tree):
       output = os.path.join(out, 'infer', name.replace(' ', '_').replace('/', '_').replace(',', ''),
                             os.path.basename(folder))
       summary = infer(checkpoint, folder, output, *flags, motion_log=motion_log)
-      m, r, a = errors(folder, output, first)
+      m, r, a = errors(folder, output, keep)
       maes += m
       ratios += r
       rels += a
       if '--frame_shift' in flags and flags[flags.index('--frame_shift') + 1] == 'auto':
-        chosen += shifts(output)[first - 1 if first else 0:]
+        chosen += shifts(output, keep)
     figures = {'error_m': float(np.mean(maes)), 'ratio': float(np.median(ratios)), 'abs_rel': float(np.mean(rels)),
                'depth_maps': len(maes)}
     if chosen:
@@ -137,26 +170,35 @@ def measure(checkpoint: str, out: str, *, scenes: int = 8, frames: int = 16, max
         f'{figures["abs_rel"]:.3f}   ({len(maes)} depth maps){shown}\n    {summary[-160:]}')
     return figures
 
-  nominal = render(os.path.join(out, 'nominal'), scenes=scenes, frames=frames, step=0.1, depth_range='8,150',
+  # The same worlds at 0.1 and 0.2 m per frame (every other frame of flights twice as long), compared on the same
+  # depth maps: nominal frames 6, 8, ... are the fast flights' frames 3, 4, ...; and other worlds rendered at 0.2.
+  nominal = render(os.path.join(out, 'nominal'), scenes=scenes, frames=2 * frames, step=0.1, depth_range='8,150',
                    seed=seed)
-  fast = render(os.path.join(out, 'fast'), scenes=scenes, frames=frames, step=0.2, depth_range='8,150', seed=seed)
+  fast = every_other_frame(nominal, os.path.join(out, 'fast_same_worlds'))
+  rendered = render(os.path.join(out, 'fast_rendered'), scenes=scenes, frames=frames, step=0.2, depth_range='8,150',
+                    seed=seed)
   log('1. speed: frame shift 3')
   speed = results['speed'] = {}
-  speed['nominal_0.1'] = run_set(nominal, 'nominal 0.1 m/frame', '--frame_shift', 3)
-  speed['fast_0.2_unscaled'] = run_set(fast, 'fast 0.2 m/frame, no motion', '--frame_shift', 3)
-  speed['fast_0.2_displacement'] = run_set(fast, 'fast, --displacement 0.2', '--frame_shift', 3,
+  speed['nominal_0.1'] = run_set(nominal, 'nominal 0.1 m/frame', '--frame_shift', 3,
+                                 keep=lambda t: t % 2 == 0 and t >= 6)
+  speed['fast_0.2_unscaled'] = run_set(fast, 'same worlds 0.2 m/frame, no motion', '--frame_shift', 3)
+  speed['fast_0.2_displacement'] = run_set(fast, 'same worlds, --displacement 0.2', '--frame_shift', 3,
                                            '--displacement', 0.2)
-  speed['fast_0.2_motion_log'] = run_set(fast, 'fast, --motion motion_0000.csv', '--frame_shift', 3, motion_log=True)
+  speed['fast_0.2_motion_log'] = run_set(fast, 'same worlds, --motion', '--frame_shift', 3, motion_log=True)
+  speed['rendered_0.2_unscaled'] = run_set(rendered, 'rendered --step 0.2, no motion', '--frame_shift', 3)
+  speed['rendered_0.2_motion_log'] = run_set(rendered, 'rendered --step 0.2, --motion', '--frame_shift', 3,
+                                             motion_log=True)
   near = render(os.path.join(out, 'near'), scenes=scenes, frames=frames, step=0.1, depth_range='2,20', seed=seed)
   far = render(os.path.join(out, 'far'), scenes=scenes, frames=frames, step=0.1, depth_range='40,400', seed=seed)
   log(f'2. depth range: --frame_shift auto --max_shift {max_shift} against fixed shifts (all with --motion)')
   ranges = results['depth_range'] = {}
   for name, tree in (('near_2_20', near), ('far_40_400', far)):
+    reachable = lambda t: t >= max_shift   # noqa: E731 - the frames every shift can give
     ranges[name] = {'auto': run_set(tree, f'{name} auto', '--frame_shift', 'auto', '--max_shift', max_shift,
-                                    motion_log=True, first=max_shift)}
+                                    motion_log=True, keep=reachable)}
     for k in range(1, max_shift + 1):
       ranges[name][f'shift_{k}'] = run_set(tree, f'{name} shift {k}', '--frame_shift', k, motion_log=True,
-                                               first=max_shift)
+                                           keep=reachable)
   return results
 
 
@@ -165,7 +207,7 @@ def main() -> int:
   parser.add_argument('--checkpoint', required=True, help='training workdir, checkpoint directory or .pth.tar')
   parser.add_argument('--out', default='motion_check', help='folder for the rendered flights and the depth maps')
   parser.add_argument('--scenes', type=int, default=8, help='flights per set')
-  parser.add_argument('--frames', type=int, default=16, help='frames per flight')
+  parser.add_argument('--frames', type=int, default=16, help='frames per flight (the nominal ones: twice as many)')
   parser.add_argument('--max_shift', type=int, default=8, help='largest shift tried by --frame_shift auto')
   parser.add_argument('--json', default='', help='also write the figures here')
   args = parser.parse_args()
