@@ -18,6 +18,7 @@ import time
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import TEST_XLA_FLAGS
 
 import infer
 from depthnet_jax import atomic, checkpointing, footage
@@ -103,7 +104,7 @@ def _one_error(err):
 
 def _infer_process(*args, **popen):
   return subprocess.Popen([sys.executable, os.path.join(REPO, 'infer.py'), *map(str, args)],
-                          env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=''),
+                          env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=TEST_XLA_FLAGS),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, **popen)
 
 

@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import jax
 import numpy as np
 import pytest
+from conftest import TEST_XLA_FLAGS
 from flax import nnx
 
 from depthnet_jax import atomic, checkpointing, colormaps, footage, geometry, inference, input_pipeline, loading, train_lib
@@ -20,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _infer(*args, ok=True):
   result = subprocess.run([sys.executable, os.path.join(REPO, 'infer.py'), *map(str, args)],
-                          env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=''),
+                          env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=TEST_XLA_FLAGS),
                           capture_output=True, text=True, timeout=600, cwd=REPO)
   if ok:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
+from conftest import TEST_XLA_FLAGS
 from depthnet_jax import checkpointing, cli, input_pipeline, models, train_lib
 from depthnet_jax.train_state import TrainState
 
@@ -35,7 +36,7 @@ def _command(workdir, data_dir, *overrides):
 
 def _env(devices=1):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}' if devices > 1 else ''
+  env['XLA_FLAGS'] = TEST_XLA_FLAGS + (f' --xla_force_host_platform_device_count={devices}' if devices > 1 else '')
   return env
 
 
