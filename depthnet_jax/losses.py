@@ -79,6 +79,19 @@ def depth_error(pred: jax.Array, target: jax.Array, normalize: bool = False) -> 
   return jnp.mean(diff / t if normalize else diff)
 
 
+def _evaluated(pred, target, mask, min_depth, max_depth):
+  """(the target area-downsampled to the prediction, the boolean `[B, h, w]` of the pixels evaluated: target in
+  (min_depth, max_depth] and in `mask`, broadcastable per example `[B]` or per pixel)."""
+  t = area_downsample(target, pred.shape[-2:])
+  valid = t > min_depth
+  if max_depth is not None:
+    valid &= t <= max_depth
+  if mask is not None:
+    mask = jnp.asarray(mask)
+    valid &= jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (pred.ndim - mask.ndim)), valid.shape).astype(bool)
+  return t, valid
+
+
 def per_example_metrics(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None, *,
                         min_depth: float = 1e-3, max_depth: float | None = None) -> dict[str, jax.Array]:
   """Depth metrics of each example, `[B]` each, over its valid pixels.
@@ -89,14 +102,7 @@ def per_example_metrics(pred: jax.Array, target: jax.Array, mask: jax.Array | No
   `[min_depth, max_depth]` first, as is usual. An example without valid pixels gets 0 for every metric
   (weight it out with `valid_pixels`, also returned).
   """
-  t = area_downsample(target, pred.shape[-2:])
-  valid = t > min_depth
-  if max_depth is not None:
-    valid &= t <= max_depth
-  if mask is not None:
-    mask = jnp.asarray(mask)
-    mask = mask.reshape(mask.shape + (1,) * (pred.ndim - mask.ndim))
-    valid &= mask.astype(bool)
+  t, valid = _evaluated(pred, target, mask, min_depth, max_depth)
   valid = valid.astype(jnp.float32)
   count = jnp.sum(valid, axis=(-2, -1))
   safe_t = jnp.where(valid > 0, t, 1.0)
@@ -180,13 +186,7 @@ def depth_bin_sums(pred: jax.Array, target: jax.Array, mask: jax.Array | None = 
   """`binned_error_sums` of the pixels `per_example_metrics` evaluates, with the error of its `depth_error` and
   `normalized_error`: the raw prediction `[B, h, w]` against the area-downsampled target, over the pixels with
   `min_depth < area(target) <= max_depth` of the examples of `mask` (`[B]`, or broadcastable per pixel)."""
-  t = area_downsample(target, pred.shape[-2:])
-  valid = t > min_depth
-  if max_depth is not None:
-    valid &= t <= max_depth
-  if mask is not None:
-    mask = jnp.asarray(mask)
-    valid &= jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (pred.ndim - mask.ndim)), valid.shape).astype(bool)
+  t, valid = _evaluated(pred, target, mask, min_depth, max_depth)
   return binned_error_sums(pred, t, valid, edges)
 
 
