@@ -148,6 +148,10 @@ def test_auto_shift_keeps_the_pair_whose_output_is_nearest_the_target(random_che
     padded = ks + [ks[-1]] * (4 - len(ks))   # one shape, one compile
     low, high = predictor.predict_pairs(np.stack([images[t - k] for k in padded]), np.stack([images[t]] * 4))
     raw_means[t] = (ks, low[:len(ks)].reshape(len(ks), -1).mean(axis=1), high)
+    if t == FRAMES - 1:   # the library's metric depth: the same outputs x d / nominal, per pair
+      metric = predictor.predict_metric(np.stack([images[t - k] for k in padded]), np.stack([images[t]] * 4),
+                                        [k * step for k in padded])
+      np.testing.assert_allclose(metric, high * (np.array(padded) * step / 0.3)[:, None, None], rtol=1e-5)
   # a target between the candidates' outputs, so that the choice is not always the same shift
   target = float(np.median(np.concatenate([m for _, m, _ in raw_means.values()])))
   code, out, err = _run(capsys, '--checkpoint', random_checkpoint, '--input', frames, '--output', tmp_path,
