@@ -228,13 +228,6 @@ def _step(protocol: str, mesh):
   return _STEPS[key]
 
 
-def pair_displacement(displacement) -> 'np.ndarray':
-  """|S x time_step x speed| of each pair (the batch's `displacement` rows), metres, rounded to 6 decimals as
-  checkpoints record the nominal one (the float32 record of 0.1 s x 1 m/s is not exactly 0.1)."""
-  import numpy as np
-  return np.round(np.linalg.norm(np.asarray(displacement, np.float64), axis=-1), 6)
-
-
 def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original', shift: int = SHIFT,
              batch_size: int = DEFAULT_BATCH_SIZE, nominal: float = NOMINAL_DISPLACEMENT, mesh=None,
              worker_count: int = 0, show_progress: bool = False) -> Evaluation:
@@ -284,10 +277,10 @@ def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original
     bar.update(now - done)
     done = now
 
-  with progress.Progress(pairs, 'pairs', desc='evaluated', stream=None if show_progress else _Null()) as bar:
+  with progress.Progress(pairs, 'pairs', desc='evaluated', enabled=show_progress) as bar:
     pending = None   # the previous batch's results, read while the device computes this one
     for local in input_pipeline.make_iterator(ds, worker_count):
-      distance = pair_displacement(local['displacement'])
+      distance = input_pipeline.displacement_length(local['displacement'])
       local = dict(local, distance=distance.astype(np.float32),
                    scale=(distance / nominal if not original else np.ones_like(distance)).astype(np.float32))
       out = step(graphdef, params, batch_stats, sharding.global_batch(local, mesh))
@@ -304,19 +297,6 @@ def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original
       pixels=int(round(bins['pixels'].sum())), bins=_bin_table(bins), nominal=float(nominal),
       displacement=tuple(round(v, 6) for v in ranges['distance']),
       scale=None if original else tuple(round(v, 6) for v in ranges['scale']))
-
-
-class _Null:
-  """A stream that drops what is written (progress off)."""
-
-  def write(self, text):
-    pass
-
-  def flush(self):
-    pass
-
-  def isatty(self):
-    return False
 
 
 def _bin_table(bins) -> list[dict[str, Any]]:

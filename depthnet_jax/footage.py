@@ -402,7 +402,7 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int | str = 1
       raise FootageError(f'--input {source}: cannot read it ({e.strerror or e})') from None
     frame_size, paths = first[1].shape[:2], None
     count = _video_length(source) if flight is not None and flight.frames is not None else None
-    total = None if count is None else sum(1 for t in range(count) if plan.candidates(t))
+    total = None if count is None else sum(1 for t in range(count) if plan.candidates(t))   # progress only
   else:
     paths = list_frames(source, extensions)
     if len(paths) < need:
@@ -421,7 +421,8 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int | str = 1
       flight.check_covers(count, f'--input {source}')
     # every frame decoded (readable, one size) before anything is written
     frame_size, input_id = check_frames(paths)
-    total = sum(1 for t in range(count) if plan.candidates(t))
+    with_pairs = [t for t in range(count) if plan.candidates(t)]   # the frames that get a depth map
+    total = len(with_pairs)
   if is_video and count is not None:
     flight.check_covers(count, f'--input {source}')
   size = network_size(info.train_size or inference.DEFAULT_SIZE, info.train_fov or STILLBOX_FOV,
@@ -465,8 +466,7 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int | str = 1
     existing = os.listdir(output) if os.path.isdir(output) else []
     targets = {n: key for n in existing if pattern and (m := pattern.match(n)) and int(m[1]) >= first_shift}
   else:
-    planned = [os.path.splitext(os.path.basename(p))[0] + x for t, p in enumerate(paths) if plan.candidates(t)
-               for x in suffixes]
+    planned = [os.path.splitext(os.path.basename(paths[t]))[0] + x for t in with_pairs for x in suffixes]
     targets = dict.fromkeys(planned, key)
   singles = {}
   if animation_name:
@@ -490,37 +490,29 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int | str = 1
   jobs: list = []           # (frame index, stem, image, [(k, first image, displacement, first stem)])
   rows: list[dict] = []     # shifts.csv
   counts, started = {'frames': 0, 'pairs': 0, 'predicted': 0, 'skipped': 0}, time.time()
-  chosen_shifts, scales = [], []
   shown = progress.Progress(total or None, 'pairs', desc='predicted')
   per_call = max(1, batch_size // len(plan.shifts)) if auto else batch_size
 
   def flush():
-    width_k = len(plan.shifts)
+    width = len(plan.shifts)   # candidates per frame: 1, or K with --frame_shift auto (padded: one shape per call)
     firsts, seconds = [], []
     for _, _, image, cands in jobs:
-      padded = cands + [cands[-1]] * (width_k - len(cands)) if auto else cands   # one shape per call
-      firsts += [c[1] for c in padded]
-      seconds += [image] * len(padded)
+      firsts += [c[1] for c in cands + [cands[-1]] * (width - len(cands))]
+      seconds += [image] * width
     low, high = predictor.predict_pairs(np.stack(firsts), np.stack(seconds), size)
     counts['predicted'] += sum(len(c) for *_, c in jobs)
     out.enter([stem for _, stem, _, _ in jobs])
     for j, (t, stem, second, cands) in enumerate(jobs):
-      rows_at = j * width_k if auto else j
-      if auto:
-        pick, values = inference.choose_shift(low[rows_at:rows_at + len(cands)], target_depth, shift_statistic)
-      else:
-        pick, values = 0, None
+      at = j * width
+      pick = inference.choose_shift(low[at:at + len(cands)], target_depth, shift_statistic)[0] if auto else 0
       k, _, d, first_stem = cands[pick]
-      raw_low = low[rows_at + pick]
-      d_used = d if flight is not None else nominal
-      scale = inference.metric_scale(d_used, nominal) if flight is not None else 1.0
-      depth = (high[rows_at + pick] * np.float32(scale)).astype(np.float32)
+      raw_low = low[at + pick]
+      scale = inference.metric_scale(d, nominal) if flight is not None else 1.0
+      depth = (high[at + pick] * np.float32(scale)).astype(np.float32)
       if flight is not None:
         rows.append({'frame': stem, 'index': t, 'first_frame': first_stem, 'shift': k,
                      'displacement_m': float(d), 'scale': float(scale), 'raw_mean_m': float(raw_low.mean()),
                      'raw_median_m': float(np.median(raw_low)), 'candidates': len(cands)})
-        chosen_shifts.append(k)
-        scales.append(scale)
       if output_depth:
         out.write(f'{stem}_depth.png', atomic.write_png, colormaps.depth_to_rgb(depth))
       if output_disp:
@@ -568,8 +560,9 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int | str = 1
   shown.close()
   elapsed = time.time() - started
   network = 'as they are' if size is None else f'{size[1]}x{size[0]}'
+  used = [r for r in rows if 'shift' in r]   # with the flight's motion (always with auto): a row per depth map
   if auto:
-    shifts = np.array(chosen_shifts)
+    shifts = np.array([r['shift'] for r in used])
     pairs_said = (f'{counts["pairs"]} depth maps (shift auto 1..{max_shift}, target {target_depth:g} m by '
                   f'{shift_statistic}: chose {shifts.min()}'
                   f'{"" if shifts.min() == shifts.max() else f" to {shifts.max()}"}, median {np.median(shifts):g}; '
@@ -580,6 +573,7 @@ def run(*, checkpoint: str, source: str, output: str, frame_shift: int | str = 1
     depth_said = (f'depths assume the nominal displacement of {nominal:g} m between a pair\'s frames ({nominal_said});'
                   ' give --displacement or --motion for metric depth')
   else:
+    scales = [r['scale'] for r in used]
     depth_said = (f'metric depths from {flight.source} (scale {min(scales):.3g} to {max(scales):.3g} over a nominal '
                   f'{nominal:g} m, {nominal_said}); {counts["skipped"]} frame(s) skipped: displacement zero or '
                   f'unknown; per frame in {SHIFTS_CSV}')

@@ -143,6 +143,12 @@ class TrainSample:
                        u_i1, u_shift, u_swap < 0.5, u_vflip < 0.5, u_hflip < 0.5)
 
 
+def displacement_length(displacement) -> np.ndarray:
+  """|displacement| (last axis) in metres, rounded to 6 decimals: a pair's distance as checkpoints record the
+  nominal one and evaluation compares with it (the float32 record of 0.1 s x 1 m/s is not exactly 0.1)."""
+  return np.round(np.linalg.norm(np.asarray(displacement, np.float64), axis=-1), 6)
+
+
 def sample_pair(record: dict[str, Any], frames: int, shift: int, u_i1: float, u_shift: float, swap: bool,
                 vflip: bool, hflip: bool) -> dict[str, np.ndarray]:
   """The original's training sample of one scene, from uniform draws; pure, so the tests can drive it."""

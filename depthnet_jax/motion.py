@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 
 import numpy as np
 
@@ -141,7 +142,6 @@ def _header_error(path: str, line: int, names: list[str]) -> MotionError:
 
 def read_log(path: str) -> Motion:
   """Reads a motion log (see the module docstring); every problem is a `MotionError` naming file, line, column."""
-  import os
   path = os.path.abspath(os.fspath(path))
   if os.path.isdir(path):
     raise MotionError(f'--motion {path}: is a directory; expected a CSV file')

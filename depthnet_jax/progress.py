@@ -32,8 +32,9 @@ class Progress:
   """`with Progress(total, 'scenes', desc='rendered') as p: ... p.update(1)`; `total` may be None (unknown)."""
 
   def __init__(self, total: int | None, unit: str, *, desc: str = '', stream: TextIO | None = None,
-               every: float = 10.0, tty: bool | None = None):
-    self.total, self.unit, self.desc = total, unit, desc
+               every: float = 10.0, tty: bool | None = None, enabled: bool = True):
+    """`enabled=False`: counts, shows nothing."""
+    self.total, self.unit, self.desc, self.enabled = total, unit, desc, enabled
     self.stream = stream or sys.stderr
     self.every = every
     self.done = 0
@@ -41,8 +42,8 @@ class Progress:
     isatty = getattr(self.stream, 'isatty', None)
     self.tty = bool(isatty and isatty()) if tty is None else tty
     self._bar = None
-    self._closed = False
-    if self.tty:
+    self._closed = not enabled   # nothing to end
+    if self.tty and enabled:
       import tqdm  # tqdm's bar only on a terminal
       self._bar = tqdm.tqdm(total=total, unit=f' {unit}', desc=desc or None, file=self.stream, mininterval=0.25,
                             dynamic_ncols=True, leave=True)
@@ -65,6 +66,8 @@ class Progress:
     self.done += n
     if self._bar is not None:
       self._bar.update(n)
+      return
+    if not self.enabled:
       return
     now = time.monotonic()
     if now - self._last >= self.every and (self.total is None or self.done < self.total):

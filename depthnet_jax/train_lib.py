@@ -104,8 +104,8 @@ def metrics_of(prediction: jax.Array, batch) -> clu_metrics.Collection:
 def nominal_displacement(scene, shift: int) -> float:
   """The displacement in metres between the two frames of a nominal training pair, `shift` frames apart: what
   every depth of the trained network assumes (Still Box and the renderer: 3 x 0.1 s x 1 m/s = 0.3 m)."""
-  step = float(np.float64(scene['time_step']) * np.linalg.norm(np.asarray(scene['speed'], np.float64)))
-  return round(shift * step, 6)   # 6 decimals: the float32 record of 0.1 s x 1 m/s is not exactly 0.1
+  return float(input_pipeline.displacement_length(shift * np.float64(scene['time_step']) *
+                                                  np.asarray(scene['speed'], np.float64)))
 
 
 class Trainer:
