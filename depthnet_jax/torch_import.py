@@ -89,6 +89,27 @@ def _from_torch(array: np.ndarray, layout: str) -> np.ndarray:
   return np.ascontiguousarray(array)
 
 
+def _to_torch(array: np.ndarray, layout: str) -> np.ndarray:
+  """The inverse of `_from_torch`."""
+  if layout == 'conv':
+    return np.ascontiguousarray(array.transpose(3, 2, 0, 1))
+  if layout == 'deconv':
+    return np.ascontiguousarray(array.transpose(2, 3, 0, 1)[:, :, ::-1, ::-1])
+  return np.ascontiguousarray(array)
+
+
+def to_state_dict(model: models.DepthNet) -> dict[str, np.ndarray]:
+  """The original's `DepthNet(...).state_dict()` of `model` as float32 NumPy arrays (keys without DataParallel's
+  `module.` prefix; BatchNorm's `num_batches_tracked` counters, which no computation reads, left out): the inverse
+  of `convert_state_dict`, so that the original's PyTorch code can load a model trained here."""
+  state = nnx.state(model).to_pure_dict()
+  out = {}
+  for path, leaf in _flatten(state).items():
+    key, layout = _torch_key(path)
+    out[key] = _to_torch(np.asarray(leaf, np.float32), layout)
+  return out
+
+
 def _flatten(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
   flat = {}
   for k, v in tree.items():

@@ -521,3 +521,23 @@ def test_the_original_checkpoint_runs_in_infer_py_with_torch_outputs(layout, ref
     assert ours.shape == expected.shape == (64, 64) and ours.dtype == np.float32
     assert np.ptp(expected) > 1e-3  # the pairs give different depths: nothing is constant
     assert float(np.max(np.abs(ours - expected)) / np.max(np.abs(expected))) <= 1e-4
+
+
+@pytest.mark.parametrize('options', [dict(batch_norm=True, depth_activation='elu', clamp=False),
+                                     dict(batch_norm=False, depth_activation=None, clamp=True, with_confidence=True)])
+def test_to_state_dict_is_what_the_original_s_torch_model_loads(options):
+  """A model of ours as the original's state_dict: PyTorch's DepthNet loads it strictly but for BatchNorm's unused
+  counters (every key, every shape), and importing it gives back our arrays exactly."""
+  from depthnet_jax.testing import random_models
+  model = random_models.random_depthnet(3, **options)
+  state_dict = torch_import.to_state_dict(model)
+  assert all(v.dtype == np.float32 for v in state_dict.values())
+  torch_model = torch_reference.TorchDepthNet(**options)
+  missing, unexpected = torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()},
+                                                    strict=False)
+  # (torch's BatchNorm fills in a missing num_batches_tracked itself, as for state_dicts of PyTorch < 0.4)
+  assert not unexpected and not missing
+  back = torch_import.convert_state_dict(state_dict, {**dict(with_confidence=False), **options})
+  ours = nnx.state(model).to_pure_dict()
+  assert jax.tree.structure(back) == jax.tree.structure(ours)
+  assert all(np.array_equal(np.asarray(a), b) for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(back)))
