@@ -181,6 +181,25 @@ def metric_names(protocol: str) -> tuple[str, ...]:
   return losses.METRIC_NAMES if protocol == 'original' else losses.FOLLOWUP_METRIC_NAMES
 
 
+def ConstantDepth(depth: float):
+  """The constant-depth baseline as a model: `depth` metres at every pixel of DepthNet's finest output size. Split
+  it like a DepthNet (`nnx.split(model, nnx.Param, nnx.BatchStat)`) and `evaluate` gives the baseline's figures
+  under either protocol (the follow-up's d / nominal factor scales it too, as it would a network's output)."""
+  from flax import nnx
+  import jax.numpy as jnp
+  from depthnet_jax import models
+
+  class _ConstantDepth(nnx.Module):
+    def __init__(self, value: float):
+      self.depth = nnx.Param(jnp.asarray(value, jnp.float32))
+
+    def __call__(self, image_pair):
+      h, w = models.output_sizes(*image_pair.shape[1:3])[0]
+      return jnp.full((image_pair.shape[0], h, w), self.depth.value, jnp.float32)
+
+  return _ConstantDepth(depth)
+
+
 def _forward(graphdef, params, batch_stats, batch):
   from flax import nnx
   from depthnet_jax import models
@@ -382,53 +401,24 @@ def to_json(result: Evaluation, *, checkpoint: dict[str, Any], data: dict[str, A
   }
 
 
-def _nice_ceiling(value: float) -> float:
-  """The smallest of 1, 2, 2.5, 5 x 10^k that is >= value (> 0)."""
-  if not value > 0 or not math.isfinite(value):
-    return 1.0
-  base = 10 ** math.floor(math.log10(value))
-  for m in (1, 2, 2.5, 5, 10):
-    if m * base >= value * (1 - 1e-9):
-      return m * base
-  return 10 * base
-
-
-def _count_label(n: float) -> str:
-  for div, suffix in ((1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
-    if n >= div:
-      return f'{n / div:.3g}{suffix}'
-  return f'{n:.3g}'
-
-
-def _fit(text: str, width: int, scale: float) -> str:
-  """`text` in ASCII (cv2's fonts), shortened from the left with '...' to fit `width` pixels."""
-  import cv2
-  text = text.encode('ascii', 'replace').decode('ascii')
-  while len(text) > 4 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width:
-    text = '...' + text[4:]
-  return text
-
-
 def plot(result: Evaluation, title: str, size: tuple[int, int] = (900, 540)) -> 'np.ndarray':
   """RGB uint8 [H, W, 3]: mean absolute error per true-depth bin (line, left axis, metres) over the pixel count
   per bin (bars, right axis), x in metres; OpenCV drawing only."""
   import cv2
   import numpy as np
+  from depthnet_jax import charts
   width, height = size
   image = np.full((height, width, 3), 255, np.uint8)
   left, right, top, bottom = 80, width - 90, 70, height - 70
-  font, small = cv2.FONT_HERSHEY_SIMPLEX, 0.45
-  black, grey, bar, line = (0, 0, 0), (200, 200, 200), (170, 200, 235), (200, 40, 30)
+  black, grey, bar, line = charts.BLACK, charts.GREY, (170, 200, 235), (200, 40, 30)
 
-  def text(s, x, y, scale=small, color=black, align='left'):
-    w, h = cv2.getTextSize(s, font, scale, 1)[0]
-    x = {'left': x, 'center': x - w // 2, 'right': x - w}[align]
-    cv2.putText(image, s, (int(x), int(y + h // 2)), font, scale, color, 1, cv2.LINE_AA)
+  def text(s, x, y, scale=charts.FONT_SCALE, color=black, align='left'):
+    charts.put_text(image, s, x, y, scale, color, align)
 
   x_max = result.bins[-1]['depth_max']
   errors = [b['mean_abs_error'] for b in result.bins]
-  top_error = _nice_ceiling(max([e for e in errors if e is not None] or [1.0]))
-  top_count = _nice_ceiling(max(b['pixels'] for b in result.bins) or 1)
+  top_error = charts.nice_ceiling(max([e for e in errors if e is not None] or [1.0]))
+  top_count = charts.nice_ceiling(max(b['pixels'] for b in result.bins) or 1)
 
   def px(depth):
     return left + (right - left) * depth / x_max
@@ -444,7 +434,7 @@ def plot(result: Evaluation, title: str, size: tuple[int, int] = (900, 540)) -> 
     y = int(round(py(k / 5)))
     cv2.line(image, (left, y), (right, y), grey, 1)
     text(f'{top_error * k / 5:g}', left - 8, y, align='right')
-    text(_count_label(top_count * k / 5), right + 8, y)
+    text(charts.count_label(top_count * k / 5), right + 8, y)
   for depth in range(0, int(x_max) + 1, 10):   # x ticks in metres
     x = int(round(px(depth)))
     cv2.line(image, (x, bottom), (x, bottom + 5), black, 1)
@@ -461,7 +451,7 @@ def plot(result: Evaluation, title: str, size: tuple[int, int] = (900, 540)) -> 
   text('true depth (m)', (left + right) // 2, bottom + 40, align='center')
   text('mean abs error (m)', left, top - 14, color=line)
   text('pixels (bars)', right, top - 14, color=(90, 120, 170), align='right')
-  text(_fit(title, width - 20, 0.55), width // 2, 24, scale=0.55, align='center')
+  text(charts.fit(title, width - 20, 0.55), width // 2, 24, scale=0.55, align='center')
   return image
 
 

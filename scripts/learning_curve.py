@@ -1,0 +1,77 @@
+"""Draws a training run's learning curve from its TensorBoard event files (no TensorFlow needed).
+
+    .venv/bin/python scripts/learning_curve.py --workdir runs/reference64 --out curve.png [--baseline 25.9]
+
+Top: the training loss (the multi-scale L1 of `train.py`, averaged over each logging window) against steps.
+Bottom: the evaluation's depth error (m) at each evaluation, the training batches' depth error, and with
+`--baseline M` the constant-depth baseline's error as a dashed line. Learning-rate drops are grey vertical lines.
+`--csv PATH` also writes the points (tag, step, value). A resumed run's files are read in the order written; a
+step logged twice keeps its last value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import sys
+
+TAGS = ('train_loss', 'train_depth_error', 'train_learning_rate', 'eval_depth_error')
+
+
+def main(argv: list[str] | None = None) -> int:
+  from depthnet_jax import atomic, charts, cli, run_log
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--workdir', required=True, help='the train.py workdir (its events.out.tfevents.* files)')
+  p.add_argument('--out', required=True, help='the picture to write (.png)')
+  p.add_argument('--baseline', type=float, default=None, metavar='M',
+                 help="the constant-depth baseline's depth error in metres, drawn as a dashed line")
+  p.add_argument('--title', default=None, help='the title (default: the workdir)')
+  p.add_argument('--csv', default=None, metavar='PATH', help='also write the points as CSV (tag, step, value)')
+  p.add_argument('--overwrite', action='store_true', help='replace existing --out / --csv files')
+  p.add_argument('--debug', action='store_true', help='print the traceback of an error too')
+  a = p.parse_args(argv)
+
+  def work():
+    workdir = os.path.abspath(a.workdir)
+    if not os.path.isdir(workdir):
+      raise cli.UserError(f'--workdir {workdir}: does not exist or is not a folder; expected a train.py workdir')
+    for flag, path, ext in (('--out', a.out, '.png'), ('--csv', a.csv, '.csv')):
+      if path is None:
+        continue
+      if not path.lower().endswith(ext):
+        raise cli.UserError(f'{flag} {path}: expected a file name ending in {ext}')
+      if os.path.lexists(path) and not a.overwrite:
+        raise cli.UserError(f'{flag} {os.path.abspath(path)}: exists already; expected a new file (or pass '
+                            '--overwrite to replace it)')
+    if a.baseline is not None and not (math.isfinite(a.baseline) and a.baseline > 0):
+      raise cli.UserError(f'--baseline {a.baseline}: expected a depth error in metres > 0')
+    scalars = run_log.read_scalars(workdir)
+    if not scalars.get('train_loss'):
+      raise cli.UserError(f'--workdir {workdir}: its event files hold no train_loss; expected a train.py run that '
+                          'logged at least once')
+    image = charts.learning_curve(scalars, title=a.title or f'learning curve of {workdir}', baseline=a.baseline)
+    for path in (a.out, a.csv):
+      if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic.write_png(a.out, image)
+    if a.csv:
+      rows = io.StringIO()
+      w = csv.writer(rows, lineterminator='\n')
+      w.writerow(['tag', 'step', 'value'])
+      for tag in TAGS:
+        for step, value in scalars.get(tag, []):
+          w.writerow([tag, step, repr(value)])
+      atomic.write_text(a.csv, rows.getvalue())
+    evals = scalars.get('eval_depth_error', [])
+    last = f', last eval depth error {evals[-1][1]:.3f} m at step {evals[-1][0]}' if evals else ''
+    print(f'wrote {os.path.abspath(a.out)}: {len(scalars["train_loss"])} train points, {len(evals)} evaluations'
+          f'{last}')
+    return 0
+  return cli.run(work, debug=a.debug)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

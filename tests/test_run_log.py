@@ -1,0 +1,130 @@
+"""A run's scalars from its TensorBoard event files (`depthnet_jax.run_log`) and the learning-curve picture
+(`scripts/learning_curve.py`): on the event files train.py itself wrote (conftest's tiny run), on a resumed run's
+second file, and on files cut short or damaged."""
+
+import importlib.util
+import json
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from depthnet_jax import checkpointing, evaluate, loading, run_log
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script():
+  spec = importlib.util.spec_from_file_location('learning_curve', os.path.join(REPO, 'scripts', 'learning_curve.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _event(step, tag, value, wall_time=1.0):
+  """A summary-v2 scalar event as clu's writer writes it (a float32 scalar tensor)."""
+  from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
+  tensor = tensor_pb2.TensorProto(dtype=1, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                                  tensor_content=np.float32(value).tobytes())
+  summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, tensor=tensor)])
+  return event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
+
+
+def _write_events(folder, events, start=2000000000):
+  """An event file written by TensorBoard's own writer (TFRecord framing, CRCs), named as train.py's are."""
+  from tensorboard.summary.writer.event_file_writer import EventFileWriter
+  before = set(os.listdir(folder))
+  writer = EventFileWriter(str(folder), filename_suffix='')
+  for e in events:
+    writer.add_event(e)
+  writer.close()
+  (new,) = set(os.listdir(folder)) - before
+  # TensorBoard names a file events.out.tfevents.<start time>.<host>...; resumed runs sort after the first
+  parts = new.split('.')
+  parts[3] = str(start)
+  os.rename(os.path.join(folder, new), os.path.join(folder, '.'.join(parts)))
+
+
+def test_the_scalars_train_py_wrote(tiny_run):
+  workdir, printed = tiny_run
+  scalars = run_log.read_scalars(workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = json.load(f)
+  steps = list(range(config['log_every_steps'], config['num_train_steps'] + 1, config['log_every_steps']))
+  assert [s for s, _ in scalars['train_loss']] == steps
+  assert all(np.isfinite(v) and v > 0 for _, v in scalars['train_loss'])
+  assert [v for _, v in scalars['train_learning_rate']] == pytest.approx([config['learning_rate']] * len(steps))
+  # the evaluation's figure is the one the best checkpoint records
+  best = checkpointing.read_model_config(loading.eval_checkpoint_path(workdir, 'best'))
+  evals = dict(scalars['eval_depth_error'])
+  assert evals[best['step']] == pytest.approx(best['eval_metrics']['depth_error'], rel=1e-6)
+  assert 'eval_examples' not in scalars   # images are not scalars
+
+
+def test_a_resumed_run_keeps_the_last_value_of_a_step_logged_twice(tiny_run, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(tiny_run[0], workdir)
+  first = run_log.read_scalars(str(workdir))['train_loss']
+  last_step = first[-1][0]
+  # the resumed process logs the last step again (from its checkpoint) and one more
+  _write_events(workdir, [_event(last_step, 'train_loss', 123.0), _event(last_step + 2, 'train_loss', 7.0)],
+                start=4000000000)
+  again = run_log.read_scalars(str(workdir))['train_loss']
+  assert again[:-2] == first[:-1]
+  assert again[-2:] == [(last_step, 123.0), (last_step + 2, 7.0)]
+
+
+def test_an_unfinished_record_is_ignored_and_a_damaged_file_named(tmp_path):
+  _write_events(tmp_path, [_event(1, 'train_loss', 5.0), _event(2, 'train_loss', 4.0)])
+  (path,) = run_log.event_files(str(tmp_path))
+  with open(path, 'ab') as f:   # a writer killed in the middle of a record: its length and part of its data
+    f.write(struct.pack('<Q', 500) + b'\0' * 40)
+  assert run_log.read_scalars(str(tmp_path))['train_loss'] == [(1, 5.0), (2, 4.0)]
+  with open(path, 'r+b') as f:   # bytes of the first record overwritten
+    f.seek(20)
+    f.write(b'\xff' * 30)
+  with pytest.raises(run_log.RunLogError, match=f'{path}: not a readable TensorBoard event file'):
+    run_log.read_scalars(str(tmp_path))
+  with pytest.raises(run_log.RunLogError, match='no TensorBoard event files'):
+    run_log.read_scalars(str(tmp_path / 'missing'))
+
+
+def test_the_learning_curve_picture_and_points(tiny_run, tmp_path, capsys):
+  script = _script()
+  out, points = tmp_path / 'curve.png', tmp_path / 'curve.csv'
+  assert script.main(['--workdir', tiny_run[0], '--out', str(out), '--baseline', '20', '--csv', str(points)]) == 0
+  import imageio.v3 as iio
+  image = iio.imread(out)
+  assert image.shape == (720, 960, 3) and len(np.unique(image.reshape(-1, 3), axis=0)) > 10
+  rows = points.read_text().splitlines()
+  scalars = run_log.read_scalars(tiny_run[0])
+  assert rows[0] == 'tag,step,value'
+  assert len(rows) - 1 == sum(len(scalars[t]) for t in script.TAGS)
+  assert 'wrote' in capsys.readouterr().out
+  # nothing existing is replaced without --overwrite; mistakes are one error line
+  for argv, message in [
+      (['--workdir', tiny_run[0], '--out', str(out)], 'exists already'),
+      (['--workdir', str(tmp_path / 'nope'), '--out', str(tmp_path / 'x.png')], 'does not exist'),
+      (['--workdir', str(tmp_path), '--out', str(tmp_path / 'x.png')], 'no TensorBoard event files'),
+      (['--workdir', tiny_run[0], '--out', str(tmp_path / 'x.jpg')], 'ending in .png'),
+      (['--workdir', tiny_run[0], '--out', str(tmp_path / 'y.png'), '--baseline', '-1'], 'expected a depth error')]:
+    assert script.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
+  assert not (tmp_path / 'x.png').exists() and not (tmp_path / 'y.png').exists()
+
+
+def test_the_constant_depth_model_gives_training_s_constant_baseline(tiny_run, synth_tiny_dir):
+  """`evaluate.ConstantDepth` through the evaluation = `Trainer.evaluate(constant=...)` (the demo's baseline)."""
+  from flax import nnx
+  from configs import test as test_config
+  from depthnet_jax import train_lib
+  config = test_config.get_config()
+  config.data_dir = synth_tiny_dir
+  trainer = train_lib.Trainer(config)
+  expected, _ = trainer.evaluate(None, None, constant=17.5)
+  result = evaluate.evaluate(*nnx.split(evaluate.ConstantDepth(17.5), nnx.Param, nnx.BatchStat),
+                             trainer.eval_source, protocol='original')
+  assert result.metrics == pytest.approx(expected, rel=1e-5)
