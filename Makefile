@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # 2 cores take about two thirds of the serial time. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: venv test test-slow demo demo-import bench clean
+.PHONY: venv test test-slow demo demo-import reference bench clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,13 @@ test-slow: venv
 
 demo: venv
 	$(PY) scripts/demo.py --out demo_out
+
+# The reference model (docs/reference_models.md): builds synth64_large, trains configs/reference64.py (about 100
+# minutes on 2 CPU cores; resumes where it stopped), evaluates and exports it to reference_out/reference64.
+# REFERENCE_ARGS="--steps 1000" runs the first 1000 steps of the same schedule.
+REFERENCE_ARGS ?=
+reference: venv
+	$(PY) scripts/reference.py --out reference_out $(REFERENCE_ARGS)
 
 demo-import: venv
 	$(PY) scripts/import_demo.py --out demo_out/import

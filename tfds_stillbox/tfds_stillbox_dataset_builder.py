@@ -163,6 +163,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       _manual(64), _manual(128), _manual(256), _manual(512),
       _synth('synth64', 64, 4000, description='4000 rendered scenes at 64x64, 90 degrees (the training default).'),
+      _synth('synth64_large', 64, 16000,
+             description='16000 rendered scenes at 64x64: the reference model (configs/reference64.py).'),
       _synth('synth128', 128, 2000),
       _synth('synth64_small', 64, 800, description='800 rendered scenes at 64x64: make demo, quick experiments.'),
       # one process: a fraction of a second of rendering, less than starting worker processes would take

@@ -1,0 +1,227 @@
+"""The reference model, trained and published with one command: `make reference` runs
+
+    .venv/bin/python scripts/reference.py --out reference_out [--data_dir DIR] [--steps N]
+
+1. `tfds build tfds_stillbox --config synth64_large --data_dir DIR` (16000 rendered 64x64 scenes; skipped when
+   built; DIR defaults to <out>/data);
+2. `train.py --config configs/reference64.py --workdir <out>/run` (resumes if the run exists: stop it at any time
+   and run the same command again). `--steps N` stops after N steps instead, on the same schedule: the early part
+   of the curve, to compare with the published one;
+3. evaluates the best checkpoint on the validation split with both protocols of `python -m depthnet_jax.evaluate`
+   (`original`, training's, and `followup`), beside the constant-depth baseline (the mean training depth
+   everywhere) under the same protocols;
+4. renders the regression set, HOLDOUT_SCENES scenes of seed HOLDOUT_SEED (`python -m tfds_stillbox.render`; a seed
+   the dataset does not use), and evaluates the model on it (original protocol): the figure
+   tests/test_reference_model.py keeps the shipped model to;
+5. exports the best checkpoint as a model checkpoint `<out>/reference64` (float32) whose metadata records what it
+   was trained on (dataset, scenes, steps, recipe, commit, wall time, figures; `reference` key);
+6. draws `<out>/learning_curve.png` (from the run's event files, `scripts/learning_curve.py`'s drawing),
+   `<out>/predictions.png` (held-out scenes: frame t, frame t+3, true depth, predicted depth; rainbow 0-100 m),
+   `<out>/error_by_depth.png`, and writes `<out>/summary.json` with every figure.
+
+Nothing existing is overwritten: the export refuses an existing `<out>/reference64` (move it away first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, 'configs', 'reference64.py')
+DATASET = 'synth64_large'
+HOLDOUT_SEED, HOLDOUT_SCENES = 2027, 16   # the regression set: scenes the dataset (seed 0) does not hold
+CONSTANT_BATCHES = 200                    # training batches the constant baseline's mean depth is taken over
+
+
+def _run(cmd: list[str]) -> None:
+  print('$ ' + ' '.join(cmd), flush=True)
+  subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def _commit() -> dict:
+  try:
+    sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    dirty = bool(subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.strip())
+    return {'commit': sha, 'uncommitted_changes': dirty}
+  except (OSError, subprocess.CalledProcessError):
+    return {'commit': 'unknown (not a git checkout)', 'uncommitted_changes': None}
+
+
+def _machine() -> str:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+  except OSError:
+    pass
+  return f'{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}'
+
+
+def render_holdout(out: str) -> str:
+  """The regression set as a Still Box tree (the renderer's command line); returns its resolution folder."""
+  from tfds_stillbox.render import cli
+  tree = os.path.join(out, '64')
+  if not os.path.isdir(tree):
+    code = cli.main(['--out', out, '--resolution', '64', '--scenes', str(HOLDOUT_SCENES), '--seed',
+                     str(HOLDOUT_SEED), '--jobs', '1'])
+    if code:
+      raise SystemExit(f'error: rendering the regression set into {out} failed')
+  return tree
+
+
+def predictions_sheet(predictor, source, scenes: int = 6, shift: int = 3, zoom: int = 3):
+  """uint8 RGB: per scene a row of frame t, frame t+shift, true depth of t+shift, predicted depth (0-100 m)."""
+  import numpy as np
+  from depthnet_jax import colormaps
+  from tfds_stillbox import codec
+  rows = []
+  for index in range(min(scenes, len(source))):
+    record = source[index]
+    t = (index * 2) % (len(record['frames']) - shift)
+    first = codec.decode_jpeg(record['frames'][t])
+    second = codec.decode_jpeg(record['frames'][t + shift])
+    truth = codec.decode_depth(record['depth'][t + shift])
+    predicted = predictor.predict_batch(first[None], second[None])[0]
+    rows.append(np.concatenate([first, second, colormaps.depth_to_rgb(truth), colormaps.depth_to_rgb(predicted)],
+                               axis=1))
+  sheet = np.concatenate(rows, axis=0)
+  return np.repeat(np.repeat(sheet, zoom, axis=0), zoom, axis=1)
+
+
+def constant_depths(trainer) -> dict[str, float]:
+  """The constant baselines' depths: the mean training target (the demo's and the learning curve's baseline) and
+  its median (the constant with the lowest mean absolute error, a stronger baseline), over CONSTANT_BATCHES
+  training batches (every 4th pixel of each axis)."""
+  import numpy as np
+  iterator = trainer.train_iterator(0)
+  depths = np.concatenate([next(iterator)['depth'][:, ::4, ::4].ravel() for _ in range(CONSTANT_BATCHES)])
+  return {'mean': float(depths.mean(dtype=np.float64)), 'median': float(np.median(depths))}
+
+
+def evaluate_all(best: str, source, constants: dict[str, float], nominal: float) -> dict:
+  """The model and the constant baselines under both protocols on `source`."""
+  from flax import nnx
+  from depthnet_jax import evaluate, loading
+  model = loading.load_any(best)
+  model.eval()
+  results = {'model': {}, **{name: {} for name in constants}}
+  for protocol in evaluate.PROTOCOLS:
+    print(f'evaluating ({protocol} protocol) ...', flush=True)
+    results['model'][protocol] = evaluate.evaluate(*nnx.split(model, nnx.Param, nnx.BatchStat), source,
+                                                   protocol=protocol, nominal=nominal, show_progress=True)
+    for name, depth in constants.items():
+      constant = evaluate.ConstantDepth(depth)
+      results[name][protocol] = evaluate.evaluate(*nnx.split(constant, nnx.Param, nnx.BatchStat), source,
+                                                  protocol=protocol, nominal=nominal)
+  return results
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--out', default='reference_out', help='output folder (run, pictures, exported model)')
+  parser.add_argument('--data_dir', default=None, help='TFDS data_dir of synth64_large (default <out>/data)')
+  parser.add_argument('--steps', type=int, default=None,
+                      help="stop after this many steps (the config's schedule; default: the whole run)")
+  args = parser.parse_args(argv)
+  if args.steps is not None and args.steps < 1:
+    print(f'error: --steps {args.steps}: expected a number of steps >= 1', file=sys.stderr)
+    return 1
+  out = os.path.abspath(args.out)
+  data_dir = os.path.abspath(args.data_dir or os.path.join(out, 'data'))
+  workdir, export = os.path.join(out, 'run'), os.path.join(out, 'reference64')
+  if os.path.exists(export):
+    print(f'error: {export} exists already; expected a new folder for the exported model (move it away first)',
+          file=sys.stderr)
+    return 1
+  bin_dir = os.path.dirname(sys.executable)
+
+  started = time.time()
+  _run([os.path.join(bin_dir, 'tfds'), 'build', 'tfds_stillbox', '--config', DATASET, '--data_dir', data_dir])
+  built = time.time()
+  overrides = [f'--config.data_dir={data_dir}']
+  if args.steps is not None:
+    overrides.append(f'--config.num_train_steps={args.steps}')
+  _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', CONFIG, '--workdir', workdir, *overrides])
+  trained = time.time()
+
+  import ml_collections
+  from depthnet_jax import atomic, charts, checkpointing, evaluate, inference, loading, run_log, train_lib
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  trainer = train_lib.Trainer(config)
+  best = loading.eval_checkpoint_path(workdir, 'best')
+  recorded = checkpointing.read_model_config(best)
+  nominal = float(recorded.get('displacement') or 0.3)
+  constants = constant_depths(trainer)
+  validation = evaluate_all(best, trainer.eval_source, constants, nominal)
+  holdout = evaluate.open_tree(render_holdout(os.path.join(out, 'holdout')))
+  model = loading.load_any(best)
+  model.eval()
+  from flax import nnx
+  regression = evaluate.evaluate(*nnx.split(model, nnx.Param, nnx.BatchStat), holdout, protocol='original',
+                                 nominal=nominal)
+  evaluated = time.time()
+
+  scalars = run_log.read_scalars(workdir)
+  rates = [v for _, v in scalars.get('train_steps_per_sec', [])[1:]]   # the first window holds the compile
+  reference = {
+      'name': 'reference64',
+      'dataset': f'tfds_stillbox/{DATASET}', 'train_scenes': len(trainer.train_source),
+      'validation_scenes': len(trainer.eval_source), 'resolution': 64,
+      'recipe': 'configs/reference64.py', 'config': config.to_dict(),
+      'best_step': int(recorded['step']), 'steps': int(trainer.num_steps), 'batch_size': int(config.batch_size),
+      **_commit(),
+      'trained_at': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+      'machine': _machine(),
+      'train_wall_time_s': round(trained - built, 1),
+      'median_steps_per_sec': sorted(rates)[len(rates) // 2] if rates else None,
+      'validation': {
+          'constant_depth_m': constants,
+          **{f'{name}_{p}': validation[name][p].metrics for name in validation for p in evaluate.PROTOCOLS},
+      },
+      'regression': {'seed': HOLDOUT_SEED, 'scenes': HOLDOUT_SCENES, 'resolution': 64, 'shift': 3,
+                     'protocol': 'original', 'depth_error': regression.metrics['depth_error'],
+                     'render': f'python -m tfds_stillbox.render --out DIR --resolution 64 --scenes '
+                               f'{HOLDOUT_SCENES} --seed {HOLDOUT_SEED}'},
+  }
+  metadata = {k: recorded[k] for k in ('image_size', 'fov', 'displacement', 'step', 'eval_metrics') if k in recorded}
+  checkpointing.save_model(export, model, metadata={**metadata, 'source': 'reference', 'reference': reference})
+  print(f'exported {export}')
+
+  curve = charts.learning_curve(scalars, baseline=validation['mean']['original'].metrics['depth_error'],
+                                title=f'reference64: DepthNet on {DATASET} ({config.solver}, batch '
+                                      f'{config.batch_size}), validation every {config.eval_every_epochs:g} epoch')
+  atomic.write_png(os.path.join(out, 'learning_curve.png'), curve)
+  predictor = inference.Predictor.from_checkpoint(export)
+  atomic.write_png(os.path.join(out, 'predictions.png'), predictions_sheet(predictor, holdout))
+  atomic.write_png(os.path.join(out, 'error_by_depth.png'),
+                   evaluate.plot(validation['model']['original'], f'reference64 on {DATASET} validation (original protocol)'))
+  summary = {
+      'reference': reference,
+      'validation_bins': {f'{name}_{p}': validation[name][p].bins for name in validation for p in evaluate.PROTOCOLS},
+      'time_s': {'build': round(built - started, 1), 'train': round(trained - built, 1),
+                 'evaluate': round(evaluated - trained, 1)},
+  }
+  atomic.write_text(os.path.join(out, 'summary.json'), json.dumps(summary, indent=1) + '\n')
+  for p in evaluate.PROTOCOLS:
+    print(f'\n{p} protocol, validation split:\n' + '\n'.join(evaluate.metrics_table(validation['model'][p])))
+  m = validation['model']['original'].metrics['depth_error']
+  c = {name: validation[name]['original'].metrics['depth_error'] for name in constants}
+  print(f'\nvalidation depth error {m:.3f} m; constant {constants["mean"]:.2f} m (mean) {c["mean"]:.3f} m '
+        f'({c["mean"] / m:.2f}x), constant {constants["median"]:.2f} m (median) {c["median"]:.3f} m '
+        f'({c["median"] / m:.2f}x); regression set {regression.metrics["depth_error"]:.4f} m; wrote {out}/'
+        'learning_curve.png, predictions.png, error_by_depth.png, summary.json')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
