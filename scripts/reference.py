@@ -153,6 +153,17 @@ def main(argv: list[str] | None = None) -> int:
   _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', CONFIG, '--workdir', workdir, *overrides])
   trained = time.time()
 
+  return publish(workdir, out, times={'build': built - started, 'train': trained - built})
+
+
+def publish(workdir: str, out: str, times: dict[str, float] | None = None) -> int:
+  """Steps 3-6 on a finished run (any run of a built dataset: its config.json names the data)."""
+  export = os.path.join(out, 'reference64')
+  if os.path.exists(export):
+    print(f'error: {export} exists already; expected a new folder for the exported model', file=sys.stderr)
+    return 1
+  times = dict(times or {})
+  started = time.time()
   import ml_collections
   from depthnet_jax import atomic, charts, checkpointing, evaluate, inference, loading, run_log, train_lib
   with open(os.path.join(workdir, 'config.json')) as f:
@@ -175,14 +186,14 @@ def main(argv: list[str] | None = None) -> int:
   rates = [v for _, v in scalars.get('train_steps_per_sec', [])[1:]]   # the first window holds the compile
   reference = {
       'name': 'reference64',
-      'dataset': f'tfds_stillbox/{DATASET}', 'train_scenes': len(trainer.train_source),
+      'dataset': config.dataset, 'train_scenes': len(trainer.train_source),
       'validation_scenes': len(trainer.eval_source), 'resolution': 64,
       'recipe': 'configs/reference64.py', 'config': config.to_dict(),
       'best_step': int(recorded['step']), 'steps': int(trainer.num_steps), 'batch_size': int(config.batch_size),
       **_commit(),
       'trained_at': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
       'machine': _machine(),
-      'train_wall_time_s': round(trained - built, 1),
+      'train_wall_time_s': round(times['train'], 1) if 'train' in times else None,
       'median_steps_per_sec': sorted(rates)[len(rates) // 2] if rates else None,
       'validation': {
           'constant_depth_m': constants,
@@ -198,18 +209,18 @@ def main(argv: list[str] | None = None) -> int:
   print(f'exported {export}')
 
   curve = charts.learning_curve(scalars, baseline=validation['mean']['original'].metrics['depth_error'],
-                                title=f'reference64: DepthNet on {DATASET} ({config.solver}, batch '
+                                title=f'reference64: DepthNet on {config.dataset} ({config.solver}, batch '
                                       f'{config.batch_size}), validation every {config.eval_every_epochs:g} epoch')
   atomic.write_png(os.path.join(out, 'learning_curve.png'), curve)
   predictor = inference.Predictor.from_checkpoint(export)
   atomic.write_png(os.path.join(out, 'predictions.png'), predictions_sheet(predictor, holdout))
-  atomic.write_png(os.path.join(out, 'error_by_depth.png'),
-                   evaluate.plot(validation['model']['original'], f'reference64 on {DATASET} validation (original protocol)'))
+  atomic.write_png(os.path.join(out, 'error_by_depth.png'), evaluate.plot(
+      validation['model']['original'], f'reference64 on {config.dataset} validation (original protocol)'))
   summary = {
       'reference': reference,
-      'validation_bins': {f'{name}_{p}': validation[name][p].bins for name in validation for p in evaluate.PROTOCOLS},
-      'time_s': {'build': round(built - started, 1), 'train': round(trained - built, 1),
-                 'evaluate': round(evaluated - trained, 1)},
+      'validation_bins': {f'{name}_{p}': validation[name][p].bins for name in validation
+                          for p in evaluate.PROTOCOLS},
+      'time_s': {**{k: round(v, 1) for k, v in times.items()}, 'evaluate': round(evaluated - started, 1)},
   }
   atomic.write_text(os.path.join(out, 'summary.json'), json.dumps(summary, indent=1) + '\n')
   for p in evaluate.PROTOCOLS:
