@@ -106,7 +106,7 @@ def to_state_dict(model: models.DepthNet) -> dict[str, np.ndarray]:
   out = {}
   for path, leaf in _flatten(state).items():
     key, layout = _torch_key(path)
-    out[key] = _to_torch(np.asarray(leaf, np.float32), layout)
+    out[key] = _to_torch(np.array(leaf, np.float32), layout)   # a copy: writable, as torch.from_numpy wants
   return out
 
 
