@@ -5,6 +5,7 @@ second file, and on files cut short or damaged."""
 import importlib.util
 import json
 import os
+import re
 import shutil
 import struct
 
@@ -128,3 +129,28 @@ def test_the_constant_depth_model_gives_training_s_constant_baseline(tiny_run, s
   result = evaluate.evaluate(*nnx.split(evaluate.ConstantDepth(17.5), nnx.Param, nnx.BatchStat),
                              trainer.eval_source, protocol='original')
   assert result.metrics == pytest.approx(expected, rel=1e-5)
+
+
+def test_compare_with_a_published_curve(tiny_run, tmp_path, capsys):
+  """`--compare CSV`: the run against its own points is 0 % apart; against points 10 % higher, 10 % (the steps
+  both logged); a CSV of another layout is one error line naming the file and line."""
+  script = _script()
+  points = tmp_path / 'published.csv'
+  assert script.main(['--workdir', tiny_run[0], '--out', str(tmp_path / 'a.png'), '--csv', str(points)]) == 0
+  capsys.readouterr()
+  assert script.main(['--workdir', tiny_run[0], '--out', str(tmp_path / 'b.png'), '--compare', str(points)]) == 0
+  out = capsys.readouterr().out
+  assert re.search(r'train_loss: \d+ common steps .* max 0\.00% .* mean 0\.00%', out), out
+  rows = points.read_text().splitlines()
+  higher = tmp_path / 'higher.csv'
+  higher.write_text('\n'.join([rows[0]] + [f'{t},{s},{float(v) * 1.1!r}' for t, s, v in
+                                           (r.split(',') for r in rows[1:])]) + '\n')
+  assert script.main(['--workdir', tiny_run[0], '--out', str(tmp_path / 'c.png'), '--compare', str(higher)]) == 0
+  out = capsys.readouterr().out
+  assert re.search(r'train_loss: \d+ common steps .* max 9\.09% .* mean 9\.09%', out), out   # |x - 1.1x| / 1.1x
+  bad = tmp_path / 'bad.csv'
+  bad.write_text('tag,step,value\ntrain_loss,ten,1.0\n')
+  assert script.main(['--workdir', tiny_run[0], '--out', str(tmp_path / 'd.png'), '--compare', str(bad)]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and f'{bad}: line 2' in err[0], err
+  assert not (tmp_path / 'd.png').exists()

@@ -1,0 +1,117 @@
+"""The shipped reference model (models/reference64, docs/reference_models.md) keeps the figure recorded when it was
+trained: its depth error on the regression set (scenes of a seed the training data does not use, rendered here
+by `python -m tfds_stillbox.render` as the recipe says) must stay within 5 % of the value in its metadata. It
+fails if the model code, the renderer, the evaluation or (through the original's own PyTorch file of the same
+weights) the importer drift. Every entry point loads it: the evaluation command, infer.py, the Predictor and a
+warm start."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+import infer
+from depthnet_jax import checkpointing, evaluate, inference, loading, torch_import
+from depthnet_jax.model_spec import ModelSpec
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = os.path.join(REPO, 'models', 'reference64')
+TOLERANCE = 0.05
+
+
+@pytest.fixture(scope='module')
+def recorded():
+  return checkpointing.read_model_config(REFERENCE)
+
+
+@pytest.fixture(scope='module')
+def regression_tree(tmp_path_factory, recorded):
+  """The regression set as the recipe renders it: `--out DIR --resolution R --scenes N --seed S`."""
+  from tfds_stillbox.render import cli
+  r = recorded['reference']['regression']
+  out = tmp_path_factory.mktemp('regression')
+  assert cli.main(['--out', str(out), '--resolution', str(r['resolution']), '--scenes', str(r['scenes']),
+                   '--seed', str(r['seed']), '--jobs', '1']) == 0
+  return str(out / str(r['resolution']))
+
+
+def _depth_error(capsys, checkpoint, tree, json_path):
+  code = evaluate.main(['--checkpoint', str(checkpoint), '--stillbox_tree', tree, '--json', str(json_path)])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  with open(json_path) as f:
+    return json.load(f)['metrics']['depth_error']
+
+
+def test_its_metadata_records_what_it_was_trained_on(recorded):
+  ref = recorded['reference']
+  assert recorded['image_size'] == [64, 64] and recorded['fov'] == 90.0 and recorded['displacement'] == 0.3
+  assert ref['dataset'] == 'tfds_stillbox/synth64_large' and ref['train_scenes'] > 10000
+  assert os.path.isfile(os.path.join(REPO, ref['recipe']))
+  assert ref['config']['dataset'] == ref['dataset'] and ref['config']['solver'] in ('adam', 'sgd')
+  assert 0 < ref['best_step'] <= ref['steps'] and ref['batch_size'] == ref['config']['batch_size']
+  assert re.fullmatch(r'[0-9a-f]{40}', ref['commit'])
+  assert ref['validation']['model_original']['depth_error'] < ref['validation']['mean_original']['depth_error'] / 2
+  assert ref['regression']['depth_error'] > 0
+
+
+def test_it_is_float32(recorded):
+  model = loading.load_any(REFERENCE)
+  from flax import nnx
+  leaves = [np.asarray(x) for x in __import__('jax').tree.leaves(nnx.state(model))]
+  assert leaves and all(x.dtype == np.float32 for x in leaves)
+  assert model.spec == ModelSpec(**{k: recorded[k] for k in ModelSpec().to_dict()})
+
+
+def test_its_depth_error_on_the_regression_set_is_the_recorded_one(capsys, tmp_path, recorded, regression_tree):
+  expected = recorded['reference']['regression']['depth_error']
+  measured = _depth_error(capsys, REFERENCE, regression_tree, tmp_path / 'reference.json')
+  assert abs(measured - expected) <= TOLERANCE * expected, (measured, expected)
+
+
+def test_the_original_pytorch_file_of_its_weights_gives_the_same_figure(capsys, tmp_path, regression_tree):
+  """The weights as the original's train.py saves them (DataParallel state_dict in its checkpoint dict, torch's
+  zip format), imported on the fly by the evaluation: the same depth error as the Orbax checkpoint."""
+  import torch
+  from depthnet_jax.testing import torch_reference
+  model = loading.load_any(REFERENCE)
+  torch_model = torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu', clamp=False)
+  missing, unexpected = torch_model.load_state_dict(
+      {k: torch.from_numpy(v) for k, v in torch_import.to_state_dict(model).items()}, strict=False)
+  assert not unexpected and all(k.endswith('num_batches_tracked') for k in missing)
+  path = tmp_path / 'model_best.pth.tar'
+  torch_reference.save(torch_reference.checkpoint_dict(torch_model), path, legacy=False)
+  ours = _depth_error(capsys, REFERENCE, regression_tree, tmp_path / 'ours.json')
+  imported = _depth_error(capsys, path, regression_tree, tmp_path / 'imported.json')
+  assert imported == pytest.approx(ours, rel=1e-5)
+
+
+def test_infer_predictor_and_warm_start_load_it(capsys, tmp_path, regression_tree):
+  import shutil
+  from tfds_stillbox import tree
+  scene = tree.list_scenes(regression_tree)[0]
+  frames = tmp_path / 'frames'   # one scene's first 5 frames, as a camera's folder of pictures
+  frames.mkdir()
+  for name in scene.scene['imgs'][:5]:
+    shutil.copy(os.path.join(scene.folder, name), frames)
+  code = infer.main(['--checkpoint', REFERENCE, '--input', str(frames), '--output', str(tmp_path / 'out'),
+                     '--frame_shift', '3', '--output_raw'])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  written = sorted(n for n in os.listdir(tmp_path / 'out') if n.endswith('_depth.npy'))
+  assert written
+  depth = np.load(tmp_path / 'out' / written[0])
+  assert depth.shape == (64, 64) and np.all(np.isfinite(depth)) and 1 < float(np.median(depth)) < 100
+
+  predictor = inference.Predictor.from_checkpoint(REFERENCE)
+  assert predictor.train_size == (64, 64) and predictor.displacement == 0.3
+
+  model = loading.load_any(REFERENCE)
+  from flax import nnx
+  _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  warm_params, warm_stats = loading.warm_start(REFERENCE, model.spec, params, stats)
+  import jax
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(warm_params)))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(warm_stats)))
