@@ -118,9 +118,11 @@ def panel(image: np.ndarray, box: tuple[int, int, int, int], series: Sequence[di
 
 
 def learning_curve(scalars: dict[str, list[tuple[int, float]]], *, title: str, baseline: float | None = None,
+                   other: dict[str, list[tuple[int, float]]] | None = None,
                    size: tuple[int, int] = (960, 720)) -> np.ndarray:
   """RGB uint8: train loss against steps (top), and depth error against steps (bottom: the evaluations, the
-  training batches' error, the constant-depth baseline dashed); learning-rate drops as grey vertical lines."""
+  training batches' error, the constant-depth baseline dashed); learning-rate drops as grey vertical lines.
+  `other`: another run's scalars, drawn in grey underneath (x up to this run's last step)."""
   width, height = size
   image = np.full((height, width, 3), 255, np.uint8)
   steps = [s for tag in ('train_loss', 'eval_depth_error') for s, _ in scalars.get(tag, [])]
@@ -131,12 +133,18 @@ def learning_curve(scalars: dict[str, list[tuple[int, float]]], *, title: str, b
   left, right = 80, width - 30
   mid = height // 2
   put_text(image, fit(title, width - 20, 0.55), width // 2, 20, scale=0.55, align='center')
-  panel(image, (left, 60, right, mid - 40), [
+  def theirs(tag, label, **kw):
+    if other is None:
+      return []
+    return [{'points': [(s, v) for s, v in other.get(tag, []) if s <= x_max], 'color': (170, 170, 170),
+             'label': label, **kw}]
+  panel(image, (left, 60, right, mid - 40), theirs('train_loss', 'compared run') + [
       {'points': scalars.get('train_loss', []), 'color': (40, 90, 200), 'label': 'train loss (multi-scale L1)'}],
       x_max, y_label='loss', vlines=drops)
   train_error = scalars.get('train_depth_error', [])
   evals = scalars.get('eval_depth_error', [])
-  panel(image, (left, mid + 40, right, height - 60), [
+  panel(image, (left, mid + 40, right, height - 60), theirs('eval_depth_error', 'compared eval', width=2,
+                                                            markers=True) + [
       {'points': train_error, 'color': (150, 170, 220), 'label': 'train depth error'},
       {'points': evals, 'color': (200, 40, 30), 'label': 'eval depth error', 'width': 2, 'markers': True}],
       x_max, y_label='depth error (m)', vlines=drops, x_label='training step',

@@ -7,6 +7,10 @@ Bottom: the evaluation's depth error (m) at each evaluation, the training batche
 `--baseline M` the constant-depth baseline's error as a dashed line. Learning-rate drops are grey vertical lines.
 `--csv PATH` also writes the points (tag, step, value). A resumed run's files are read in the order written; a
 step logged twice keeps its last value.
+
+`--compare CSV` draws another run's points (a `--csv` file, e.g. the published `docs/reference64_curve.csv`) in
+grey under this run's, and prints how far apart they are at the steps both logged: to check that a re-run (or
+its first N steps, `make reference REFERENCE_ARGS="--steps N --train_only"`) reproduces the published curve.
 """
 
 from __future__ import annotations
@@ -21,6 +25,45 @@ import sys
 TAGS = ('train_loss', 'train_depth_error', 'train_learning_rate', 'eval_depth_error')
 
 
+def read_csv(path: str) -> dict[str, list[tuple[int, float]]]:
+  """The points of a `--csv` file; a file of another layout is a one-line error naming it."""
+  from depthnet_jax import cli
+  if not os.path.isfile(path):
+    raise cli.UserError(f'--compare {os.path.abspath(path)}: does not exist; expected a CSV written by --csv')
+  points: dict[str, list[tuple[int, float]]] = {}
+  with open(path, newline='') as f:
+    rows = list(csv.reader(f))
+  if not rows or rows[0] != ['tag', 'step', 'value']:
+    raise cli.UserError(f'--compare {os.path.abspath(path)}: line 1 is {",".join(rows[0]) if rows else "empty"}; '
+                        'expected the header tag,step,value (a CSV written by --csv)')
+  for n, row in enumerate(rows[1:], start=2):
+    try:
+      tag, step, value = row
+      points.setdefault(tag, []).append((int(step), float(value)))
+    except ValueError:
+      raise cli.UserError(f'--compare {os.path.abspath(path)}: line {n} is {",".join(row)!r}; expected tag,'
+                          'integer step,number') from None
+  return {tag: sorted(values) for tag, values in points.items()}
+
+
+def compare(ours: dict, other: dict) -> list[str]:
+  """Per tag, at the steps both logged: the number of steps, the largest relative difference (at which step), and
+  the mean relative difference."""
+  lines = []
+  for tag in ('train_loss', 'eval_depth_error'):
+    mine, theirs = dict(ours.get(tag, [])), dict(other.get(tag, []))
+    common = sorted(set(mine) & set(theirs))
+    if not common:
+      lines.append(f'{tag}: no step logged by both runs')
+      continue
+    rel = [abs(mine[s] - theirs[s]) / max(abs(theirs[s]), 1e-12) for s in common]
+    worst = max(range(len(common)), key=rel.__getitem__)
+    lines.append(f'{tag}: {len(common)} common steps ({common[0]}-{common[-1]}), relative difference max '
+                 f'{rel[worst]:.2%} (step {common[worst]}: {mine[common[worst]]:.4g} vs {theirs[common[worst]]:.4g}), '
+                 f'mean {sum(rel) / len(rel):.2%}')
+  return lines
+
+
 def main(argv: list[str] | None = None) -> int:
   from depthnet_jax import atomic, charts, cli, run_log
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                  help="the constant-depth baseline's depth error in metres, drawn as a dashed line")
   p.add_argument('--title', default=None, help='the title (default: the workdir)')
   p.add_argument('--csv', default=None, metavar='PATH', help='also write the points as CSV (tag, step, value)')
+  p.add_argument('--compare', default=None, metavar='CSV',
+                 help="another run's points (a --csv file): drawn in grey, differences printed")
   p.add_argument('--overwrite', action='store_true', help='replace existing --out / --csv files')
   p.add_argument('--debug', action='store_true', help='print the traceback of an error too')
   a = p.parse_args(argv)
@@ -48,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                             '--overwrite to replace it)')
     if a.baseline is not None and not (math.isfinite(a.baseline) and a.baseline > 0):
       raise cli.UserError(f'--baseline {a.baseline}: expected a depth error in metres > 0')
+    other = read_csv(a.compare) if a.compare is not None else None
     scalars = run_log.read_scalars(workdir)
     if not scalars.get('train_loss'):
       raise cli.UserError(f'--workdir {workdir}: its event files hold no train_loss; expected a train.py run that '
                           'logged at least once')
-    image = charts.learning_curve(scalars, title=a.title or f'learning curve of {workdir}', baseline=a.baseline)
+    image = charts.learning_curve(scalars, title=a.title or f'learning curve of {workdir}', baseline=a.baseline,
+                                  other=other)
     for path in (a.out, a.csv):
       if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -69,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     last = f', last eval depth error {evals[-1][1]:.3f} m at step {evals[-1][0]}' if evals else ''
     print(f'wrote {os.path.abspath(a.out)}: {len(scalars["train_loss"])} train points, {len(evals)} evaluations'
           f'{last}')
+    if other is not None:
+      for line in compare(scalars, other):
+        print(line)
     return 0
   return cli.run(work, debug=a.debug)
 

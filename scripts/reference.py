@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--data_dir', default=None, help='TFDS data_dir of synth64_large (default <out>/data)')
   parser.add_argument('--steps', type=int, default=None,
                       help="stop after this many steps (the config's schedule; default: the whole run)")
+  parser.add_argument('--train_only', action='store_true',
+                      help='stop after training (no evaluation, export or pictures): e.g. with --steps, to compare '
+                           'the early curve with the published one (scripts/learning_curve.py --compare)')
   args = parser.parse_args(argv)
   if args.steps is not None and args.steps < 1:
     print(f'error: --steps {args.steps}: expected a number of steps >= 1', file=sys.stderr)
@@ -138,11 +141,12 @@ def main(argv: list[str] | None = None) -> int:
   out = os.path.abspath(args.out)
   data_dir = os.path.abspath(args.data_dir or os.path.join(out, 'data'))
   workdir, export = os.path.join(out, 'run'), os.path.join(out, 'reference64')
-  if os.path.exists(export):
+  if os.path.exists(export) and not args.train_only:
     print(f'error: {export} exists already; expected a new folder for the exported model (move it away first)',
           file=sys.stderr)
     return 1
   bin_dir = os.path.dirname(sys.executable)
+  commit = _commit()   # the code the run trains with (publishing later must not record later edits)
 
   started = time.time()
   _run([os.path.join(bin_dir, 'tfds'), 'build', 'tfds_stillbox', '--config', DATASET, '--data_dir', data_dir])
@@ -153,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
   _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', CONFIG, '--workdir', workdir, *overrides])
   trained = time.time()
 
-  return publish(workdir, out, times={'build': built - started, 'train': trained - built})
+  print(f'trained in {trained - built:.0f} s', flush=True)
+  if args.train_only:
+    return 0
+  return publish(workdir, out, times={'build': built - started, 'train': trained - built}, commit=commit)
 
 
-def publish(workdir: str, out: str, times: dict[str, float] | None = None) -> int:
+def publish(workdir: str, out: str, times: dict[str, float] | None = None, commit: dict | None = None) -> int:
   """Steps 3-6 on a finished run (any run of a built dataset: its config.json names the data)."""
   export = os.path.join(out, 'reference64')
   if os.path.exists(export):
@@ -190,7 +197,7 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None) -> in
       'validation_scenes': len(trainer.eval_source), 'resolution': 64,
       'recipe': 'configs/reference64.py', 'config': config.to_dict(),
       'best_step': int(recorded['step']), 'steps': int(trainer.num_steps), 'batch_size': int(config.batch_size),
-      **_commit(),
+      **(commit or _commit()),
       'trained_at': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
       'machine': _machine(),
       'train_wall_time_s': round(times['train'], 1) if 'train' in times else None,
