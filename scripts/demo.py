@@ -5,8 +5,10 @@
 3. evaluates the best checkpoint on the validation split beside the constant-depth baseline (predicting the
    mean training target everywhere) and prints both;
 4. writes `<out>/examples.png`: rows of frame 1, frame 2, ground truth, prediction (rainbow, 0-100 m);
-5. renders a new scene into `<out>/scene/`, runs `infer.py` on it as a user would (`<out>/infer/`), and writes
-   `<out>/inference.png`: rows of frame t + 3, its true depth, the predicted depth.
+5. renders a new scene into `<out>/scene/`, runs `infer.py` on it as a user would, with this run's model
+   (`<out>/infer/`) and with the shipped reference model (`models/reference64`, `<out>/infer_reference/`), prints
+   both models' mean absolute error on it (over the pixels within 100 m) and writes `<out>/inference.png`: rows
+   of frame t + 3, its true depth, this run's predicted depth, the reference model's.
 
 Exits 1 if the trained model does not beat the baseline.
 """
@@ -21,6 +23,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_NAME = 'models/reference64'   # the shipped reference model (docs/reference_models.md)
+REFERENCE = os.path.join(ROOT, *REFERENCE_NAME.split('/'))
 
 
 def _run(cmd: list[str]) -> None:
@@ -50,6 +54,7 @@ def main():
   import ml_collections
   import numpy as np
   from depthnet_jax import atomic, checkpointing, colormaps, train_lib
+  from depthnet_jax.conventions import MAX_DEPTH
 
   # The config the run was trained with (configs/synth64.py and the overrides above), as train.py wrote it.
   with open(os.path.join(workdir, 'config.json')) as f:
@@ -79,15 +84,28 @@ def main():
   for i, frame in enumerate(scene.frames):
     iio.imwrite(os.path.join(scene_dir, f'frame_{i:02d}.png'), frame)
   _run([sys.executable, os.path.join(ROOT, 'infer.py'), '--checkpoint', workdir, '--input', scene_dir, '--output',
-        infer_dir, '--frame_shift', '3'])
-  rows = []
-  for i in range(3, len(scene.frames), 2):
-    predicted = iio.imread(os.path.join(infer_dir, f'frame_{i:02d}_depth.png'))
-    rows.append(np.concatenate([scene.frames[i], colormaps.depth_to_rgb(scene.depth[i]), predicted], axis=1))
+        infer_dir, '--frame_shift', '3', '--output_raw'])
+  reference_dir = os.path.join(out, 'infer_reference')
+  _run([sys.executable, os.path.join(ROOT, 'infer.py'), '--checkpoint', REFERENCE, '--input', scene_dir, '--output',
+        reference_dir, '--frame_shift', '3', '--output_raw'])
+  rows, errors = [], {'demo': [], 'reference': []}
+  for i in range(3, len(scene.frames)):
+    row = [scene.frames[i], colormaps.depth_to_rgb(scene.depth[i])]
+    for name, folder in (('demo', infer_dir), ('reference', reference_dir)):
+      within = scene.depth[i] <= MAX_DEPTH   # the network's range (training targets are capped at 100 m)
+      predicted = np.load(os.path.join(folder, f'frame_{i:02d}_depth.npy'))
+      errors[name].append(float(np.mean(np.abs(predicted - scene.depth[i])[within])))
+      row.append(iio.imread(os.path.join(folder, f'frame_{i:02d}_depth.png')))
+    if i % 2:
+      rows.append(np.concatenate(row, axis=1))
   sheet = np.concatenate(rows, axis=0)
   path = os.path.join(out, 'inference.png')
   atomic.write_png(path, np.repeat(np.repeat(sheet, 2, axis=0), 2, axis=1))
-  print(f'wrote {path} (rows: frame t+3 | true depth | infer.py depth, pairs (t, t+3))')
+  print(f'wrote {path} (rows: frame t+3 | true depth | this run\'s depth | the reference model\'s depth; pairs '
+        '(t, t+3))')
+  print(f'unseen scene, mean |depth - truth| (truth <= {MAX_DEPTH:g} m) over frames 3-{len(scene.frames) - 1}: '
+        f'this run ({args.steps} steps) '
+        f'{np.mean(errors["demo"]):.2f} m, reference model ({REFERENCE_NAME}) {np.mean(errors["reference"]):.2f} m')
   print(f'time: build {built - started:.0f} s, train {trained - built:.0f} s, evaluate {evaluated - trained:.0f} s, '
         f'infer {time.time() - evaluated:.0f} s')
   if not metrics['depth_error'] < baseline['depth_error']:
