@@ -84,10 +84,10 @@ def main():
   for i, frame in enumerate(scene.frames):
     iio.imwrite(os.path.join(scene_dir, f'frame_{i:02d}.png'), frame)
   _run([sys.executable, os.path.join(ROOT, 'infer.py'), '--checkpoint', workdir, '--input', scene_dir, '--output',
-        infer_dir, '--frame_shift', '3', '--output_raw'])
+        infer_dir, '--frame_shift', '3', '--output_depth', '--output_raw'])
   reference_dir = os.path.join(out, 'infer_reference')
   _run([sys.executable, os.path.join(ROOT, 'infer.py'), '--checkpoint', REFERENCE, '--input', scene_dir, '--output',
-        reference_dir, '--frame_shift', '3', '--output_raw'])
+        reference_dir, '--frame_shift', '3', '--output_depth', '--output_raw'])
   rows, errors = [], {'demo': [], 'reference': []}
   for i in range(3, len(scene.frames)):
     row = [scene.frames[i], colormaps.depth_to_rgb(scene.depth[i])]
