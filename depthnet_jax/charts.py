@@ -125,9 +125,8 @@ def learning_curve(scalars: dict[str, list[tuple[int, float]]], *, title: str, b
   `other`: another run's scalars, drawn in grey underneath (x up to this run's last step)."""
   width, height = size
   image = np.full((height, width, 3), 255, np.uint8)
-  steps = [s for tag in ('train_loss', 'eval_depth_error') for s, _ in scalars.get(tag, [])]
-  x_max = nice_ceiling(max(steps or [1])) if steps and max(steps) > nice_ceiling(max(steps)) * 0.8 else \
-      float(max(steps or [1]))
+  last = max((s for tag in ('train_loss', 'eval_depth_error') for s, _ in scalars.get(tag, [])), default=1)
+  x_max = nice_ceiling(last) if last > 0.8 * nice_ceiling(last) else float(last)   # a round end when it is near
   rates = scalars.get('train_learning_rate', [])
   drops = [s for (s, a), (_, b) in zip(rates, rates[1:]) if b < a * 0.999]
   left, right = 80, width - 30

@@ -184,3 +184,21 @@ def check_writable_dir(path: str, name: str) -> str:
     raise UserError(f'{name} {path}: cannot write in {existing} ({e.strerror or e}); expected a writable '
                     'directory') from None
   return path
+
+
+def check_output_file(flag: str, path: str | None, overwrite: bool, extensions: tuple[str, ...]) -> str | None:
+  """The absolute path of an output file flag (None if not given): a file name with one of `extensions`, not a
+  folder, not existing unless `overwrite`, in a folder that exists or can be created and is writable."""
+  if path is None:
+    return None
+  if not path:
+    raise UserError(f'{flag}=\'\': expected a file path')
+  path = os.path.abspath(path)
+  if not path.lower().endswith(extensions):
+    raise UserError(f'{flag} {path}: expected a file name ending in {" or ".join(extensions)}')
+  if os.path.isdir(path):
+    raise UserError(f'{flag} {path}: is a directory, expected a file path')
+  if os.path.lexists(path) and not overwrite:
+    raise UserError(f'{flag} {path}: exists already; expected a new file (or pass --overwrite to replace it)')
+  check_writable_dir(os.path.dirname(path), f'{flag} {path}: its folder')   # created if missing
+  return path

@@ -181,25 +181,6 @@ def metric_names(protocol: str) -> tuple[str, ...]:
   return losses.METRIC_NAMES if protocol == 'original' else losses.FOLLOWUP_METRIC_NAMES
 
 
-def ConstantDepth(depth: float):
-  """The constant-depth baseline as a model: `depth` metres at every pixel of DepthNet's finest output size. Split
-  it like a DepthNet (`nnx.split(model, nnx.Param, nnx.BatchStat)`) and `evaluate` gives the baseline's figures
-  under either protocol (the follow-up's d / nominal factor scales it too, as it would a network's output)."""
-  from flax import nnx
-  import jax.numpy as jnp
-  from depthnet_jax import models
-
-  class _ConstantDepth(nnx.Module):
-    def __init__(self, value: float):
-      self.depth = nnx.Param(jnp.asarray(value, jnp.float32))
-
-    def __call__(self, image_pair):
-      h, w = models.output_sizes(*image_pair.shape[1:3])[0]
-      return jnp.full((image_pair.shape[0], h, w), self.depth.value, jnp.float32)
-
-  return _ConstantDepth(depth)
-
-
 def _forward(graphdef, params, batch_stats, batch):
   from flax import nnx
   from depthnet_jax import models
@@ -495,22 +476,6 @@ def parser() -> argparse.ArgumentParser:
   return p
 
 
-def _check_output(flag: str, path: str | None, overwrite: bool, extensions: tuple[str, ...]) -> str | None:
-  if path is None:
-    return None
-  if not path:
-    raise cli.UserError(f'{flag}=\'\': expected a file path')
-  path = os.path.abspath(path)
-  if not path.lower().endswith(extensions):
-    raise cli.UserError(f'{flag} {path}: expected a file name ending in {" or ".join(extensions)}')
-  if os.path.isdir(path):
-    raise cli.UserError(f'{flag} {path}: is a directory, expected a file path')
-  if os.path.lexists(path) and not overwrite:
-    raise cli.UserError(f'{flag} {path}: exists already; expected a new file (or pass --overwrite to replace it)')
-  cli.check_writable_dir(os.path.dirname(path), f'{flag} {path}: its folder')   # created if missing
-  return path
-
-
 @dataclasses.dataclass
 class Args:
   """The checked flags."""
@@ -560,8 +525,8 @@ def check_args(argv: list[str]) -> Args:
                         'workdir, a checkpoint directory or a PyTorch .pth.tar')
   shift = cli.check_int('--shift', a.shift, 1)
   batch_size = cli.check_int('--batch_size', a.batch_size, 1)
-  json_path = _check_output('--json', a.json, a.overwrite, ('.json',))
-  plot_path = _check_output('--plot', a.plot, a.overwrite, ('.png',))
+  json_path = cli.check_output_file('--json', a.json, a.overwrite, ('.json',))
+  plot_path = cli.check_output_file('--plot', a.plot, a.overwrite, ('.png',))
   if json_path and json_path == plot_path:
     raise cli.UserError(f'--json and --plot: both are {json_path}; expected two files')
   compile_cache.check_flag(a.compilation_cache, a.no_compilation_cache)

@@ -267,6 +267,20 @@ def abstract_model(spec: ModelSpec) -> DepthNet:
   return nnx.eval_shape(lambda: DepthNet(spec, rngs=nnx.Rngs(0)))
 
 
+class ConstantDepth(nnx.Module):
+  """The constant-depth baseline as a model: `depth` metres at every pixel of DepthNet's finest output size. Split
+  it like a DepthNet (`nnx.split(model, nnx.Param, nnx.BatchStat)`) and `evaluate.evaluate` gives the baseline's
+  figures under either protocol (the follow-up's d / nominal factor scales it too, as it would a network's
+  output). The depth is a parameter, so every constant shares one compiled evaluation."""
+
+  def __init__(self, depth: float):
+    self.depth = nnx.Param(jnp.asarray(depth, jnp.float32))
+
+  def __call__(self, image_pair: jax.Array) -> jax.Array:
+    h, w = output_sizes(*image_pair.shape[1:3])[0]
+    return jnp.full((image_pair.shape[0], h, w), self.depth.value, jnp.float32)
+
+
 def depth_of(prediction: jax.Array) -> jax.Array:
   """The depth of an output: `[..., 0]` of a with_confidence model's `[B, h, w, 2]`, else the output itself."""
   return prediction[..., 0] if prediction.ndim == 4 else prediction

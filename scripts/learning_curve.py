@@ -83,14 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = os.path.abspath(a.workdir)
     if not os.path.isdir(workdir):
       raise cli.UserError(f'--workdir {workdir}: does not exist or is not a folder; expected a train.py workdir')
-    for flag, path, ext in (('--out', a.out, '.png'), ('--csv', a.csv, '.csv')):
-      if path is None:
-        continue
-      if not path.lower().endswith(ext):
-        raise cli.UserError(f'{flag} {path}: expected a file name ending in {ext}')
-      if os.path.lexists(path) and not a.overwrite:
-        raise cli.UserError(f'{flag} {os.path.abspath(path)}: exists already; expected a new file (or pass '
-                            '--overwrite to replace it)')
+    out = cli.check_output_file('--out', a.out, a.overwrite, ('.png',))
+    points = cli.check_output_file('--csv', a.csv, a.overwrite, ('.csv',))
     if a.baseline is not None and not (math.isfinite(a.baseline) and a.baseline > 0):
       raise cli.UserError(f'--baseline {a.baseline}: expected a depth error in metres > 0')
     other = read_csv(a.compare) if a.compare is not None else None
@@ -100,21 +94,21 @@ def main(argv: list[str] | None = None) -> int:
                           'logged at least once')
     image = charts.learning_curve(scalars, title=a.title or f'learning curve of {workdir}', baseline=a.baseline,
                                   other=other)
-    for path in (a.out, a.csv):
+    for path in (out, points):
       if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic.write_png(a.out, image)
-    if a.csv:
+        atomic.make_dirs(os.path.dirname(path))
+    atomic.write_png(out, image)
+    if points:
       rows = io.StringIO()
       w = csv.writer(rows, lineterminator='\n')
       w.writerow(['tag', 'step', 'value'])
       for tag in TAGS:
         for step, value in scalars.get(tag, []):
           w.writerow([tag, step, repr(value)])
-      atomic.write_text(a.csv, rows.getvalue())
+      atomic.write_text(points, rows.getvalue())
     evals = scalars.get('eval_depth_error', [])
     last = f', last eval depth error {evals[-1][1]:.3f} m at step {evals[-1][0]}' if evals else ''
-    print(f'wrote {os.path.abspath(a.out)}: {len(scalars["train_loss"])} train points, {len(evals)} evaluations'
+    print(f'wrote {out}: {len(scalars["train_loss"])} train points, {len(evals)} evaluations'
           f'{last}')
     if other is not None:
       for line in compare(scalars, other):

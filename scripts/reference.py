@@ -107,21 +107,19 @@ def constant_depths(trainer) -> dict[str, float]:
   return {'mean': float(depths.mean(dtype=np.float64)), 'median': float(np.median(depths))}
 
 
-def evaluate_all(best: str, source, constants: dict[str, float], nominal: float) -> dict:
-  """The model and the constant baselines under both protocols on `source`."""
+def evaluate_all(model, source, constants: dict[str, float], nominal: float) -> dict:
+  """The model (eval mode) and the constant baselines under both protocols on `source`."""
   from flax import nnx
-  from depthnet_jax import evaluate, loading
-  model = loading.load_any(best)
-  model.eval()
+  from depthnet_jax import evaluate, models
   results = {'model': {}, **{name: {} for name in constants}}
   for protocol in evaluate.PROTOCOLS:
     print(f'evaluating ({protocol} protocol) ...', flush=True)
     results['model'][protocol] = evaluate.evaluate(*nnx.split(model, nnx.Param, nnx.BatchStat), source,
                                                    protocol=protocol, nominal=nominal, show_progress=True)
     for name, depth in constants.items():
-      constant = evaluate.ConstantDepth(depth)
-      results[name][protocol] = evaluate.evaluate(*nnx.split(constant, nnx.Param, nnx.BatchStat), source,
-                                                  protocol=protocol, nominal=nominal)
+      results[name][protocol] = evaluate.evaluate(
+          *nnx.split(models.ConstantDepth(depth), nnx.Param, nnx.BatchStat), source, protocol=protocol,
+          nominal=nominal)
   return results
 
 
@@ -172,19 +170,19 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
   times = dict(times or {})
   started = time.time()
   import ml_collections
+  from flax import nnx
   from depthnet_jax import atomic, charts, checkpointing, evaluate, inference, loading, run_log, train_lib
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
   trainer = train_lib.Trainer(config)
   best = loading.eval_checkpoint_path(workdir, 'best')
   recorded = checkpointing.read_model_config(best)
-  nominal = float(recorded.get('displacement') or 0.3)
-  constants = constant_depths(trainer)
-  validation = evaluate_all(best, trainer.eval_source, constants, nominal)
-  holdout = evaluate.open_tree(render_holdout(os.path.join(out, 'holdout')))
+  nominal = loading.checkpoint_info(best).displacement   # the recorded one, else Still Box's 0.3 m
   model = loading.load_any(best)
   model.eval()
-  from flax import nnx
+  constants = constant_depths(trainer)
+  validation = evaluate_all(model, trainer.eval_source, constants, nominal)
+  holdout = evaluate.open_tree(render_holdout(os.path.join(out, 'holdout')))
   regression = evaluate.evaluate(*nnx.split(model, nnx.Param, nnx.BatchStat), holdout, protocol='original',
                                  nominal=nominal)
   evaluated = time.time()

@@ -9,8 +9,10 @@ import json
 import os
 import re
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 import infer
 from depthnet_jax import checkpointing, evaluate, inference, loading, torch_import
@@ -59,8 +61,7 @@ def test_its_metadata_records_what_it_was_trained_on(recorded):
 
 def test_it_is_float32(recorded):
   model = loading.load_any(REFERENCE)
-  from flax import nnx
-  leaves = [np.asarray(x) for x in __import__('jax').tree.leaves(nnx.state(model))]
+  leaves = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
   assert leaves and all(x.dtype == np.float32 for x in leaves)
   assert model.spec == ModelSpec(**{k: recorded[k] for k in ModelSpec().to_dict()})
 
@@ -109,9 +110,7 @@ def test_infer_predictor_and_warm_start_load_it(capsys, tmp_path, regression_tre
   assert predictor.train_size == (64, 64) and predictor.displacement == 0.3
 
   model = loading.load_any(REFERENCE)
-  from flax import nnx
   _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   warm_params, warm_stats = loading.warm_start(REFERENCE, model.spec, params, stats)
-  import jax
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(warm_params)))
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(warm_stats)))

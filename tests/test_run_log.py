@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import pytest
 
-from depthnet_jax import checkpointing, evaluate, loading, run_log
+from depthnet_jax import checkpointing, evaluate, loading, models, run_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,7 +118,7 @@ def test_the_learning_curve_picture_and_points(tiny_run, tmp_path, capsys):
 
 
 def test_the_constant_depth_model_gives_training_s_constant_baseline(tiny_run, synth_tiny_dir):
-  """`evaluate.ConstantDepth` through the evaluation = `Trainer.evaluate(constant=...)` (the demo's baseline)."""
+  """`models.ConstantDepth` through the evaluation = `Trainer.evaluate(constant=...)` (the demo's baseline)."""
   from flax import nnx
   from configs import test as test_config
   from depthnet_jax import train_lib
@@ -126,7 +126,7 @@ def test_the_constant_depth_model_gives_training_s_constant_baseline(tiny_run, s
   config.data_dir = synth_tiny_dir
   trainer = train_lib.Trainer(config)
   expected, _ = trainer.evaluate(None, None, constant=17.5)
-  result = evaluate.evaluate(*nnx.split(evaluate.ConstantDepth(17.5), nnx.Param, nnx.BatchStat),
+  result = evaluate.evaluate(*nnx.split(models.ConstantDepth(17.5), nnx.Param, nnx.BatchStat),
                              trainer.eval_source, protocol='original')
   assert result.metrics == pytest.approx(expected, rel=1e-5)
 
