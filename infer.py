@@ -31,9 +31,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depthnet_jax import cli, compile_cache, footage
-from depthnet_jax.conventions import MAX_DEPTH
-from depthnet_jax.inference import CLAMP_RANGE, STATISTICS, TARGET_DEPTH
+from depthnet_jax.common import cli, compile_cache
+from depthnet_jax.common.conventions import MAX_DEPTH
+from depthnet_jax.infer import footage
+from depthnet_jax.infer.predictor import CLAMP_RANGE, STATISTICS, TARGET_DEPTH
 
 
 class _Parser(argparse.ArgumentParser):

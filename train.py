@@ -21,7 +21,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_lib
 
-from depthnet_jax import cli, compile_cache, train_checks  # light: JAX, Orbax, TensorFlow come after the checks
+from depthnet_jax.common import cli, compile_cache
+from depthnet_jax.train import checks as train_checks  # light: JAX, Orbax, TensorFlow come after the checks
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/synth64.py',
                                           lock_config=True)
@@ -143,7 +144,8 @@ def main(argv):
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO; -v 0 shows them
     compile_cache.enable(_COMPILATION_CACHE.value, disabled=_NO_COMPILATION_CACHE.value)  # before any compile
-    from depthnet_jax import input_pipeline, train_lib
+    from depthnet_jax.data import input_pipeline
+    from depthnet_jax.train import trainer as train_lib
     try:
       train_lib.train_and_evaluate(config, workdir, config_source=source)
     except (input_pipeline.DatasetNotBuiltError, train_lib.NonFiniteLossError) as e:

@@ -22,7 +22,8 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from depthnet_jax import checkpoint_integrity, models
+from depthnet_jax.checkpoints import integrity as checkpoint_integrity
+from depthnet_jax.model import models
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -17,8 +17,9 @@ import time
 import numpy as np
 from flax import nnx
 
-from depthnet_jax import inference, models
-from depthnet_jax.conventions import normalize
+from depthnet_jax.common.conventions import normalize
+from depthnet_jax.infer import predictor as inference
+from depthnet_jax.model import models
 
 
 def _rate(fn, batch: int, seconds: float) -> float:
@@ -37,6 +38,7 @@ def main():
   parser.add_argument('--seconds', type=float, default=5.0, help='timed per setting, after one warm-up call')
   args = parser.parse_args()
   import torch
+
   from depthnet_jax.testing import torch_reference
   torch.set_num_threads(os.cpu_count())
   reference = torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu').eval()

@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 
-from depthnet_jax import input_pipeline as ip
+from depthnet_jax.data import input_pipeline as ip
 from tfds_stillbox import tfds_stillbox_dataset_builder as stillbox
 from tfds_stillbox.render.scenes import render_scene
 

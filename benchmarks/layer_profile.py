@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from depthnet_jax import models
+from depthnet_jax.model import models
 
 
 def _ms(fn, repeats: int = 10) -> float:
@@ -35,6 +35,7 @@ def main():
   parser.add_argument('--size', type=int, default=64)
   args = parser.parse_args()
   import torch
+
   from depthnet_jax.testing import torch_reference
   torch.set_num_threads(os.cpu_count())
   ours = models.DepthNet(rngs=nnx.Rngs(0))

@@ -7,11 +7,22 @@ concatenate / pad / slice fusions = building patches and summing shifted blocks,
 thunks with their HLO. Reads the trace with TensorFlow's xplane proto (tensorflow-cpu is installed by
 requirements.txt). Writes the optimized HLO to /tmp/hlo_<impl>_<B>x<S>.txt and the trace to /tmp/trace_<impl>.
 """
-import collections, glob, os, re, sys, time
-import jax, jax.numpy as jnp, numpy as np
-from depthnet_jax import optim, train_lib
-from depthnet_jax.train_state import TrainState
+import collections
+import glob
+import os
+import re
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from depthnet_jax.checkpoints.train_state import TrainState
 from depthnet_jax.testing import config_files
+from depthnet_jax.train import optim
+from depthnet_jax.train import trainer as train_lib
+
 batch, size = int(sys.argv[1]), int(sys.argv[2]); impl = sys.argv[3]; dtype = sys.argv[4] if len(sys.argv) > 4 else 'float32'
 # configs/ is not installed: configs/default.py is loaded by path, from the repository this script is in.
 config = config_files.get_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'default.py'))
@@ -35,6 +46,7 @@ for _ in range(3): state, m, _ = f(state, b); jax.block_until_ready(state)
 jax.profiler.stop_trace()
 pb = sorted(glob.glob(d + '/**/*.xplane.pb', recursive=True))[-1]
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
 xs = xplane_pb2.XSpace(); xs.ParseFromString(open(pb, 'rb').read())
 for plane in xs.planes:
   md = plane.event_metadata

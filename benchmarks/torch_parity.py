@@ -17,7 +17,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 import torch
 
 from depthnet_jax.testing.parity import OPTIONS, Imported, relative_error

@@ -26,12 +26,13 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from depthnet_jax import conv, optim, train_lib
-from depthnet_jax.train_state import TrainState
+from depthnet_jax.checkpoints.train_state import TrainState
+from depthnet_jax.model import conv
 from depthnet_jax.testing import config_files
+from depthnet_jax.train import optim
+from depthnet_jax.train import trainer as train_lib
 
 # configs/ is not installed: configs/default.py is loaded by path, from the repository this script is in.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'default.py')
@@ -105,6 +106,7 @@ def _ours(batch: int, size: int, steps: int, data, conv_impl: str, compute_dtype
 def _torch(batch: int, size: int, steps: int, data):
   import torch
   import torch.nn.functional as F
+
   from depthnet_jax.testing import torch_reference
   torch.set_num_threads(os.cpu_count())
   model = torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu')

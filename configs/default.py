@@ -6,7 +6,7 @@ start-up, before any work: depthnet_jax/train_checks.py). The other configs impo
 
 import ml_collections
 
-from depthnet_jax.model_spec import ModelSpec
+from depthnet_jax.model.spec import ModelSpec
 
 
 def get_config() -> ml_collections.ConfigDict:

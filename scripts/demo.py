@@ -53,8 +53,11 @@ def main():
   import imageio.v3 as iio
   import ml_collections
   import numpy as np
-  from depthnet_jax import atomic, checkpointing, colormaps, train_lib
-  from depthnet_jax.conventions import MAX_DEPTH
+
+  from depthnet_jax.checkpoints import checkpointing
+  from depthnet_jax.common import atomic, colormaps
+  from depthnet_jax.common.conventions import MAX_DEPTH
+  from depthnet_jax.train import trainer as train_lib
 
   # The config the run was trained with (configs/synth64.py and the overrides above), as train.py wrote it.
   with open(os.path.join(workdir, 'config.json')) as f:

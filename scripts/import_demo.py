@@ -56,7 +56,8 @@ def main() -> int:
   started = time.time()
 
   import torch
-  from depthnet_jax.testing import torch_reference   # the PyTorch reference DepthNet of the tests
+
+  from depthnet_jax.testing import torch_reference  # the PyTorch reference DepthNet of the tests
   ckpt_path = os.path.join(args.out, 'DepthNet_random_elu_bn.pth.tar')
   print(f'[1/4] PyTorch: a randomly initialised DepthNet (elu + BN) -> {ckpt_path} (arch DepthNet_elu_bn, the '
         'published weights\' layout and legacy torch format)')
@@ -71,7 +72,8 @@ def main() -> int:
 
   import imageio.v3 as iio
   import jax.numpy as jnp
-  from depthnet_jax import checkpointing
+
+  from depthnet_jax.checkpoints import checkpointing
   frame1, frame2 = render_pair(args.size)
   print(f'[3/4] two {args.size}x{args.size} frames of a camera translating 0.3 m past a plane at 4 m and a wall '
         'at 40 m')

@@ -27,7 +27,7 @@ TAGS = ('train_loss', 'train_depth_error', 'train_learning_rate', 'eval_depth_er
 
 def read_csv(path: str) -> dict[str, list[tuple[int, float]]]:
   """The points of a `--csv` file; a file of another layout is a one-line error naming it."""
-  from depthnet_jax import cli
+  from depthnet_jax.common import cli
   if not os.path.isfile(path):
     raise cli.UserError(f'--compare {os.path.abspath(path)}: does not exist; expected a CSV written by --csv')
   points: dict[str, list[tuple[int, float]]] = {}
@@ -65,7 +65,8 @@ def compare(ours: dict, other: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  from depthnet_jax import atomic, charts, cli, run_log
+  from depthnet_jax.common import atomic, cli
+  from depthnet_jax.evaluation import charts, run_log
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--workdir', required=True, help='the train.py workdir (its events.out.tfevents.* files)')
   p.add_argument('--out', required=True, help='the picture to write (.png)')

@@ -214,7 +214,7 @@ def main() -> int:
   results = measure(args.checkpoint, os.path.abspath(args.out), scenes=args.scenes, frames=args.frames,
                     max_shift=args.max_shift)
   if args.json:
-    from depthnet_jax import atomic
+    from depthnet_jax.common import atomic
     atomic.write_text(args.json, json.dumps(results, indent=1) + '\n')
   return 0
 

@@ -81,7 +81,8 @@ def render_holdout(out: str) -> str:
 def predictions_sheet(predictor, source, scenes: int = 6, shift: int = 3, zoom: int = 3):
   """uint8 RGB: per scene a row of frame t, frame t+shift, true depth of t+shift, predicted depth (0-100 m)."""
   import numpy as np
-  from depthnet_jax import colormaps
+
+  from depthnet_jax.common import colormaps
   from tfds_stillbox import codec
   rows = []
   for index in range(min(scenes, len(source))):
@@ -110,7 +111,9 @@ def constant_depths(trainer) -> dict[str, float]:
 def evaluate_all(model, source, constants: dict[str, float], nominal: float) -> dict:
   """The model (eval mode) and the constant baselines under both protocols on `source`."""
   from flax import nnx
-  from depthnet_jax import evaluate, models
+
+  from depthnet_jax.evaluation import evaluate
+  from depthnet_jax.model import models
   results = {'model': {}, **{name: {} for name in constants}}
   for protocol in evaluate.PROTOCOLS:
     print(f'evaluating ({protocol} protocol) ...', flush=True)
@@ -171,7 +174,12 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
   started = time.time()
   import ml_collections
   from flax import nnx
-  from depthnet_jax import atomic, charts, checkpointing, evaluate, inference, loading, run_log, train_lib
+
+  from depthnet_jax.checkpoints import checkpointing, loading
+  from depthnet_jax.common import atomic
+  from depthnet_jax.evaluation import charts, evaluate, run_log
+  from depthnet_jax.infer import predictor as inference
+  from depthnet_jax.train import trainer as train_lib
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
   trainer = train_lib.Trainer(config)
@@ -219,8 +227,8 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
   atomic.write_png(os.path.join(out, 'learning_curve.png'), curve)
   predictor = inference.Predictor.from_checkpoint(export)
   atomic.write_png(os.path.join(out, 'predictions.png'), predictions_sheet(predictor, holdout))
-  atomic.write_png(os.path.join(out, 'error_by_depth.png'), evaluate.plot(
-      validation['model']['original'], f'reference64 on {config.dataset} validation (original protocol)'))
+  atomic.write_png(os.path.join(out, 'error_by_depth.png'), charts.error_by_depth(
+      validation['model']['original'].bins, f'reference64 on {config.dataset} validation (original protocol)'))
   summary = {
       'reference': reference,
       'validation_bins': {f'{name}_{p}': validation[name][p].bins for name in validation

@@ -53,6 +53,7 @@ def synth_tiny_dir(tmp_path_factory):
   """A data_dir holding `tfds_stillbox/synth_tiny` (12 rendered 32x32 scenes of 6 frames), built once per run."""
   def build(data_dir):
     import tensorflow_datasets as tfds  # noqa: F401
+
     from tfds_stillbox import tfds_stillbox_dataset_builder as stillbox
     stillbox.Builder(config='synth_tiny', data_dir=str(data_dir)).download_and_prepare()
   return _once_per_run(tmp_path_factory, 'tfds_data', build)
@@ -62,7 +63,7 @@ def synth_tiny_dir(tmp_path_factory):
 def random_checkpoint(tmp_path_factory):
   """A model checkpoint of a full-size DepthNet (BN + elu) with NumPy-drawn weights (Flax's initialisers would
   compile per weight shape), recording no image size, FOV or displacement, as checkpoints of older versions."""
-  from depthnet_jax import checkpointing
+  from depthnet_jax.checkpoints import checkpointing
   from depthnet_jax.testing.random_models import random_depthnet
   path = tmp_path_factory.mktemp('random_model') / 'ckpt'
   checkpointing.save_model(path, random_depthnet())
@@ -79,8 +80,9 @@ def tiny_run(tmp_path_factory, synth_tiny_dir):
   def train(workdir):
     import contextlib
     import io
+
     from configs import test as test_config
-    from depthnet_jax import train_lib
+    from depthnet_jax.train import trainer as train_lib
     config = test_config.get_config()
     config.data_dir = synth_tiny_dir
     config.lock()   # as train.py's --config gives it

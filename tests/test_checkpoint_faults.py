@@ -24,8 +24,10 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from depthnet_jax import checkpointing, cli, loading, models
-from depthnet_jax.model_spec import ModelSpec
+from depthnet_jax.checkpoints import checkpointing, loading
+from depthnet_jax.common import cli
+from depthnet_jax.model import models
+from depthnet_jax.model.spec import ModelSpec
 from depthnet_jax.testing import random_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -292,7 +294,7 @@ def _params(checkpoint):
 
 def test_resume_sets_a_damaged_step_aside_and_continues_bit_identical(tiny_run, synth_tiny_dir, tmp_path, capfd):
   from configs import test as test_config
-  from depthnet_jax import train_lib
+  from depthnet_jax.train import trainer as train_lib
   workdir = tmp_path / 'run'
   shutil.copytree(tiny_run[0], workdir)
   damaged = workdir / 'checkpoints' / str(STEPS)
@@ -320,7 +322,7 @@ def test_resume_sets_a_damaged_step_aside_and_continues_bit_identical(tiny_run, 
 def template(synth_tiny_dir):
   """The train state `train.py` builds for configs/test.py: what `restore_latest` restores into."""
   from configs import test as test_config
-  from depthnet_jax import train_lib
+  from depthnet_jax.train import trainer as train_lib
   config = test_config.get_config()
   config.data_dir = synth_tiny_dir
   # Numpy-random weights instead of nnx's initialisers (which compile one small program per shape: seconds);

@@ -8,7 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from depthnet_jax import checkpointing
+from depthnet_jax.checkpoints import checkpointing
 from depthnet_jax.testing import random_models
 
 
@@ -64,7 +64,7 @@ def test_not_a_checkpoint(tmp_path):
 def _previous_layout_save(directory, step, params, stats, opt_state, info):
   """A training checkpoint exactly as depthnet-jax wrote it before TrainState (commit 922f91c and earlier):
   the `train` item held the step and an RNG key that nothing read; StandardSave for every array item."""
-  from depthnet_jax import checkpoint_integrity as integrity
+  from depthnet_jax.checkpoints import integrity
   model = nnx.merge_state(params, stats).to_pure_dict()
   opt = {f'{i:05d}': x for i, x in enumerate(jax.tree.leaves(opt_state))}
   train = {'step': np.asarray(step, np.int32), 'rng': np.asarray([0, 7], np.uint32)}
@@ -83,8 +83,9 @@ def _previous_layout_save(directory, step, params, stats, opt_state, info):
 def test_a_training_checkpoint_of_the_previous_layout_resumes(model, tmp_path):
   """Checkpoints written before the train state lost its unused RNG key resume: same arrays, same step."""
   import jax.numpy as jnp
-  from depthnet_jax import optim
-  from depthnet_jax.train_state import TrainState
+
+  from depthnet_jax.checkpoints.train_state import TrainState
+  from depthnet_jax.train import optim
   _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   tx = optim.create_optimizer('sgd', 0.01)
   # A non-zero momentum buffer, so that the restored optimizer state is not the template's zeros.
@@ -113,7 +114,8 @@ def test_every_command_takes_the_same_best_checkpoint_of_a_workdir(random_checkp
   the one with the lower recorded eval error (here the older step)."""
   import json
   import shutil
-  from depthnet_jax import loading
+
+  from depthnet_jax.checkpoints import loading
   workdir = tmp_path / 'run'
   for step, error in ((5, 3.0), (9, 7.0)):
     target = workdir / 'best' / str(step)

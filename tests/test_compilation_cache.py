@@ -13,7 +13,7 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
 import infer
-from depthnet_jax import cli, compile_cache
+from depthnet_jax.common import cli, compile_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG_NAMES = ('jax_compilation_cache_dir', 'jax_enable_compilation_cache',

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from depthnet_jax import conv
+from depthnet_jax.model import conv
 
 RTOL = 1e-5
 

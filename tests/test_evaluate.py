@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from depthnet_jax import evaluate, loading, losses, train_lib
-from depthnet_jax.conventions import normalize
+from depthnet_jax.checkpoints import loading
+from depthnet_jax.common.conventions import normalize
+from depthnet_jax.evaluation import evaluate
+from depthnet_jax.model import losses
+from depthnet_jax.train import trainer as train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIFT = 3
@@ -222,7 +225,8 @@ def _write_pth(model, path):
   """The model's weights as the original's train.py saves them (DataParallel's `module.` keys, torch's layouts,
   the zip container), written without torch."""
   from flax import nnx
-  from depthnet_jax import torch_import
+
+  from depthnet_jax.checkpoints import torch_import
   from depthnet_jax.testing.pickle_craft import G, Storage, dumps, tensor, zip_file
   state, storages = {}, {}
   for leaf_path, value in torch_import._flatten(nnx.state(model).to_pure_dict()).items():

@@ -9,7 +9,9 @@ import pytest
 from flax import nnx
 
 from configs import test as test_config
-from depthnet_jax import models, sharding, train_lib
+from depthnet_jax.data import sharding
+from depthnet_jax.model import models
+from depthnet_jax.train import trainer as train_lib
 
 STEPS = 30
 # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.2 %); through DepthNet's 19 convolutions and their

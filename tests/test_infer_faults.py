@@ -21,7 +21,9 @@ import pytest
 from conftest import TEST_XLA_FLAGS
 
 import infer
-from depthnet_jax import atomic, checkpointing, footage
+from depthnet_jax.checkpoints import checkpointing
+from depthnet_jax.common import atomic
+from depthnet_jax.infer import footage
 from depthnet_jax.testing.random_models import random_depthnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,12 @@ import pytest
 from conftest import TEST_XLA_FLAGS
 from flax import nnx
 
-from depthnet_jax import atomic, checkpointing, colormaps, footage, geometry, inference, input_pipeline, loading, train_lib
+from depthnet_jax.checkpoints import checkpointing, loading
+from depthnet_jax.common import atomic, colormaps, geometry
+from depthnet_jax.data import input_pipeline
+from depthnet_jax.infer import footage
+from depthnet_jax.infer import predictor as inference
+from depthnet_jax.train import trainer as train_lib
 from tfds_stillbox.render.scenes import render_scene
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,6 +210,7 @@ def test_colormaps():
 
 def test_pytorch_checkpoint_on_the_fly_and_one_compile_per_shape(tmp_path):
   import torch
+
   from depthnet_jax.testing import torch_reference
   torch.manual_seed(0)
   reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'), 4)

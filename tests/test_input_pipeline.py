@@ -5,8 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from depthnet_jax import conventions
-from depthnet_jax import input_pipeline as ip
+from depthnet_jax.common import conventions
+from depthnet_jax.data import input_pipeline as ip
 from tfds_stillbox import codec
 
 S = ip.SHIFT

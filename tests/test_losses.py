@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from depthnet_jax import losses
-from depthnet_jax.models import output_sizes
+from depthnet_jax.model import losses
+from depthnet_jax.model.models import output_sizes
 
 
 def _rng(seed=0):

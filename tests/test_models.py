@@ -9,7 +9,7 @@ import pytest
 import torch
 from flax import nnx
 
-from depthnet_jax import models
+from depthnet_jax.model import models
 from depthnet_jax.testing.torch_reference import TorchDepthNet
 
 

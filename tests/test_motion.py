@@ -7,16 +7,18 @@ scenes) is measured by scripts/motion_check.py (`make test-slow`, tests/test_mot
 """
 
 import csv
-import re
 import os
+import re
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
 import infer
-from depthnet_jax import checkpointing, inference, motion
-from depthnet_jax.outputs import SHIFTS_CSV
+from depthnet_jax.checkpoints import checkpointing
+from depthnet_jax.infer import motion
+from depthnet_jax.infer import predictor as inference
+from depthnet_jax.infer.outputs import SHIFTS_CSV
 from tfds_stillbox.render import scenes
 
 FRAMES = 8

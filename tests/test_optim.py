@@ -10,7 +10,7 @@ import optax
 import pytest
 import torch
 
-from depthnet_jax import optim
+from depthnet_jax.train import optim
 
 SHAPES = ((3, 3, 6, 4), (4,), (7, 5))
 

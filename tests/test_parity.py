@@ -17,7 +17,7 @@ import pytest
 import torch
 from flax import nnx
 
-from depthnet_jax import torch_import
+from depthnet_jax.checkpoints import torch_import
 from depthnet_jax.testing.parity import OPTIONS, Imported, relative_error
 
 RTOL = 1e-5

@@ -15,8 +15,10 @@ import pytest
 from flax import nnx
 
 import infer
-from depthnet_jax import checkpointing, evaluate, inference, loading, torch_import
-from depthnet_jax.model_spec import ModelSpec
+from depthnet_jax.checkpoints import checkpointing, loading, torch_import
+from depthnet_jax.evaluation import evaluate
+from depthnet_jax.infer import predictor as inference
+from depthnet_jax.model.spec import ModelSpec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(REPO, 'models', 'reference64')
@@ -76,6 +78,7 @@ def test_the_original_pytorch_file_of_its_weights_gives_the_same_figure(capsys, 
   """The weights as the original's train.py saves them (DataParallel state_dict in its checkpoint dict, torch's
   zip format), imported on the fly by the evaluation: the same depth error as the Orbax checkpoint."""
   import torch
+
   from depthnet_jax.testing import torch_reference
   model = loading.load_any(REFERENCE)
   torch_model = torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu', clamp=False)
@@ -91,6 +94,7 @@ def test_the_original_pytorch_file_of_its_weights_gives_the_same_figure(capsys, 
 
 def test_infer_predictor_and_warm_start_load_it(capsys, tmp_path, regression_tree):
   import shutil
+
   from tfds_stillbox import tree
   scene = tree.list_scenes(regression_tree)[0]
   frames = tmp_path / 'frames'   # one scene's first 5 frames, as a camera's folder of pictures

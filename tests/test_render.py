@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depthnet_jax import colormaps, geometry
+from depthnet_jax.common import colormaps, geometry
 from tfds_stillbox import codec, tree
 from tfds_stillbox.render import checks, export, raycast
 from tfds_stillbox.render import scenes as render_scenes

@@ -17,7 +17,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from depthnet_jax import atomic, cli
+from depthnet_jax.common import atomic, cli
 from tfds_stillbox import codec
 from tfds_stillbox.render import cli as render_cli
 from tfds_stillbox.render import export, raycast

@@ -12,7 +12,9 @@ import struct
 import numpy as np
 import pytest
 
-from depthnet_jax import checkpointing, evaluate, loading, models, run_log
+from depthnet_jax.checkpoints import checkpointing, loading
+from depthnet_jax.evaluation import evaluate, run_log
+from depthnet_jax.model import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,8 +122,9 @@ def test_the_learning_curve_picture_and_points(tiny_run, tmp_path, capsys):
 def test_the_constant_depth_model_gives_training_s_constant_baseline(tiny_run, synth_tiny_dir):
   """`models.ConstantDepth` through the evaluation = `Trainer.evaluate(constant=...)` (the demo's baseline)."""
   from flax import nnx
+
   from configs import test as test_config
-  from depthnet_jax import train_lib
+  from depthnet_jax.train import trainer as train_lib
   config = test_config.get_config()
   config.data_dir = synth_tiny_dir
   trainer = train_lib.Trainer(config)

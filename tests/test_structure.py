@@ -1,4 +1,5 @@
-"""The package's import graph: no cycle, counting the imports inside functions too (none may dodge one)."""
+"""The package's import graph: its layers, no cycle, counting the imports inside functions too (none may dodge
+one); the size of its modules and functions."""
 
 import ast
 import os
@@ -56,13 +57,76 @@ def test_the_import_graph_has_no_cycle():
   for m in sorted(graph):
     if m not in state:
       visit(m)
-  assert 'depthnet_jax.checkpointing' in graph['depthnet_jax.loading']   # the graph is the real one
+  assert 'depthnet_jax.checkpoints.checkpointing' in graph['depthnet_jax.checkpoints.loading']   # the real graph
+
+
+# The layers, lowest first (docs/architecture.md draws the same): each may import only the layers before it.
+# `testing` (for tests, benchmarks and scripts) may import anything; nothing of the product imports it.
+LAYERS = (
+    ('depthnet_jax.common',),
+    ('tfds_stillbox',),
+    ('depthnet_jax.model',),
+    ('depthnet_jax.data',),
+    ('depthnet_jax.checkpoints',),
+    ('depthnet_jax.evaluation', 'depthnet_jax.infer'),   # side by side: neither imports the other
+    ('depthnet_jax.train',),
+    ('depthnet_jax.evaluate', 'depthnet_jax.torch_import'),   # the `python -m` entry points
+)
+
+
+def _layer(module: str) -> int | None:
+  for level, prefixes in enumerate(LAYERS):
+    if any(module == p or module.startswith(p + '.') for p in prefixes):
+      return level
+  return None
+
+
+def _group(module: str) -> str:
+  return next(p for prefixes in LAYERS for p in prefixes if module == p or module.startswith(p + '.'))
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+  modules = _modules()
+  product = {m for m in modules if not m.startswith('depthnet_jax.testing') and m != 'depthnet_jax'}
+  unplaced = sorted(m for m in product if _layer(m) is None)
+  assert unplaced == [], f'modules in no layer: {unplaced}'
+  wrong = []
+  for m in sorted(product):
+    for n in sorted(_imports(modules[m], modules) - {m}):
+      if n == 'depthnet_jax':
+        continue
+      if n.startswith('depthnet_jax.testing'):
+        wrong.append(f'{m} -> {n} (the product never imports testing)')
+      elif _group(n) != _group(m) and _layer(n) >= _layer(m):
+        wrong.append(f'{m} -> {n}')
+  assert wrong == [], 'imports against the layer order:\n' + '\n'.join(wrong)
+
+
+def test_at_most_ten_modules_at_the_top_level():
+  top = [m for m in _modules() if m.count('.') == 1 and os.path.isfile(os.path.join(ROOT, *m.split('.')) + '.py')]
+  assert len(top) <= 10, top
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 450, 80
+
+
+def test_no_module_or_function_too_long():
+  long = []
+  for module, path in _modules().items():
+    text = open(path, encoding='utf-8').read()
+    if text.count('\n') > MAX_MODULE_LINES:
+      long.append(f'{module}: {text.count(chr(10))} lines')
+    for node in ast.walk(ast.parse(text)):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+          node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+        long.append(f'{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines')
+  assert long == [], f'over {MAX_MODULE_LINES} lines a module or {MAX_FUNCTION_LINES} a function: {long}'
 
 
 def test_orbax_is_used_only_by_the_checkpoint_modules():
   users = sorted(m for m, p in _modules().items() if 'orbax' in open(p, encoding='utf-8').read()
                  and 'import orbax' in open(p, encoding='utf-8').read())
-  assert users == ['depthnet_jax.checkpoint_integrity', 'depthnet_jax.checkpointing']
+  assert users == ['depthnet_jax.checkpoints.checkpointing', 'depthnet_jax.checkpoints.integrity']
 
 
 def test_no_sys_path_edits_and_no_reference_outside_the_repository():

@@ -19,9 +19,9 @@ import pytest
 import torch
 from flax import nnx
 
-from depthnet_jax import checkpointing, torch_import
+from depthnet_jax.checkpoints import checkpointing, torch_import
+from depthnet_jax.checkpoints.torch_import import TorchCheckpointError
 from depthnet_jax.testing import torch_reference
-from depthnet_jax.torch_import import TorchCheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from depthnet_jax import torch_pickle
-from depthnet_jax.testing.pickle_craft import G, R, Build, Storage, dumps, legacy_file, tensor, zip_file
-from depthnet_jax.torch_pickle import TorchCheckpointError, UnsafeCheckpointError
+from depthnet_jax.checkpoints import torch_pickle
+from depthnet_jax.checkpoints.torch_pickle import TorchCheckpointError, UnsafeCheckpointError
+from depthnet_jax.testing.pickle_craft import Build, G, R, Storage, dumps, legacy_file, tensor, zip_file
 
 FORMATS = ['legacy', 'zip']
 

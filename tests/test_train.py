@@ -18,11 +18,15 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import TEST_XLA_FLAGS
 
 from configs import test as test_config
-from conftest import TEST_XLA_FLAGS
-from depthnet_jax import checkpointing, cli, input_pipeline, models, train_lib
-from depthnet_jax.train_state import TrainState
+from depthnet_jax.checkpoints import checkpointing
+from depthnet_jax.checkpoints.train_state import TrainState
+from depthnet_jax.common import cli
+from depthnet_jax.data import input_pipeline
+from depthnet_jax.model import models
+from depthnet_jax.train import trainer as train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_CONFIG = os.path.join(REPO, 'configs', 'test.py')
@@ -178,8 +182,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir
 
 def test_init_from_an_imported_pytorch_checkpoint(synth_tiny_dir, tmp_path, capsys):
   import torch
+
+  from depthnet_jax.checkpoints import torch_import
   from depthnet_jax.testing import torch_reference
-  from depthnet_jax import torch_import
   torch.manual_seed(0)
   reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'), 3)
   path = tmp_path / 'DepthNet_elu_bn_64.pth.tar'

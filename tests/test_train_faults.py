@@ -13,7 +13,11 @@ import types
 import pytest
 
 from configs import default
-from depthnet_jax import cli, conv, losses, models, optim, sharding, train_checks
+from depthnet_jax.common import cli
+from depthnet_jax.data import sharding
+from depthnet_jax.model import conv, losses, models
+from depthnet_jax.train import checks as train_checks
+from depthnet_jax.train import optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_CONFIG = os.path.join(REPO, 'configs', 'test.py')
@@ -242,7 +246,7 @@ def test_eval_only_and_init_from_on_a_wrong_path_create_nothing(tmp_path):
 
 
 def test_train_and_evaluate_checks_before_anything(tmp_path):
-  from depthnet_jax import train_lib
+  from depthnet_jax.train import trainer as train_lib
   with pytest.raises(cli.UserError, match=r'--config.learning_rate=-1.0: expected a number >= 0'):
     train_lib.train_and_evaluate(_locked(learning_rate=-1.0), str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from depthnet_jax.cli import UserError, check_int
+from depthnet_jax.common.cli import UserError, check_int
 from tfds_stillbox import tree
 from tfds_stillbox.render import checks, export
 

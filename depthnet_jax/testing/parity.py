@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from flax import nnx
 
-from depthnet_jax import torch_import
+from depthnet_jax.checkpoints import torch_import
 from depthnet_jax.testing import torch_reference
 
 # The DepthNet options compared: the published one (BN + elu) and every other combination the original offers.

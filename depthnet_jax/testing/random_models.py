@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from depthnet_jax import models
+from depthnet_jax.model import models
 
 DEFAULT_OPTIONS = dict(batch_norm=True, depth_activation='elu', clamp=False, with_confidence=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from depthnet_jax.cli import UserError, check_float, check_int
+from depthnet_jax.common.cli import UserError, check_float, check_int
 from tfds_stillbox.render import raycast
 
 # Pixels per side on the command line and in builder configs (8x the largest Still Box): rendering takes ~45 bytes

@@ -22,12 +22,22 @@ import sys
 import threading
 import traceback
 
-from depthnet_jax import cli
-from depthnet_jax.cli import DEBUG_ENV, UserError, check_int, check_writable_dir
-from depthnet_jax.conventions import STEP
+from depthnet_jax.common import cli
+from depthnet_jax.common.cli import DEBUG_ENV, UserError, check_int, check_writable_dir
+from depthnet_jax.common.conventions import STEP
 from tfds_stillbox.render import export, scenes
-from tfds_stillbox.render.checks import (MAX_DEPTH, MAX_FRAME_PIXELS, MAX_RESOLUTION, MAX_STEP, MIN_FRAMES,
-                                         check_depth_range, check_fov, check_frames, check_resolution, check_step)
+from tfds_stillbox.render.checks import (
+  MAX_DEPTH,
+  MAX_FRAME_PIXELS,
+  MAX_RESOLUTION,
+  MAX_STEP,
+  MIN_FRAMES,
+  check_depth_range,
+  check_fov,
+  check_frames,
+  check_resolution,
+  check_step,
+)
 
 
 def check_new_file(path: str, name: str, *, suffixes: tuple[str, ...] = export.IMAGE_SUFFIXES,

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from depthnet_jax import atomic, colormaps, progress
-from depthnet_jax.cli import UserError, check_int
-from depthnet_jax.conventions import STEP
+from depthnet_jax.common import atomic, colormaps, progress
+from depthnet_jax.common.cli import UserError, check_int
+from depthnet_jax.common.conventions import STEP
 from tfds_stillbox import codec
 from tfds_stillbox.render import raycast, scenes
 from tfds_stillbox.render.checks import check_depth_range, check_fov, check_resolution, check_step

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from depthnet_jax import geometry
+from depthnet_jax.common import geometry
 from tfds_stillbox.render import shapes, textures
 
 SUPERSAMPLE = 1  # colour rays per pixel and axis by default (2: smoother edges, 3-4x slower; JPEG loss alike)

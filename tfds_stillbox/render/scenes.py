@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from depthnet_jax.conventions import STEP
+from depthnet_jax.common.conventions import STEP
 from tfds_stillbox.render import checks, shapes, textures
 from tfds_stillbox.render.raycast import SUPERSAMPLE, as_resolution, check_fov, render_frames
 

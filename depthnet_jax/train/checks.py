@@ -16,8 +16,8 @@ import os
 import re
 from typing import Any, Callable
 
-from depthnet_jax import cli
-from depthnet_jax.model_spec import FIELDS as MODEL_FIELDS
+from depthnet_jax.common import cli
+from depthnet_jax.model.spec import FIELDS as MODEL_FIELDS
 
 # Copies of optim.SOLVERS / optim.SCHEDULES / losses.LOSSES / conv.CONV_IMPLS / models.COMPUTE_DTYPES (importing
 # those modules costs JAX's start-up); tests/test_train_faults.py asserts that they agree.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from depthnet_jax.conventions import MAX_DEPTH, denormalize
+from depthnet_jax.common.conventions import MAX_DEPTH, denormalize
 
 
 def _apply(values01: np.ndarray, colormap: int) -> np.ndarray:

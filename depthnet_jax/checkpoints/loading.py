@@ -20,10 +20,13 @@ import os
 import jax
 from flax import nnx
 
-from depthnet_jax import checkpointing, cli, models, torch_import
-from depthnet_jax.checkpointing import CONFIG_ITEM, CheckpointError, CheckpointNotFoundError, verify_arrays
-from depthnet_jax.conventions import NOMINAL_DISPLACEMENT
-from depthnet_jax.model_spec import ModelSpec
+from depthnet_jax.checkpoints import checkpointing
+from depthnet_jax.common import cli
+from depthnet_jax.model import models
+from depthnet_jax.checkpoints import torch_import
+from depthnet_jax.checkpoints.checkpointing import CONFIG_ITEM, CheckpointError, CheckpointNotFoundError, verify_arrays
+from depthnet_jax.common.conventions import NOMINAL_DISPLACEMENT
+from depthnet_jax.model.spec import ModelSpec
 
 
 def _steps(directory: str) -> list[int]:

@@ -24,11 +24,23 @@ from typing import Iterator
 
 import numpy as np
 
-from depthnet_jax import (atomic, cli, colormaps, compile_cache, geometry, inference, loading, motion, progress,
-                          torch_pickle)
-from depthnet_jax.conventions import MAX_DEPTH, STILLBOX_FOV
-from depthnet_jax.outputs import (KIND_SUFFIXES, MANIFEST, SHIFTS_CSV, Animation, Manifest, OutputError,
-                                  OutputFolder, check_targets, digest, tree_identity)
+from depthnet_jax.checkpoints import loading, torch_pickle
+from depthnet_jax.common import atomic, cli, colormaps, compile_cache, geometry, progress
+from depthnet_jax.common.conventions import MAX_DEPTH, STILLBOX_FOV
+from depthnet_jax.infer import motion
+from depthnet_jax.infer import predictor as inference
+from depthnet_jax.infer.outputs import (
+  KIND_SUFFIXES,
+  MANIFEST,
+  SHIFTS_CSV,
+  Animation,
+  Manifest,
+  OutputError,
+  OutputFolder,
+  check_targets,
+  digest,
+  tree_identity,
+)
 
 IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'bmp')
 RESULTS_VERSION = 1          # bump when the same settings would give other bytes (colormaps, writers, resizing)

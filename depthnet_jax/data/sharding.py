@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from depthnet_jax import cli
+from depthnet_jax.common import cli
 
 
 def maybe_initialize_distributed(config) -> None:

@@ -33,7 +33,7 @@ import os
 
 import numpy as np
 
-from depthnet_jax import cli
+from depthnet_jax.common import cli
 
 MAX_DISPLACEMENT = 1000.0      # metres per frame beyond which --displacement is a typo
 # Displacements at or below this (metres) count as zero: a hovering camera, whose pairs hold no parallax.

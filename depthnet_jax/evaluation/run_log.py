@@ -16,7 +16,7 @@ import struct
 
 import numpy as np
 
-from depthnet_jax import cli
+from depthnet_jax.common import cli
 
 
 class RunLogError(cli.UserError):

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from depthnet_jax import conv
-from depthnet_jax.model_spec import ModelSpec
+from depthnet_jax.model import conv
+from depthnet_jax.model.spec import ModelSpec
 
 # torch.nn.BatchNorm2d(eps=1e-3) with torch's default momentum: running = 0.9 * running + 0.1 * batch.
 BN_EPSILON = 1e-3

@@ -23,7 +23,7 @@ import socket
 import tempfile
 from typing import Callable, Iterator
 
-from depthnet_jax import cli
+from depthnet_jax.common import cli
 
 HOST = re.sub(r'[^A-Za-z0-9_.]', '_', socket.gethostname())[:40] or 'host'
 # The host has no '-' (replaced above) and neither has the random part (tempfile's), so the fields split cleanly.

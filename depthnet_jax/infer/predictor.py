@@ -27,8 +27,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from depthnet_jax import loading, models
-from depthnet_jax.conventions import NOMINAL_DISPLACEMENT, STILLBOX_FOV, normalize
+from depthnet_jax.checkpoints import loading
+from depthnet_jax.common.conventions import NOMINAL_DISPLACEMENT, STILLBOX_FOV, normalize
+from depthnet_jax.model import models
 
 DEFAULT_SIZE = (512, 512)  # the original's inference default (its published network ends at 512x512)
 TARGET_DEPTH = 50.0        # choose_shift's default: the authors' later evaluation code aims at 50 m

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 
-from depthnet_jax import cli
-from depthnet_jax.conventions import STILLBOX_FOV
+from depthnet_jax.common import cli
+from depthnet_jax.common.conventions import STILLBOX_FOV
 
 
 def focal_length(width: float, fov: float) -> float:

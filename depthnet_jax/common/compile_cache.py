@@ -36,7 +36,7 @@ import sys
 import tempfile
 from typing import Mapping, TextIO
 
-from depthnet_jax import cli
+from depthnet_jax.common import cli
 
 ENV = 'DEPTHNET_COMPILATION_CACHE'
 JAX_ENV = 'JAX_COMPILATION_CACHE_DIR'

@@ -23,10 +23,15 @@ import optax
 from clu import metrics as clu_metrics  # (clu.metric_writers imports TensorFlow: imported when a run starts)
 from flax import nnx
 
-from depthnet_jax import (checkpointing, cli, colormaps, evaluate, input_pipeline, loading, losses, models, optim,
-                          progress, sharding, train_checks)
-from depthnet_jax.model_spec import ModelSpec
-from depthnet_jax.train_state import TrainState
+from depthnet_jax.checkpoints import checkpointing, loading
+from depthnet_jax.checkpoints.train_state import TrainState
+from depthnet_jax.common import cli, colormaps, progress
+from depthnet_jax.data import input_pipeline, sharding
+from depthnet_jax.evaluation import evaluate
+from depthnet_jax.model import losses, models
+from depthnet_jax.model.spec import ModelSpec
+from depthnet_jax.train import checks as train_checks
+from depthnet_jax.train import optim
 
 EVAL_METRICS = losses.METRIC_NAMES
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from depthnet_jax import atomic, cli
+from depthnet_jax.common import atomic, cli
 
 MANIFEST = 'depthnet_infer.json'
 MANIFEST_KIND = 'depthnet-jax infer.py outputs'

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from depthnet_jax import cli
+from depthnet_jax.common import cli
 
 MODEL_ITEM = 'model'
 CONFIG_ITEM = 'model_config'

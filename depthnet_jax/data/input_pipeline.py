@@ -34,7 +34,7 @@ from absl import flags
 import numpy as np
 
 # Targets are clipped to [0, MAX_DEPTH]; SHIFT is S, the original's nominal frame shift.
-from depthnet_jax.conventions import MAX_DEPTH, SHIFT, normalize
+from depthnet_jax.common.conventions import MAX_DEPTH, SHIFT, normalize
 from tfds_stillbox import codec
 
 

@@ -150,3 +150,55 @@ def learning_curve(scalars: dict[str, list[tuple[int, float]]], *, title: str, b
       hlines=[{'y': baseline, 'color': (90, 90, 90), 'label': f'constant depth {baseline:.2f} m'}]
       if baseline is not None else [])
   return image
+
+
+def error_by_depth(bins: Sequence[dict], title: str, size: tuple[int, int] = (900, 540)) -> np.ndarray:
+  """RGB uint8 [H, W, 3]: mean absolute error per true-depth bin (line, left axis, metres) over the pixel count
+  per bin (bars, right axis), x in metres; OpenCV drawing only."""
+  import cv2
+  width, height = size
+  image = np.full((height, width, 3), 255, np.uint8)
+  left, right, top, bottom = 80, width - 90, 70, height - 70
+  black, grey, bar, line = BLACK, GREY, (170, 200, 235), (200, 40, 30)
+
+  def text(s, x, y, scale=FONT_SCALE, color=black, align='left'):
+    put_text(image, s, x, y, scale, color, align)
+
+  x_max = bins[-1]['depth_max']
+  errors = [b['mean_abs_error'] for b in bins]
+  top_error = nice_ceiling(max([e for e in errors if e is not None] or [1.0]))
+  top_count = nice_ceiling(max(b['pixels'] for b in bins) or 1)
+
+  def px(depth):
+    return left + (right - left) * depth / x_max
+
+  def py(fraction):
+    return bottom - (bottom - top) * fraction
+
+  for b in bins:   # bars: pixels per bin
+    if b['pixels']:
+      cv2.rectangle(image, (int(px(b['depth_min'])) + 2, int(py(b['pixels'] / top_count))),
+                    (int(px(b['depth_max'])) - 2, bottom), bar, -1)
+  for k in range(6):      # grid, left ticks (error), right ticks (pixels)
+    y = int(round(py(k / 5)))
+    cv2.line(image, (left, y), (right, y), grey, 1)
+    text(f'{top_error * k / 5:g}', left - 8, y, align='right')
+    text(count_label(top_count * k / 5), right + 8, y)
+  for depth in range(0, int(x_max) + 1, 10):   # x ticks in metres
+    x = int(round(px(depth)))
+    cv2.line(image, (x, bottom), (x, bottom + 5), black, 1)
+    text(f'{depth}', x, bottom + 16, align='center')
+  cv2.rectangle(image, (left, top), (right, bottom), black, 1)
+  points = [(int(round(px((b['depth_min'] + b['depth_max']) / 2))), int(round(py(b['mean_abs_error'] / top_error))))
+            if b['mean_abs_error'] is not None else None for b in bins]
+  for a, b in zip(points, points[1:]):
+    if a and b:
+      cv2.line(image, a, b, line, 2, cv2.LINE_AA)
+  for p in points:
+    if p:
+      cv2.circle(image, p, 4, line, -1, cv2.LINE_AA)
+  text('true depth (m)', (left + right) // 2, bottom + 40, align='center')
+  text('mean abs error (m)', left, top - 14, color=line)
+  text('pixels (bars)', right, top - 14, color=(90, 120, 170), align='right')
+  text(fit(title, width - 20, 0.55), width // 2, 24, scale=0.55, align='center')
+  return image

@@ -1,0 +1,2 @@
+"""Training behind train.py: the config's checks (`checks`), torch's optimizers as optax (`optim`), the trainer
+and its loop (`trainer`). Imports every layer below it (`common`, `model`, `data`, `checkpoints`, `evaluation`)."""
