@@ -429,8 +429,8 @@ def test_saves_then_an_error_closes_cleanly_and_keeps_the_saves(tmp_path):
   script = f'''
 import numpy as np
 from flax import nnx
-from depthnet_jax import checkpointing
-from depthnet_jax.train_state import TrainState
+from depthnet_jax.checkpoints import checkpointing
+from depthnet_jax.checkpoints.train_state import TrainState
 import test_checkpoint_faults as t
 model = t._random_model(1)
 _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)

@@ -219,7 +219,7 @@ def test_help_documents_both_flags():
 
 _SNIPPET = """
 import sys
-from depthnet_jax import compile_cache
+from depthnet_jax.common import compile_cache
 directory = compile_cache.enable(sys.argv[1])
 import jax, jax.numpy as jnp
 events = []

@@ -1,9 +1,12 @@
 """What every command does with a user's mistake: one `error:` line, a non-zero exit, a traceback only on request.
 
-`train.py`, `infer.py`, `python -m depthnet_jax.torch_import` and `python -m tfds_stillbox.render` all run their
-work through `run`: a `UserError` (or another exception the command declares as the user's) becomes a single
-line on stderr, `error: <what, which file/flag/field, the value, what was expected>`, and exit code 1. With
-`--debug` (or the environment variable DEPTHNET_DEBUG=1) the traceback is printed above that line.
+Every command of the project (train.py, infer.py, `python -m depthnet_jax.evaluate`, `python -m
+depthnet_jax.torch_import`, `python -m tfds_stillbox.render`, the scripts and benchmarks) runs its work through
+`run`: a `UserError` (or another exception the command declares as the user's) becomes a single line on stderr,
+`error: <what, which file/flag/field, the value, what was expected>`, and exit code 1; Ctrl-C is one line and
+exit code 130. With `--debug` (or the environment variable DEPTHNET_DEBUG=1) the traceback is printed above that
+line. The argparse commands build their flags on `ArgumentParser` (usage errors are `UserError`s too, and
+`--debug` is defined there) and start with `main(parser, work, argv)`.
 
 The `check_*` helpers state each flag's valid range once, where the flag is read, and are called before any
 work starts (no model loaded, no file written).
@@ -11,6 +14,7 @@ work starts (no model loaded, no file written).
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import os
@@ -62,6 +66,33 @@ def run(work: Callable[[], Any], *, debug: bool = False,
     report(e, debug=debug)
     return 1
   return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse for every command: a usage error is a `UserError` (one `error:` line, exit 1, instead of argparse's
+  usage and exit 2), abbreviated flags are refused, and `--debug` is defined.
+
+  `usage_hint`, if given, is added to usage errors: `<message> (usage: <hint>; --help lists the flags)`.
+  """
+
+  def __init__(self, *args, usage_hint: str = '', **kwargs):
+    kwargs.setdefault('allow_abbrev', False)
+    super().__init__(*args, **kwargs)
+    self.usage_hint = usage_hint
+    self.add_argument('--debug', action='store_true',
+                      help=f'print the traceback of an error too (or set {DEBUG_ENV}=1)')
+
+  def error(self, message):
+    hint = f'usage: {self.usage_hint}; ' if self.usage_hint else ''
+    raise UserError(f'{message} ({hint}--help lists the flags)')
+
+
+def main(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], Any], argv: list[str] | None = None,
+         *, user_errors: tuple[type[BaseException], ...] = ()) -> int:
+  """A command's whole life: parses `argv` (default sys.argv[1:]) with `parser`, runs `work(args)` through `run`
+  (one `error:` line and 1 for a user error, 130 for Ctrl-C, the traceback too with --debug); the exit code."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  return run(lambda: work(parser.parse_args(argv)), debug='--debug' in argv, user_errors=user_errors)
 
 
 # --- Valid ranges -------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 XLA compiles every jitted function again in each new process. With the persistent cache on, the compiled programs
 are written to a directory and a later run with the same shapes, devices and jax version reads them back instead.
 
-    from depthnet_jax import compile_cache
+    from depthnet_jax.common import compile_cache
     compile_cache.enable(flag_value, disabled=no_cache_flag)   # before the first JAX compile
 
 The directory is, first found:
