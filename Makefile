@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # 2 cores take about two thirds of the serial time. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: venv test test-slow demo demo-import reference bench clean
+.PHONY: venv lint test test-slow demo demo-import reference bench clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -e . --no-deps
 	touch $(STAMP)
+
+# ruff (pinned in requirements-dev.txt, configured in pyproject.toml) over the whole tree.
+lint: venv
+	$(VENV)/bin/ruff check .
 
 # pytest exits 5 when no test ran: that is a failure here, not a pass.
 test: venv
