@@ -30,10 +30,7 @@ PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 def _main(capsys, *argv):
   """(exit code, stdout, stderr) of `python -m tfds_stillbox.render ARGV`, run in this process."""
-  try:
-    code = render_cli.main([str(a) for a in argv])
-  except SystemExit as e:  # argparse's usage errors
-    code = e.code
+  code = render_cli.main([str(a) for a in argv])
   out, err = capsys.readouterr()
   return code, out, err
 
@@ -143,15 +140,15 @@ def test_debug_shows_the_traceback_above_the_line(capsys, tmp_path, monkeypatch)
 @pytest.mark.parametrize('flags, message', [
     (['--scenes', '1.5'], "argument --scenes: invalid int value: '1.5'"),
     (['--bogus', '1'], 'unrecognized arguments: --bogus 1'),
-    ([], None),
+    ([], 'give --out, --contact_sheet, or both'),
 ], ids=['non-integer', 'unknown flag', 'nothing to write'])
-def test_usage_errors_are_argparse_two_lines(capsys, tmp_path, flags, message):
+def test_usage_errors_are_one_line_and_exit_code_1(capsys, tmp_path, flags, message):
+  """As every command's (cli.ArgumentParser): before, argparse's usage line and exit code 2."""
   out_flags = ['--out', tmp_path / 'tree'] if flags else []
   code, out, err = _main(capsys, *out_flags, *flags)
-  lines = err.splitlines()
-  assert code == 2 and out == '' and len(lines) == 2, err
-  assert lines[0].startswith('usage: python -m tfds_stillbox.render (--out DIR | --contact_sheet PNG | both)')
-  assert lines[1] == f'python -m tfds_stillbox.render: error: {message or "give --out, --contact_sheet, or both"}'
+  assert code == 1 and out == '' and err.count('\n') == 1, err
+  assert err == (f'error: {message} (usage: python -m tfds_stillbox.render (--out DIR | --contact_sheet PNG | both) '
+                 '[--resolution R] [--scenes N] [options]; --help lists the flags)\n'), err
   assert os.listdir(tmp_path) == []
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from flax import nnx
 
-from depthnet_jax.checkpoints import checkpointing, torch_import
+from depthnet_jax.checkpoints import checkpointing, import_command, torch_import
 from depthnet_jax.checkpoints.torch_import import TorchCheckpointError
 from depthnet_jax.testing import torch_reference
 
@@ -293,7 +293,7 @@ def _main(*args):
   """(exit code, stdout, stderr) of the command's main() in this process (same code path, no start-up cost)."""
   out, err = io.StringIO(), io.StringIO()
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-    code = torch_import.main([str(a) for a in args])
+    code = import_command.main([str(a) for a in args])
   return code, out.getvalue(), err.getvalue()
 
 

@@ -15,9 +15,9 @@ import pytest
 from configs import default
 from depthnet_jax.common import cli
 from depthnet_jax.data import sharding
-from depthnet_jax.model import conv, losses, models
+from depthnet_jax.model import conv
 from depthnet_jax.train import checks as train_checks
-from depthnet_jax.train import optim
+from depthnet_jax.train import config_args, optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_CONFIG = os.path.join(REPO, 'configs', 'test.py')
@@ -128,17 +128,26 @@ def test_zero_and_empty_are_values_like_any_other():
   train_checks.validate_config(_config(milestones=(0, 1), gamma=1.0, num_train_steps=1, shift=1))
 
 
-def test_every_config_validates_and_the_choices_are_the_modules():
+def test_every_config_validates():
   for name in ('default', 'test', 'synth64', 'stillbox64', 'stillbox128', 'stillbox256', 'stillbox512'):
     module = __import__(f'configs.{name}', fromlist=['get_config'])
     train_checks.validate_config(module.get_config(), f'configs/{name}.py')
   assert sorted(train_checks.FIELDS) == sorted(default.get_config().keys())
-  assert (train_checks.SOLVERS, train_checks.SCHEDULES, train_checks.LOSSES) == (optim.SOLVERS, optim.SCHEDULES,
-                                                                                 losses.LOSSES)
-  assert (train_checks.CONV_IMPLS, train_checks.COMPUTE_DTYPES) == (conv.CONV_IMPLS, models.COMPUTE_DTYPES)
   assert tuple(default.get_config().model.keys()) == tuple(sorted(train_checks.MODEL_FIELDS))
   from tfds_stillbox import tfds_stillbox_dataset_builder as builder
   assert train_checks.known_dataset_configs() == ', '.join(builder.Builder.builder_configs)
+
+
+def test_every_choice_the_checks_accept_is_one_the_modules_build():
+  """The choices are defined once (model/spec.py, train/checks.py; the modules import them): each one works."""
+  config = default.get_config()
+  for solver in train_checks.SOLVERS:
+    optim.create_optimizer(solver, 0.1)
+  for schedule in train_checks.SCHEDULES:
+    config.lr_schedule = schedule
+    assert callable(optim.make_schedule(config, steps_per_epoch=10))
+  for impl in train_checks.CONV_IMPLS:
+    assert conv.resolve_impl(impl) in ('xla', 'patches')
 
 
 def test_fields_that_only_mean_something_together():
@@ -257,6 +266,63 @@ def _locked(**changes):
   config.update(changes)
   config.lock()
   return config
+
+
+# --- The command line's --config and overrides, in-process (before ml_collections reads them) ------------------
+
+CONFIG_FILES = {'syntax.py': 'def get_config(:\n', 'no_function.py': 'X = 1\n',
+                'returns_none.py': 'def get_config():\n  return None\n',
+                'raises.py': 'def get_config():\n  raise RuntimeError("no GPU here")\n'}
+COMMAND_LINES = [
+    (['--config', 'configs/nope.py'], '--config configs/nope.py: no such file; expected a config file such as '
+                                      'configs/default.py'),
+    (['--config', 'configs'], '--config configs: is a directory; expected a config file such as'),
+    (['--config='], "--config='': expected a config file such as configs/default.py"),
+    (['--config', '{tmp}/syntax.py'], '--config {tmp}/syntax.py: the config file fails: SyntaxError: invalid syntax'),
+    (['--config', '{tmp}/no_function.py'], '--config {tmp}/no_function.py: defines no get_config(); expected a '
+                                           'function get_config() that returns a ConfigDict'),
+    (['--config', '{tmp}/returns_none.py'], '--config {tmp}/returns_none.py: get_config() returned NoneType, '
+                                            'expected a ConfigDict'),
+    (['--config', '{tmp}/raises.py'], '--config {tmp}/raises.py: the config file fails: RuntimeError: no GPU here'),
+    (['--config', TEST_CONFIG, '--config', TEST_CONFIG], f'--config is given 2 times ({TEST_CONFIG}, {TEST_CONFIG})'),
+    (['--config.batch_size=1', '--config', TEST_CONFIG], '--config.batch_size=1: comes before --config'),
+    (['--config.batch_size=1'], '--config.batch_size=1: there is no --config to override'),
+    (['--config', TEST_CONFIG, '--config.batch_norm=False'], '--config.batch_norm: no such config field in '
+                                                             f'{TEST_CONFIG} (the model options are under model: '
+                                                             '--config.model.batch_norm)'),
+    (['--config', TEST_CONFIG, '--config.model.batch_nrm=1'], '--config.model.batch_nrm: no such config field in '
+                                                              f'{TEST_CONFIG} (did you mean batch_norm?)'),
+    (['--config', TEST_CONFIG, '--config.batch_size=1.5'], '--config.batch_size=1.5: expected an integer'),
+    (['--config', TEST_CONFIG, '--config.batch_size', 'x'], '--config.batch_size=x: expected an integer'),
+    (['--config', TEST_CONFIG, '--config.batch_size'], '--config.batch_size: no value; expected '
+                                                       '--config.batch_size=<an integer>'),
+    (['--config', TEST_CONFIG, '--config.learning_rate=fast'], '--config.learning_rate=fast: expected a number'),
+    (['--config', TEST_CONFIG, '--config.model.clamp=maybe'], '--config.model.clamp=maybe: expected True or False'),
+    (['--config', TEST_CONFIG, '--noconfig.batch_size'], '--noconfig.batch_size: --no only turns a True/False field '
+                                                         'off; expected --config.batch_size=<value>'),
+    (['--config', TEST_CONFIG, '--config.milestones=(1, 2'], "--config.milestones=(1, 2: expected a tuple such as "),
+    (['--config', TEST_CONFIG, '--config.model=3'], '--config.model=3: expected a dict such as'),
+]
+
+
+@pytest.mark.parametrize('args,expected', COMMAND_LINES, ids=[' '.join(a) for a, _ in COMMAND_LINES])
+def test_a_bad_config_file_or_override_names_the_flag_the_value_and_what_was_expected(args, expected, tmp_path):
+  for name, text in CONFIG_FILES.items():
+    (tmp_path / name).write_text(text)
+  with pytest.raises(cli.UserError) as raised:
+    config_args.check_command_line(['--workdir', str(tmp_path / 'run')] + [a.format(tmp=tmp_path) for a in args])
+  assert str(raised.value).startswith(expected.format(tmp=tmp_path)), raised.value
+
+
+def test_overrides_in_every_form_absl_reads_pass(tmp_path):
+  (tmp_path / 'sized.py').write_text(f'import runpy\ndef get_config(size):\n  c = runpy.run_path({TEST_CONFIG!r})'
+                                     "['get_config']()\n  c.batch_size = int(size)\n  return c\n")
+  config_args.check_command_line([
+      '--config', f'{tmp_path}/sized.py:4', '--workdir', 'x', '--config.batch_size', '2', '-config.seed=0x10',
+      '--config.eval_only', '--noconfig.async_checkpointing', '--config.model.depth_activation=none',
+      '--config.milestones=(1, 2)', '--config.milestones=3', '--config.multiscale_weights=1,2,3,4,5',
+      "--config.model={'batch_norm': True}", '--config.learning_rate=1e-3', '--', '--config.nothing=1'])
+  assert config_args.load_config(f'{tmp_path}/sized.py:4').batch_size == 4
 
 
 # --- train.py as a user runs it -------------------------------------------------------------------------------

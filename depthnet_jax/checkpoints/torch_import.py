@@ -1,6 +1,6 @@
 """Imports the original's PyTorch checkpoints (`DepthNet_*.pth.tar`) without PyTorch.
 
-The file is read by `depthnet_jax.torch_pickle` (both torch serialisations: the legacy one of PyTorch < 1.6 and
+The file is read by `torch_pickle` (both torch serialisations: the legacy one of PyTorch < 1.6 and
 the zip one of PyTorch >= 1.6; allow-listed unpickling, nothing in the file is run).
 
 What the original's train.py saves, every epoch (`checkpoint.pth.tar`, copied to `model_best.pth.tar`), is a
@@ -22,29 +22,23 @@ identity; any other activation is refused. Names are mapped (`module.` stripped;
 `conv1/conv/kernel`, `conv1.1.running_mean` -> `conv1/bn/mean`), and so are layouts (conv OIHW -> HWIO;
 ConvTranspose IOHW -> spatially flipped HWIO).
 
-    python -m depthnet_jax.torch_import DepthNet_elu_bn_64.pth.tar imported/depthnet64
-
-writes an Orbax model checkpoint (`depthnet_jax.checkpointing.load_model` reads it back). Every user error is
-one `error:` line (a traceback only with --debug) and exit code 1; the output is checked before the input is
-read, and nothing the user owns is replaced: `--overwrite` replaces only a previous model checkpoint, never the
-input file or a folder holding it.
+`convert` writes an Orbax model checkpoint (`checkpointing.load_model` reads it back), the output checked before
+the input is read; nothing the user owns is replaced: `overwrite` replaces only a previous model checkpoint, never
+the input file or a folder holding it. Its command line is `import_command` (`python -m depthnet_jax.torch_import`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
-from depthnet_jax.checkpoints import checkpointing
+from depthnet_jax.checkpoints import checkpointing, torch_pickle
 from depthnet_jax.common import cli
-from depthnet_jax.model import models
-from depthnet_jax.checkpoints import torch_pickle
 from depthnet_jax.common.conventions import MEAN, NOMINAL_DISPLACEMENT, STD
+from depthnet_jax.model import models
 from depthnet_jax.model.spec import FIELDS, ModelSpec, normalize_depth_activation
 
 TorchCheckpointError = torch_pickle.TorchCheckpointError
@@ -433,7 +427,6 @@ def check_paths(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrit
   return path, out
 
 
-
 def convert(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,
             **overrides) -> dict[str, Any]:
   """Converts a torch checkpoint into an Orbax model checkpoint at `out_dir`; returns what it wrote.
@@ -455,53 +448,3 @@ def convert(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: b
       'batch_statistics': sum(np.size(v) for v in _flatten(nnx.state(model, nnx.BatchStat).to_pure_dict()).values()),
   }
   return dict(info, options=options, output=out, **counts)
-
-
-class _Parser(argparse.ArgumentParser):
-  """argparse whose usage errors are a user error like any other (one `error:` line, exit code 1)."""
-
-  def error(self, message):
-    raise cli.UserError(f'{message} (see --help)')
-
-
-def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else list(argv)
-  parser = _Parser(
-      prog='python -m depthnet_jax.torch_import',
-      description='Convert a PyTorch DepthNet checkpoint (.pth.tar, legacy or zip format) into an Orbax '
-                  'checkpoint, without PyTorch and without running any code from the file.')
-  parser.add_argument('checkpoint', help='the .pth.tar file (e.g. DepthNet_elu_bn_64.pth.tar)')
-  parser.add_argument('out_dir', help='directory to write the Orbax checkpoint to (must not exist or be empty)')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace a previous model checkpoint in out_dir (never anything else)')
-  parser.add_argument('--depth_activation', choices=['elu', 'none'],
-                      help='override (or supply, for a bare state_dict) the depth activation')
-  parser.add_argument('--clamp', action=argparse.BooleanOptionalAction, default=None,
-                      help='override the clamp of the output to [10, 60] m')
-  parser.add_argument('--debug', action='store_true', help='print the traceback of an error')
-
-  def work() -> int:
-    args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    if args.depth_activation is not None:
-      overrides['depth_activation'] = normalize_depth_activation(args.depth_activation)
-    if args.clamp is not None:
-      overrides['clamp'] = args.clamp
-    result = convert(args.checkpoint, args.out_dir, overwrite=args.overwrite, **overrides)
-    print(f'read     {result["source"]} ({result["source_format"]} torch format'
-          f'{", module. prefix stripped" if result["module_prefix_stripped"] else ""})')
-    arch = f'arch {result["arch"]!r}, ' if result['arch'] is not None else ''
-    print(f'model    DepthNet({_format_options(result["options"])})'
-          f'  {arch}epoch {result["epoch"]}, best error {result["best_error"]}')
-    print(f'tensors  {result["num_tensors"]}: {result["parameters"]:,} parameters, '
-          f'{result["batch_statistics"]:,} BatchNorm statistics')
-    print(f'wrote    {result["output"]}')
-    return 0
-
-  # The debug flag is read before parsing, so that a usage error can show its traceback too.
-  return cli.run(work, debug='--debug' in argv,
-                 user_errors=(TorchCheckpointError, FileNotFoundError, FileExistsError, IsADirectoryError))
-
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ('auto', 'xla', 'patches')
+from depthnet_jax.model.spec import CONV_IMPLS  # the one definition, light for train.py's checks
+
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
 

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from depthnet_jax.model.spec import LOSSES  # the one definition, light for train.py's checks
+
 MULTISCALE_WEIGHTS = (0.32, 0.08, 0.02, 0.01, 0.005)
-LOSSES = ('L1', 'SmoothL1', 'MSE')
 
 
 def _pooling_matrix(in_size: int, out_size: int) -> np.ndarray:

@@ -1,10 +1,13 @@
-"""What DepthNet is: its four options, defined once.
+"""What DepthNet is: its four options, defined once; and the choices of how it is computed and scored.
 
 `ModelSpec` is the one definition of the options of the original's DepthNet. The constructor takes it
 (`models.DepthNet(spec)`), checkpoints store it (the `model_config` item holds its fields at top level), the
 PyTorch importer resolves one, warm start compares two, and a training config holds one as its nested `model`
-section (`config.model.batch_norm`, ...). Only the standard library: train.py checks configs with it before JAX
-is imported.
+section (`config.model.batch_norm`, ...).
+
+`CONV_IMPLS`, `COMPUTE_DTYPES` and `LOSSES` are the one definition of the choices of the config fields conv_impl,
+compute_dtype and loss (conv.py, models.py and losses.py act on them). Only the standard library: train.py checks
+configs with this module before JAX is imported.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-DEPTH_ACTIVATIONS = (None, 'elu')
+CONV_IMPLS = ('auto', 'xla', 'patches')   # how a convolution is computed (conv.py)
+COMPUTE_DTYPES = ('float32', 'bfloat16')   # the dtype of activations and matmuls (models.py)
+LOSSES = ('L1', 'SmoothL1', 'MSE')         # the training loss per scale (losses.py)
 
 
 def normalize_depth_activation(value: Any) -> str | None:

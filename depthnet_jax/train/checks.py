@@ -17,15 +17,13 @@ import re
 from typing import Any, Callable
 
 from depthnet_jax.common import cli
+from depthnet_jax.model.spec import COMPUTE_DTYPES, CONV_IMPLS, LOSSES
 from depthnet_jax.model.spec import FIELDS as MODEL_FIELDS
 
-# Copies of optim.SOLVERS / optim.SCHEDULES / losses.LOSSES / conv.CONV_IMPLS / models.COMPUTE_DTYPES (importing
-# those modules costs JAX's start-up); tests/test_train_faults.py asserts that they agree.
+# The one definition of the choices of solver and lr_schedule (optim.py acts on them and imports them from here:
+# optim.py itself imports JAX, which a check must not wait for).
 SOLVERS = ('sgd', 'adam')
-CONV_IMPLS = ('auto', 'xla', 'patches')
-COMPUTE_DTYPES = ('float32', 'bfloat16')
 SCHEDULES = ('torch', '2017', 'constant')
-LOSSES = ('L1', 'SmoothL1', 'MSE')
 EVAL_CHECKPOINTS = ('best', 'latest')
 NUM_SCALES = 5
 DATASET_BUILDER = 'tfds_stillbox'

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from depthnet_jax.train.checks import SCHEDULES, SOLVERS  # the one definition, light for train.py
+
 PAPER_MILESTONES = (19, 30, 44, 53)
 PAPER_FACTORS_2017 = (1 / 2, 1 / 5, 1 / 2, 1 / 5)
-SOLVERS = ('sgd', 'adam')
-SCHEDULES = ('torch', '2017', 'constant')
 
 
 class TorchSGDState(NamedTuple):

@@ -15,7 +15,6 @@ file. Progress goes to stderr: tqdm's bar on a terminal, a plain line every 10 s
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ import threading
 import traceback
 
 from depthnet_jax.common import cli
-from depthnet_jax.common.cli import DEBUG_ENV, UserError, check_int, check_writable_dir
+from depthnet_jax.common.cli import UserError, check_int, check_writable_dir
 from depthnet_jax.common.conventions import STEP
 from tfds_stillbox.render import export, scenes
 from tfds_stillbox.render.checks import (
@@ -62,12 +61,12 @@ def check_new_file(path: str, name: str, *, suffixes: tuple[str, ...] = export.I
 
 
 _USAGE = ('python -m tfds_stillbox.render (--out DIR | --contact_sheet PNG | both) [--resolution R] [--scenes N] '
-          '[options]; see --help')
+          '[options]')
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m tfds_stillbox.render', usage=_USAGE,
-                                   description=__doc__.split('\n\n')[0])
+def _parser() -> cli.ArgumentParser:
+  parser = cli.ArgumentParser(prog='python -m tfds_stillbox.render', usage=_USAGE, usage_hint=_USAGE,
+                              description=__doc__.split('\n\n')[0])
   parser.add_argument('--out', metavar='DIR',
                       help='parent folder: the tree goes to DIR/<R>/<k>/ (R: 64, or 96x64), which must not exist '
                            'yet; DIR is created if missing')
@@ -102,13 +101,13 @@ def _parser() -> argparse.ArgumentParser:
                            'missing')
   parser.add_argument('--overwrite', action='store_true',
                       help='replace an existing --contact_sheet file (a tree DIR/<R> is never replaced)')
-  parser.add_argument('--debug', action='store_true',
-                      help=f'show the traceback of an error (also: environment variable {DEBUG_ENV}=1)')
   return parser
 
 
 def _check_args(args) -> dict:
   """Every flag in its range and every path usable, before any work: the settings, with absolute paths."""
+  if args.out is None and args.contact_sheet is None:
+    raise UserError(f'give --out, --contact_sheet, or both (usage: {_USAGE}; --help lists the flags)')
   settings = dict(
       resolution=check_resolution('--resolution', args.resolution),
       scenes=check_int('--scenes', args.scenes, 1),
@@ -138,7 +137,7 @@ def _check_args(args) -> dict:
   return settings
 
 
-def _work(args) -> int:
+def _render(args) -> int:
   settings = _check_args(args)
   # Everything is checked: from here on, files are written.
   if settings['out']:
@@ -166,28 +165,25 @@ def _on_sigterm(signum, frame):
   raise _Terminated(signum)
 
 
+def _work(args) -> int:
+  """Renders; SIGTERM, like Ctrl-C, removes the temporary folder or file, and is exit code 143."""
+  try:
+    return _render(args)
+  except _Terminated as e:
+    if cli.debug_enabled(args.debug):
+      traceback.print_exception(e, file=sys.stderr)
+    cli.report('interrupted (SIGTERM); temporary files were removed, finished outputs kept')
+    return 143
+
+
 def main(argv: list[str] | None = None) -> int:
-  """The command line; returns the exit code: 0, 1 (a user error: one `error:` line), 2 (argparse's usage
-  errors), 130 (Ctrl-C) or 143 (SIGTERM), the temporary files removed in every case."""
-  parser = _parser()
-  args = parser.parse_args(argv)
-  if args.out is None and args.contact_sheet is None:
-    parser.error('give --out, --contact_sheet, or both')
-  debug = cli.debug_enabled(args.debug)
+  """The command line; returns the exit code: 0, 1 (a user error, usage errors too: one `error:` line), 130
+  (Ctrl-C) or 143 (SIGTERM), the temporary files removed in every case."""
   handle_term = threading.current_thread() is threading.main_thread()
   previous = signal.signal(signal.SIGTERM, _on_sigterm) if handle_term else None
   try:
-    return _work(args)
-  except KeyboardInterrupt as e:
-    terminated = isinstance(e, _Terminated)
-    if debug:
-      traceback.print_exception(e, file=sys.stderr)
-    cli.report(f'interrupted ({"SIGTERM" if terminated else "Ctrl-C"}); temporary files were removed, finished '
-               'outputs kept')
-    return 143 if terminated else 130
-  except (UserError, OSError) as e:  # OSError: a disk that fills up or a folder that goes away mid-run
-    cli.report(e, debug=debug)
-    return 1
+    # OSError: a disk that fills up or a folder that goes away mid-run.
+    return cli.main(_parser(), _work, argv, user_errors=(OSError,))
   finally:
     if handle_term:
       signal.signal(signal.SIGTERM, previous)
