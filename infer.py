@@ -12,13 +12,14 @@ weights); `--fov DEG` resizes so that the footage's focal length matches the net
 
 Metric depth: the network's depths assume the displacement between a pair's frames it was trained with (0.3 m
 for Still Box; recorded in our checkpoints). `--displacement M` (metres per frame) or `--motion CSV` (the flight's
-positions `frame,x,y,z` or velocities `time,vx,vy,vz`; see depthnet_jax/motion.py) scale each depth by the pair's
-real displacement over that one, and `--frame_shift auto` picks per frame the shift whose output is nearest
-`--target_depth` (see depthnet_jax/inference.py); `shifts.csv` lists per frame the pair, displacement and scale.
+positions `frame,x,y,z` or velocities `time,vx,vy,vz`; see depthnet_jax/infer/motion.py) scale each depth by the
+pair's real displacement over that one, and `--frame_shift auto` picks per frame the shift whose output is nearest
+`--target_depth` (see depthnet_jax/infer/predictor.py); `shifts.csv` lists per frame the pair, displacement and
+scale.
 
 Compiled programs are kept in JAX's persistent compilation cache (`--compilation_cache DIR`, default
-~/.cache/depthnet-jax/jax-compilation-cache, see depthnet_jax/compile_cache.py), so a second run of the same shapes
-skips XLA compilation; `--no_compilation_cache` turns it off.
+~/.cache/depthnet-jax/jax-compilation-cache, see depthnet_jax/common/compile_cache.py), so a second run of the
+same shapes skips XLA compilation; `--no_compilation_cache` turns it off.
 
 The output folder gets `depthnet_infer.json`: the run's status ('complete', 'incomplete', 'failed' and the error),
 its settings and the files it wrote. Files infer.py did not write are never replaced, and its outputs are never
@@ -33,15 +34,10 @@ import sys
 
 from depthnet_jax.common import cli, compile_cache
 from depthnet_jax.common.conventions import MAX_DEPTH
-from depthnet_jax.infer import footage
-from depthnet_jax.infer.predictor import CLAMP_RANGE, STATISTICS, TARGET_DEPTH
-
-
-class _Parser(argparse.ArgumentParser):
-  """argparse whose usage errors are a cli.UserError (one `error:` line, exit 1) instead of usage + exit 2."""
-
-  def error(self, message):
-    raise cli.UserError(message)
+from depthnet_jax.infer import footage, motion, options
+from depthnet_jax.infer.outputs import MANIFEST
+from depthnet_jax.infer.predictor import STATISTICS, TARGET_DEPTH
+from depthnet_jax.model.models import CLAMP_RANGE
 
 
 def _extensions(text: str) -> list[str]:
@@ -49,21 +45,21 @@ def _extensions(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-  p = _Parser(prog='python infer.py', description=__doc__.split('\n\n')[0], allow_abbrev=False)
+  p = cli.ArgumentParser(prog='python infer.py', description=__doc__.split('\n\n')[0])
   p.add_argument('--checkpoint', required=True, help='training workdir, checkpoint directory, or .pth.tar')
   p.add_argument('--input', required=True, help='folder of frames (sorted by name) or a video file')
   p.add_argument('--output', required=True,
                  help='output folder (created; if it exists, files infer.py did not write are never replaced)')
   p.add_argument('--overwrite', action='store_true',
                  help="replace results of an earlier run with other settings (only files listed in the folder's "
-                      f'{footage.MANIFEST})')
+                      f'{MANIFEST})')
   p.add_argument('--frame_shift', default='1',
                  help="pairs are (frame t - frame_shift, frame t), each giving frame t's depth; an integer >= 1 "
                       "(default 1), or 'auto': per frame, the shift k of 1..--max_shift whose raw output is "
                       'closest to --target_depth (needs --displacement or --motion)')
   p.add_argument('--max_shift', type=int, default=None,
-                 help=f'with --frame_shift auto: the largest shift tried, 1 to {footage.MAX_SHIFT_LIMIT} (default '
-                      f'{footage.MAX_SHIFT}); K pairs per frame go through the network')
+                 help=f'with --frame_shift auto: the largest shift tried, 1 to {options.MAX_SHIFT_LIMIT} (default '
+                      f'{options.MAX_SHIFT}); K pairs per frame go through the network')
   p.add_argument('--target_depth', type=float, default=None,
                  help='with --frame_shift auto: the raw output (metres at the nominal displacement) aimed at, in '
                       f'(0, {MAX_DEPTH:g}] (default {TARGET_DEPTH:g}; clamp networks: inside [{CLAMP_RANGE[0]:g}, '
@@ -74,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--displacement', type=float, default=None, metavar='M',
                  help='metres the camera moves between consecutive frames (constant speed): depths are scaled by '
                       "the pair's displacement over the network's nominal one; in (0, "
-                      f'{footage.motion.MAX_DISPLACEMENT:g}]')
+                      f'{motion.MAX_DISPLACEMENT:g}]')
   p.add_argument('--motion', default=None, metavar='CSV',
                  help="the flight's motion log: a header and one row per frame, positions frame,x,y,z (metres; "
                       'frame = index in the input from 0) or velocities time,vx,vy,vz (seconds, m/s; row i = '
@@ -86,18 +82,18 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--batch_size', type=int, default=8, help='pairs per network call; >= 1, default 8')
   p.add_argument('--no_resize', action='store_true', help='feed the frames at their own size')
   p.add_argument('--height', type=int, default=None,
-                 help=f'network input height, 1 to {footage.MAX_SIZE}, given with --width')
+                 help=f'network input height, 1 to {options.MAX_SIZE}, given with --width')
   p.add_argument('--width', type=int, default=None,
-                 help=f'network input width, 1 to {footage.MAX_SIZE}, given with --height')
+                 help=f'network input width, 1 to {options.MAX_SIZE}, given with --height')
   p.add_argument('--fov', type=float, default=None,
                  help="horizontal field of view of the footage, degrees in (0, 180), at most the network's "
                       "training FOV: resize to match the network's training focal length")
   p.add_argument('--train_fov', type=float, default=None,
                  help="the network's training FOV, degrees in (0, 180), with --fov (default: from the checkpoint, "
                       'or 90)')
-  p.add_argument('--extensions', type=_extensions, default=list(footage.IMAGE_EXTENSIONS),
+  p.add_argument('--extensions', type=_extensions, default=list(options.IMAGE_EXTENSIONS),
                  help='comma-separated image extensions read in a folder; at least one, default '
-                      f'{",".join(footage.IMAGE_EXTENSIONS)}')
+                      f'{",".join(options.IMAGE_EXTENSIONS)}')
   p.add_argument('--output_depth', action='store_true', help='write <stem>_depth.png')
   p.add_argument('--output_disp', action='store_true', help='write <stem>_disp.png')
   p.add_argument('--output_raw', action='store_true', help='write <stem>_depth.npy')
@@ -108,32 +104,23 @@ def parser() -> argparse.ArgumentParser:
                  help='frame rate of the animation: 0.01 to 100 for gif, > 0 up to 1000 for mp4; default 10')
   p.add_argument('--compilation_cache', default='', metavar='DIR', help=compile_cache.FLAG_HELP)
   p.add_argument('--no_compilation_cache', action='store_true', help=compile_cache.OFF_FLAG_HELP)
-  p.add_argument('--debug', action='store_true', help='print the traceback of an error too')
   return p
 
 
-def _work(argv: list[str]) -> int:
-  args = parser().parse_args(argv)
-  compile_cache.check_flag(args.compilation_cache, args.no_compilation_cache)
+def checked(argv: list[str]) -> options.InferOptions:
+  """The options of an infer.py command line, every flag checked (what `main` runs; for programs and tests)."""
+  return options.from_flags(parser().parse_args(argv))
+
+
+def _work(args: argparse.Namespace) -> None:
+  opts = options.from_flags(args)
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO
-  summary = footage.run(
-      checkpoint=args.checkpoint, source=args.input, output=args.output, frame_shift=args.frame_shift,
-      batch_size=args.batch_size, no_resize=args.no_resize, height=args.height, width=args.width, fov=args.fov,
-      train_fov=args.train_fov, extensions=args.extensions, output_depth=args.output_depth,
-      output_disp=args.output_disp, output_raw=args.output_raw, output_video=args.output_video,
-      video_format=args.video_format, fps=args.fps, overwrite=args.overwrite,
-      compilation_cache=args.compilation_cache, no_compilation_cache=args.no_compilation_cache,
-      displacement=args.displacement, motion_log=args.motion, max_shift=args.max_shift,
-      target_depth=args.target_depth, shift_statistic=args.shift_statistic,
-      nominal_displacement=args.nominal_displacement)
-  print(summary, flush=True)
-  return 0
+  print(footage.run(opts), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else list(argv)
-  return cli.run(lambda: _work(argv), debug='--debug' in argv)
+  return cli.main(parser(), _work, argv)
 
 
 if __name__ == '__main__':

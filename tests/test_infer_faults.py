@@ -23,7 +23,7 @@ from conftest import TEST_XLA_FLAGS
 import infer
 from depthnet_jax.checkpoints import checkpointing
 from depthnet_jax.common import atomic
-from depthnet_jax.infer import footage
+from depthnet_jax.infer.outputs import MANIFEST
 from depthnet_jax.testing.random_models import random_depthnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,7 +111,7 @@ def _infer_process(*args, **popen):
 
 
 def _manifest(folder):
-  with open(os.path.join(folder, footage.MANIFEST)) as f:
+  with open(os.path.join(folder, MANIFEST)) as f:
     return json.load(f)
 
 
@@ -141,9 +141,10 @@ RANGE_CASES = [  # (extra flags, the exact error line)
     (['--extensions', ','], "error: --extensions='': expected at least one image extension, e.g. jpg,png"),
     (['--no_resize', '--fov', '30'], 'error: --no_resize and --fov: expected at most one of --no_resize, '
                                      '--height/--width, --fov (each sets the network input size)'),
-    (['--fov', 'wide'], "error: argument --fov: invalid float value: 'wide'"),
-    (['--video_format', 'avi'], "error: argument --video_format: invalid choice: 'avi' (choose from 'gif', 'mp4')"),
-    (['--outptu', 'x'], 'error: unrecognized arguments: --outptu x'),
+    (['--fov', 'wide'], "error: argument --fov: invalid float value: 'wide' (--help lists the flags)"),
+    (['--video_format', 'avi'], "error: argument --video_format: invalid choice: 'avi' (choose from 'gif', "
+                              "'mp4') (--help lists the flags)"),
+    (['--outptu', 'x'], 'error: unrecognized arguments: --outptu x (--help lists the flags)'),
     (['--fov', '100'], "error: --fov=100.0: the footage's FOV (100.0 deg) is wider than the network's training FOV "
                        '(90.0 deg): at the training focal length its borders fall outside anything the network '
                        'has seen. Crop the footage to at most 90.0 deg (a centred crop 27 px wide of its 32 px) or '
@@ -239,18 +240,18 @@ def test_output_equal_to_input_twice_gives_the_same_results(capsys, ckpt, tmp_pa
   assert all(first[p] == b for p, b in frames_before.items())   # the user's files untouched
   written = sorted(os.path.basename(p) for p in set(first) - set(frames_before))
   stems = [f'frame_{i:03d}' for i in range(1, 6)]
-  assert written == sorted([footage.MANIFEST] + [s + x for s in stems for x in ('_depth.png', '_disp.png',
+  assert written == sorted([MANIFEST] + [s + x for s in stems for x in ('_depth.png', '_disp.png',
                                                                                 '_depth.npy')])
   manifest = _manifest(folder)
   assert manifest['status'] == 'complete' and manifest['error'] is None
-  assert sorted(manifest['files']) == sorted(n for n in written if n != footage.MANIFEST)
+  assert sorted(manifest['files']) == sorted(n for n in written if n != MANIFEST)
 
   code, stdout, _ = _main(capsys, '--checkpoint', ckpt, '--input', folder, '--output', folder, '--batch_size', 1)
   assert code == 0 and stdout.startswith('6 frames, 5 pairs')   # not 16: its own PNGs are not frames
   second = _disk(folder)
   assert sorted(second) == sorted(first) and not _temporaries(folder)
   for path, data in first.items():
-    if not path.endswith(footage.MANIFEST):
+    if not path.endswith(MANIFEST):
       assert second[path] == data, path                             # identical results, byte for byte
   assert _manifest(folder)['status'] == 'complete'
 
@@ -271,7 +272,7 @@ def test_a_users_file_with_an_outputs_name_is_never_overwritten(capsys, ckpt, fr
   code, _, err = _main(capsys, '--checkpoint', ckpt, '--input', frames, '--output', out)
   assert code == 1
   assert _one_error(err) == (f'error: --output {out}: frame_003_depth.png already exist(s) and infer.py did not '
-                             f'write it (not listed in its {footage.MANIFEST}); expected no such file: infer.py '
+                             f'write it (not listed in its {MANIFEST}); expected no such file: infer.py '
                              'never replaces files it did not write, so move them away or choose another --output')
   assert _disk(frames, out) == before
   # --overwrite replaces results of ours only, never this file
@@ -349,7 +350,7 @@ def test_a_write_failure_midway_marks_the_output_failed(capsys, ckpt, tmp_path, 
                             '--output_raw')
   assert code == 1 and stdout == ''
   assert _one_error(err) == f'error: --output {out / "frame_003_depth.npy"}: cannot write it (No space left on device)'
-  assert sorted(os.listdir(out)) == [footage.MANIFEST, 'frame_001_depth.npy', 'frame_002_depth.npy']
+  assert sorted(os.listdir(out)) == [MANIFEST, 'frame_001_depth.npy', 'frame_002_depth.npy']
   manifest = _manifest(out)
   assert manifest['status'] == 'failed' and manifest['error'] == _one_error(err)[len('error: '):]
   assert sorted(manifest['files']) == ['frame_001_depth.npy', 'frame_002_depth.npy']
@@ -375,7 +376,7 @@ def test_an_encoder_error_during_mp4_leaves_no_temporary(capsys, ckpt, tmp_path,
   assert not _temporaries(out) and not (out / 'depth.mp4').exists()
   manifest = _manifest(out)
   assert manifest['status'] == 'failed' and 'mp4 encoder failed' in manifest['error']
-  assert sorted(manifest['files']) == sorted(n for n in os.listdir(out) if n != footage.MANIFEST)
+  assert sorted(manifest['files']) == sorted(n for n in os.listdir(out) if n != MANIFEST)
 
 
 def test_sigint_during_mp4_exits_130_and_leaves_no_temporary(ckpt, tmp_path):
@@ -412,8 +413,8 @@ def test_temporaries_of_a_killed_run_are_swept_by_the_next_run(capsys, ckpt, tmp
   alive = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
   try:
     host = atomic.HOST
-    stale = [f'.depth.mp4.partial-{host}-{dead.pid}-a1b2c3d4.mp4', f'.000001_depth.npy.partial-{host}-{dead.pid}-x_9.npy',
-             f'.{footage.MANIFEST}.partial-{host}-{dead.pid}-q.json']
+    stale = [f'.depth.mp4.partial-{host}-{dead.pid}-a1b2c3d4.mp4',
+             f'.000001_depth.npy.partial-{host}-{dead.pid}-x_9.npy', f'.{MANIFEST}.partial-{host}-{dead.pid}-q.json']
     kept = [f'.depth.mp4.partial-{host}-{alive.pid}-a1b2c3d4.mp4',      # a live writer's
             f'.notes.txt.partial-{host}-{dead.pid}-a1b2c3d4.txt',       # not one of our output names
             f'.depth.mp4.partial-elsewhere{host}-{dead.pid}-a1.mp4',    # another host's (a shared disk)
@@ -425,7 +426,7 @@ def test_temporaries_of_a_killed_run_are_swept_by_the_next_run(capsys, ckpt, tmp
     assert code == 0 and stdout.startswith('5 frames, 4 pairs')
     names = set(os.listdir(out))
     assert not names & set(stale) and set(kept) <= names
-    assert names - set(kept) == {footage.MANIFEST, 'depth.mp4'} | {f'{i:06d}_depth.npy' for i in range(1, 5)}
+    assert names - set(kept) == {MANIFEST, 'depth.mp4'} | {f'{i:06d}_depth.npy' for i in range(1, 5)}
     assert _manifest(out)['status'] == 'complete'
     assert iio.imread(out / 'depth.mp4', plugin='pyav', index=None).shape == (4, SIZE, 2 * SIZE, 3)
   finally:

@@ -220,7 +220,8 @@ BAD_LOGS = {
     'time_not_increasing': ('time,vx,vy,vz\n0,0,0,1\n0.1,0,0,1\n0.1,0,0,1\n',
                             r"line 4, column 'time': '0.1' is not after the previous row's 0.1 \(line 3\)"),
     'short_row': ('frame,x,y,z\n0,0,0,0\n1,0,0\n', r"line 3, column 'z': missing"),
-    'duplicate_frame': ('frame,x,y,z\n0,0,0,0\n0,0,0,1\n', r"line 3, column 'frame': frame 0 again \(first on line 2\)"),
+    'duplicate_frame': ('frame,x,y,z\n0,0,0,0\n0,0,0,1\n',
+                        r"line 3, column 'frame': frame 0 again \(first on line 2\)"),
     'infinite': ('frame,x,y,z\n0,0,0,inf\n', r"line 2, column 'z': 'inf'; expected a finite number"),
     'empty': ('', r'empty; expected a header line'),
 }

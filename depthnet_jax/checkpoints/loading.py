@@ -28,6 +28,10 @@ from depthnet_jax.checkpoints.checkpointing import CONFIG_ITEM, CheckpointError,
 from depthnet_jax.common.conventions import NOMINAL_DISPLACEMENT
 from depthnet_jax.model.spec import ModelSpec
 
+# What `checkpoint_info` and `load_any` raise for a checkpoint that is missing or unusable, each message naming the
+# checkpoint and what is wrong with it (PyTorch weights fail with torch_import's errors, the rest with ours).
+LOAD_ERRORS: tuple[type[Exception], ...] = (cli.UserError, FileNotFoundError, torch_import.TorchCheckpointError)
+
 
 def _steps(directory: str) -> list[int]:
   """Steps of a checkpoint manager's directory that hold a finished model checkpoint (with model_config/)."""

@@ -143,6 +143,15 @@ def _header_error(path: str, line: int, names: list[str]) -> MotionError:
 def read_log(path: str) -> Motion:
   """Reads a motion log (see the module docstring); every problem is a `MotionError` naming file, line, column."""
   path = os.path.abspath(os.fspath(path))
+  rows = _rows(path)
+  header_line, header = rows[0]
+  kind, columns, index = _header(path, header_line, header)
+  values = _values(path, rows[1:], columns, index, len(header))
+  return _positions(path, values) if kind == 'positions' else _velocities(path, values)
+
+
+def _rows(path: str) -> list[tuple[int, list[str]]]:
+  """(line number, fields) of every line that is neither blank nor a comment; the header first."""
   if os.path.isdir(path):
     raise MotionError(f'--motion {path}: is a directory; expected a CSV file')
   try:
@@ -161,16 +170,24 @@ def read_log(path: str) -> Motion:
   if not rows:
     raise MotionError(f'--motion {path}: empty; expected a header line ({",".join(POSITION_COLUMNS)} or '
                       f'{",".join(VELOCITY_COLUMNS)}) and one row per frame')
-  header_line, header = rows[0]
+  return rows
+
+
+def _header(path: str, line: int, header: list[str]) -> tuple[str, tuple[str, ...], dict[str, int]]:
+  """The header's format: (kind, its columns, column -> field index)."""
   names = [c.strip().lower() for c in header]
   if all(c in names for c in POSITION_COLUMNS):
     kind, columns = 'positions', POSITION_COLUMNS
   elif all(c in names for c in VELOCITY_COLUMNS):
     kind, columns = 'velocities', VELOCITY_COLUMNS
   else:
-    raise _header_error(path, header_line, names)
-  index = {c: names.index(c) for c in columns}
-  data = rows[1:]
+    raise _header_error(path, line, names)
+  return kind, columns, {c: names.index(c) for c in columns}
+
+
+def _values(path: str, data: list[tuple[int, list[str]]], columns: tuple[str, ...], index: dict[str, int],
+            width: int) -> list[tuple[int, list[str]]]:
+  """(line number, its cells of `columns`) of every row below the header (of `width` fields)."""
   if not data:
     raise MotionError(f'--motion {path}: a header and no rows; expected one row per frame')
   values = []
@@ -178,37 +195,41 @@ def read_log(path: str) -> Motion:
     if len(row) <= max(index.values()):
       missing = [c for c in columns if index[c] >= len(row)]
       raise MotionError(f'--motion {path}, line {line}, column {missing[0]!r}: missing ({len(row)} field(s) for '
-                        f'the header\'s {len(names)}); expected a value in every column of the header')
+                        f'the header\'s {width}); expected a value in every column of the header')
     values.append((line, [row[index[c]] for c in columns]))
+  return values
 
-  if kind == 'positions':
-    by_frame: dict[int, tuple[int, list[float]]] = {}
-    for line, (frame_text, *xyz) in values:
-      frame = _number(path, line, 'frame', frame_text, blank_ok=False, unit='the frame index, 0 for the first')
-      if frame < 0 or frame != int(frame):
-        raise MotionError(f'--motion {path}, line {line}, column \'frame\': {frame_text.strip()!r}; expected an '
-                          'integer >= 0 (the frame\'s index in the input\'s order, 0 for the first)')
-      frame = int(frame)
-      if frame in by_frame:
-        raise MotionError(f'--motion {path}, line {line}, column \'frame\': frame {frame} again (first on line '
-                          f'{by_frame[frame][0]}); expected one row per frame')
-      by_frame[frame] = (line, [_number(path, line, c, v, blank_ok=True, unit='metres')
-                                for c, v in zip(columns[1:], xyz)])
-    count = 0
-    while count in by_frame:
-      count += 1
-    if count == 0:
-      raise MotionError(f'--motion {path}: no row for frame 0 (the first frame); expected frame numbers from 0 '
-                        'in the input\'s order')
-    positions = np.full((count, 3), np.nan)
-    for frame in range(count):
-      positions[frame] = by_frame[frame][1]
-    gap = [f for f in by_frame if f > count]
-    if gap:   # rows after a missing frame number: the log is not per frame of this input
-      raise MotionError(f'--motion {path}, line {by_frame[min(gap)][0]}, column \'frame\': frame {min(gap)} but '
-                        f'no row for frame {count}; expected one row per frame, numbered from 0 without gaps')
-    return Motion(source=f'--motion {os.path.basename(path)}', kind='positions', positions=positions, path=path)
 
+def _positions(path: str, values: list[tuple[int, list[str]]]) -> Motion:
+  """Rows `frame,x,y,z` (any order, one per frame, numbered from 0 without gaps) -> positions per frame."""
+  by_frame: dict[int, tuple[int, list[float]]] = {}
+  for line, (frame_text, *xyz) in values:
+    frame = _number(path, line, 'frame', frame_text, blank_ok=False, unit='the frame index, 0 for the first')
+    if frame < 0 or frame != int(frame):
+      raise MotionError(f'--motion {path}, line {line}, column \'frame\': {frame_text.strip()!r}; expected an '
+                        'integer >= 0 (the frame\'s index in the input\'s order, 0 for the first)')
+    frame = int(frame)
+    if frame in by_frame:
+      raise MotionError(f'--motion {path}, line {line}, column \'frame\': frame {frame} again (first on line '
+                        f'{by_frame[frame][0]}); expected one row per frame')
+    by_frame[frame] = (line, [_number(path, line, c, v, blank_ok=True, unit='metres')
+                              for c, v in zip(POSITION_COLUMNS[1:], xyz)])
+  count = 0
+  while count in by_frame:
+    count += 1
+  if count == 0:
+    raise MotionError(f'--motion {path}: no row for frame 0 (the first frame); expected frame numbers from 0 '
+                      'in the input\'s order')
+  gap = [f for f in by_frame if f > count]
+  if gap:   # rows after a missing frame number: the log is not per frame of this input
+    raise MotionError(f'--motion {path}, line {by_frame[min(gap)][0]}, column \'frame\': frame {min(gap)} but '
+                      f'no row for frame {count}; expected one row per frame, numbered from 0 without gaps')
+  positions = np.array([by_frame[frame][1] for frame in range(count)], np.float64).reshape(count, 3)
+  return Motion(source=f'--motion {os.path.basename(path)}', kind='positions', positions=positions, path=path)
+
+
+def _velocities(path: str, values: list[tuple[int, list[str]]]) -> Motion:
+  """Rows `time,vx,vy,vz` (row i = frame i, times increasing) -> the steps between frames (trapezoid rule)."""
   times, velocities = [], []
   for line, (time_text, *v) in values:
     t = _number(path, line, 'time', time_text, blank_ok=False, unit='seconds')
@@ -218,7 +239,7 @@ def read_log(path: str) -> Motion:
                         'seconds, one row per frame')
     times.append((line, t))
     velocities.append([_number(path, line, c, x, blank_ok=True, unit='metres per second')
-                       for c, x in zip(columns[1:], v)])
+                       for c, x in zip(VELOCITY_COLUMNS[1:], v)])
   t = np.array([x for _, x in times])
   v = np.array(velocities, np.float64).reshape(-1, 3)
   steps = (t[1:] - t[:-1])[:, None] * (v[1:] + v[:-1]) / 2.0   # trapezoid rule; NaN where a velocity is unknown

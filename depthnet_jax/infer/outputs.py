@@ -1,7 +1,7 @@
 """The output folder of `infer.py`: its manifest, which files a run may replace, atomic writing, temporaries.
 
-**The output folder's manifest.** `footage.run` keeps `depthnet_infer.json` in the output folder (written atomically),
-so that a script, a later run and a run reading that folder as its input know what is in it:
+**The output folder's manifest.** `footage.run` keeps `depthnet_infer.json` in the output folder (written
+atomically), so that a script, a later run and a run reading that folder as its input know what is in it:
 
 - `status`: 'incomplete' while a run writes (and after it was killed), 'complete' when it finished, 'failed'
   with `error` (its one-line message) when it stopped on an error; `run` says which run (pid, host, times);
@@ -21,8 +21,9 @@ result); one listed under other settings is refused unless `overwrite` (which re
 (3) a run refuses a folder whose manifest says another live process is writing there.
 
 **No half-results that look whole.** Each file is written to `.NAME.partial-HOST-PID-RANDOM.EXT` (`atomic`) and
-renamed into place (the MP4 is streamed into such a temporary and renamed at the end). On any error and on Ctrl-C the temporaries are
-removed and the manifest's status says the folder is not whole (exit code 1, or 130 for Ctrl-C). A killed run
+renamed into place (the MP4 is streamed into such a temporary and renamed at the end). On any error and on Ctrl-C
+the temporaries are removed and the manifest's status says the folder is not whole (exit code 1, or 130 for
+Ctrl-C). A killed run
 (SIGKILL) cannot clean up: the next run into that folder removes temporaries of our naming whose writer process
 is no longer alive, and only those.
 """

@@ -33,7 +33,6 @@ from depthnet_jax.model import models
 
 DEFAULT_SIZE = (512, 512)  # the original's inference default (its published network ends at 512x512)
 TARGET_DEPTH = 50.0        # choose_shift's default: the authors' later evaluation code aims at 50 m
-CLAMP_RANGE = (10.0, 60.0)  # what `clamp` networks can output (their depth is clamped to it at every scale)
 STATISTICS = ('mean', 'median')
 
 
