@@ -1,8 +1,9 @@
-"""`python -m depthnet_jax.evaluate`: the original protocol equals training's evaluation, the followup protocol a
-NumPy implementation of test_depth.py's steps; PyTorch checkpoints and Still Box trees as inputs; the JSON and
-the plot; user errors.
+"""`python -m depthnet_jax.evaluate` and the one evaluation behind it (`evaluation.evaluate`): the original protocol
+gives `losses.depth_metrics` of the split's pairs (what training logs and eval_only prints), the followup protocol
+a NumPy implementation of test_depth.py's steps; example pictures; PyTorch checkpoints and Still Box trees as
+inputs; the JSON and the plot; user errors.
 
-The command runs in-process (`evaluate.main`) on conftest's tiny dataset and tiny trained run; the model's
+The command runs in-process (`command.main`) on conftest's tiny dataset and tiny trained run; the model's
 compiled step is shared by every test of the worker (`evaluate._STEPS`)."""
 
 import json
@@ -16,8 +17,9 @@ import pytest
 
 from configs import test as test_config
 from depthnet_jax.checkpoints import loading
-from depthnet_jax.common.conventions import normalize
-from depthnet_jax.evaluation import evaluate
+from depthnet_jax.common.conventions import denormalize, normalize
+from depthnet_jax.data import input_pipeline, sharding
+from depthnet_jax.evaluation import command, evaluate
 from depthnet_jax.model import losses
 from depthnet_jax.train import trainer as train_lib
 
@@ -27,7 +29,7 @@ SHIFT = 3
 
 def _evaluate(capsys, *argv):
   """(exit code, stdout, stderr) of the command run in-process."""
-  code = evaluate.main([str(a) for a in argv])
+  code = command.main([str(a) for a in argv])
   out, err = capsys.readouterr()
   return code, out, err
 
@@ -61,7 +63,7 @@ def _tree_pairs(root):
   for folder in sorted((f for f in os.listdir(root) if f.isdigit()), key=int):
     meta = _json(os.path.join(root, folder, 'metadata.json'))
     for scene in meta['scenes']:
-      def frame(name):
+      def frame(name, folder=folder):
         return cv2.cvtColor(cv2.imread(os.path.join(root, folder, name)), cv2.COLOR_BGR2RGB)
       for i in range(len(scene['imgs']) - SHIFT):
         pair = np.concatenate([frame(scene['imgs'][i]), frame(scene['imgs'][i + SHIFT])], axis=-1)
@@ -70,12 +72,17 @@ def _tree_pairs(root):
 
 
 def _predict(model, pairs):
-  """The model's depth of each pair (jitted: op by op, the first call would compile each op, about 12 s)."""
+  """The model's depth of each uint8 pair."""
+  return _network(model, normalize(np.stack(pairs)))
+
+
+def _network(model, inputs):
+  """The model's depth of normalised pairs (jitted: op by op, the first call would compile each op, about 12 s)."""
   import jax
   from flax import nnx
   graphdef, state = nnx.split(model)
   forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
-  return np.asarray(forward(state, normalize(np.stack(pairs))), np.float64)
+  return np.asarray(forward(state, inputs), np.float64)
 
 
 def _upsample(x, size):
@@ -122,8 +129,9 @@ def _assert_bins(bins, expected):
 
 # --- The protocols --------------------------------------------------------------------------------------------
 
-def test_original_protocol_equals_training_evaluation(tiny_run, synth_tiny_dir, tmp_path, capsys):
-  """The command, train.py's eval_only (which runs it) and Trainer.evaluate (training's evaluation) agree."""
+def test_original_protocol_equals_training_evaluation(model, tiny_run, synth_tiny_dir, tmp_path, capsys):
+  """The command and train.py's eval_only (the same evaluation as training's) print what training logged: the mean
+  over the split's pairs of `losses.depth_metrics`, taken here over all of them at once (no batches to merge)."""
   workdir, trained = tiny_run
   code, out, err = _evaluate(capsys, '--checkpoint', workdir, '--dataset', 'tfds_stillbox/synth_tiny',
                              '--data_dir', synth_tiny_dir, '--json', tmp_path / 'm.json', '--batch_size', 4)
@@ -142,17 +150,40 @@ def test_original_protocol_equals_training_evaluation(tiny_run, synth_tiny_dir, 
   eval_only = train_lib.eval_only(trainer, workdir, config)
   lines = dict(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith('eval_'))
   assert {k: float(lines[f'eval_{k}']) for k in ours} == eval_only
-  params, stats = trainer.weights_of(os.path.join(workdir, 'best', '6'))
-  training, _ = trainer.evaluate(params, stats)
-  # the command's compiled step is eval_only's (the same model and batches of 4); Trainer.evaluate's is its own
+  # the model's predictions in batches of 4 (as the other tests', one compiled forward), the metrics of the 6 pairs
+  batches = list(input_pipeline.eval_dataset(trainer.eval_source, global_batch_size=4))
+  assert len(batches) == 2 and sum(b['mask'].sum() for b in batches) == 6
+  batch = {k: np.concatenate([b[k] for b in batches]) for k in ('image_pair', 'depth', 'mask')}
+  prediction = np.concatenate([_network(model, b['image_pair']) for b in batches]).astype(np.float32)
+  import jax
+  direct = jax.jit(losses.depth_metrics)(prediction, batch['depth'], batch['mask'])
   for k in ours:
-    assert ours[k] == pytest.approx(eval_only[k], rel=1e-6) and ours[k] == pytest.approx(training[k], rel=1e-6)
+    assert ours[k] == pytest.approx(float(direct[k]), rel=1e-6), k
   logged = trained.split('eval at step 6: ')[1].splitlines()[0]   # what training logged at its last evaluation
   assert f'depth_error {ours["depth_error"]:.4g}' in logged
   # every pixel of the 6 pairs at the network's 8x8 output has a target > 1e-3 m
   assert document['pairs'] == document['images'] == 6
   assert document['pixels'] == sum(b['pixels'] for b in document['bins']) == 6 * 8 * 8
   assert document['scale_factor']['applied'] is False
+
+
+def test_example_pictures_are_an_option_of_the_evaluation(model, synth_tiny_dir):
+  """`images=N`: N strips (frame 1, frame 2, truth, prediction) of pairs of the first batch, spread over it; the
+  figures as without them (the same compiled step)."""
+  from flax import nnx
+  source = input_pipeline.open_source('tfds_stillbox/synth_tiny', 'validation', synth_tiny_dir)
+  mesh = sharding.make_mesh()
+  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  params, stats = sharding.replicate((params, stats), mesh)
+  plain = evaluate.evaluate(graphdef, params, stats, source, batch_size=4, mesh=mesh)
+  shown = evaluate.evaluate(graphdef, params, stats, source, batch_size=4, mesh=mesh, images=3)
+  assert plain.pictures is None and shown.metrics == plain.metrics
+  assert shown.pictures.shape == (3, 32, 4 * 32, 3) and shown.pictures.dtype == np.uint8
+  first = next(iter(input_pipeline.eval_dataset(source, global_batch_size=4)))
+  frames = denormalize(first['image_pair'])
+  for picture, row in zip(shown.pictures, (0, 1, 3)):   # rows 0, 1.5 -> 1, 3 of the 4 real pairs
+    np.testing.assert_array_equal(picture[:, :32], frames[row, ..., :3])
+    np.testing.assert_array_equal(picture[:, 32:64], frames[row, ..., 3:])
 
 
 def test_followup_protocol_equals_numpy_test_depth(model, trees, tiny_run, tmp_path, capsys):

@@ -9,8 +9,8 @@ import pytest
 from flax import nnx
 
 from configs import test as test_config
-from depthnet_jax.data import sharding
-from depthnet_jax.model import models
+from depthnet_jax.data import input_pipeline, sharding
+from depthnet_jax.model import losses, models
 from depthnet_jax.train import trainer as train_lib
 
 STEPS = 30
@@ -48,17 +48,25 @@ def test_bfloat16_training_keeps_float32_state_and_lowers_the_loss(bf16_run):
   assert losses[-1] < 0.92 * losses[0], losses
 
 
+def _eval_step(eval_def):
+  """The prediction of a batch and its metrics (`losses.depth_metrics`, as the evaluation computes them), jitted."""
+  def step(params, batch_stats, batch):
+    prediction = models.depth_of(nnx.merge(eval_def, params, batch_stats, copy=True)(batch['image_pair']))
+    return losses.depth_metrics(prediction, batch['depth'], batch['mask']), prediction
+  return jax.jit(step)
+
+
 def test_bfloat16_eval_is_within_bfloat16_tolerance_of_float32(bf16_run):
   trainer, state, _ = bf16_run
-  _, batch = next(trainer.eval_batches())
-  half_metrics, half = trainer.eval_step(state.params, state.batch_stats, batch)
+  batch = next(iter(input_pipeline.eval_dataset(trainer.eval_source, global_batch_size=trainer.config.eval_batch_size)))
+  half_metrics, half = _eval_step(trainer.eval_def)(state.params, state.batch_stats, batch)
   model = models.DepthNet(train_lib.model_spec(trainer.config), rngs=nnx.Rngs(0), compute_dtype='float32')
   _, eval_def, _, _ = train_lib.split_model(model)
-  full_metrics, full = jax.jit(train_lib.make_eval_step(eval_def))(state.params, state.batch_stats, batch)
+  full_metrics, full = _eval_step(eval_def)(state.params, state.batch_stats, batch)
   assert half.dtype == full.dtype == jnp.float32
   half, full = np.asarray(half), np.asarray(full)
   error = np.max(np.abs(half - full)) / np.max(np.abs(full))
   assert 0 < error <= EVAL_RTOL, error  # > 0: the bfloat16 path did run in bfloat16
   for name in ('depth_error', 'abs_rel'):
-    half_value, full_value = float(getattr(half_metrics, name).compute()), float(getattr(full_metrics, name).compute())
+    half_value, full_value = float(half_metrics[name]), float(full_metrics[name])
     assert half_value == pytest.approx(full_value, rel=EVAL_RTOL), name

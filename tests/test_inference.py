@@ -13,12 +13,15 @@ import pytest
 from conftest import TEST_XLA_FLAGS
 from flax import nnx
 
+import infer
 from depthnet_jax.checkpoints import checkpointing, loading
 from depthnet_jax.common import atomic, colormaps, geometry
 from depthnet_jax.data import input_pipeline
 from depthnet_jax.infer import footage
 from depthnet_jax.infer import predictor as inference
-from depthnet_jax.train import trainer as train_lib
+from depthnet_jax.infer.checkpoint_input import CheckpointInputError
+from depthnet_jax.infer.frames import FootageError, read_image
+from depthnet_jax.model import losses
 from tfds_stillbox.render.scenes import render_scene
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +34,11 @@ def _infer(*args, ok=True):
   if ok:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
   return result
+
+
+def _run(*args):
+  """infer.py in this process, its errors raised: the options of a command line, then the run."""
+  return footage.run(infer.checked([str(a) for a in args]))
 
 
 # --- geometry ---------------------------------------------------------------------------------------------------
@@ -119,14 +127,14 @@ def test_infer_matches_the_training_evaluation(tiny_run, synth_tiny_dir, tmp_pat
   # jitted: called eagerly the network compiles each of its ~300 operations on its own (10 s)
   graphdef, state = nnx.split(model)
   prediction = np.asarray(jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))(state, batch['image_pair']))
-  trained_error = float(train_lib.metrics_of(prediction, batch).compute()['depth_error'])
+  trained_error = float(losses.depth_metrics(prediction, batch['depth'], batch['mask'])['depth_error'])
   # the predictor on the files, at the network's own output size: the same numbers
   predictor = inference.Predictor.from_checkpoint(workdir)
-  images = [footage.read_image(str(folder / f'{i:02d}.jpg')) for i in range(frames)]
+  images = [read_image(str(folder / f'{i:02d}.jpg')) for i in range(frames)]
   low = predictor.predict_batch(np.stack(images[:pairs]), np.stack(images[input_pipeline.SHIFT:]), None, full=False)
   np.testing.assert_allclose(low, prediction, rtol=1e-4, atol=1e-4)
   # ... so the same depth error as the training evaluation
-  infer_error = float(train_lib.metrics_of(low, batch).compute()['depth_error'])
+  infer_error = float(losses.depth_metrics(low, batch['depth'], batch['mask'])['depth_error'])
   assert infer_error == pytest.approx(trained_error, rel=1e-5)
   # infer.py end to end: its .npy files are that prediction, upsampled bilinearly to the input size
   out = tmp_path / 'out'
@@ -145,12 +153,12 @@ def test_gray_rgba_and_16_bit_frames_are_converted(random_checkpoint, tmp_path):
   iio.imwrite(tmp_path / 'a.png', gray)
   iio.imwrite(tmp_path / 'b.png', np.dstack([gray, gray, gray, np.full_like(gray, 128)]))
   iio.imwrite(tmp_path / 'c.png', gray.astype(np.uint16) * 257)
-  converted = [footage.read_image(str(tmp_path / n)) for n in ('a.png', 'b.png', 'c.png')]
+  converted = [read_image(str(tmp_path / n)) for n in ('a.png', 'b.png', 'c.png')]
   for image in converted:
     assert image.shape == (24, 32, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[..., 1], gray)
-  summary = footage.run(checkpoint=random_checkpoint, source=str(tmp_path), output=str(tmp_path / 'out'),
-                        no_resize=True, output_raw=True)
+  summary = _run('--checkpoint', random_checkpoint, '--input', tmp_path, '--output', tmp_path / 'out', '--no_resize',
+                 '--output_raw')
   assert '3 frames, 2 pairs' in summary
 
 
@@ -162,26 +170,26 @@ def _frames(folder, sizes):
 
 
 def test_bad_inputs_name_the_file(random_checkpoint, tmp_path):
-  run = dict(checkpoint=random_checkpoint, output=str(tmp_path / 'out'), no_resize=True)
+  run = ('--checkpoint', random_checkpoint, '--output', tmp_path / 'out', '--no_resize')
   mixed = _frames(tmp_path / 'mixed', [(16, 16), (16, 16), (16, 24)])
-  with pytest.raises(footage.FootageError, match=r'2\.png: frame size 24x16 differs'):
-    footage.run(source=str(mixed), **run)
+  with pytest.raises(FootageError, match=r'2\.png: frame size 24x16 differs'):
+    _run('--input', mixed, *run)
   corrupt = _frames(tmp_path / 'corrupt', [(16, 16), (16, 16)])
   (corrupt / '1.png').write_bytes(b'not a png at all')
-  with pytest.raises(footage.FootageError, match=r'1\.png: cannot read the image'):
-    footage.run(source=str(corrupt), **run)
+  with pytest.raises(FootageError, match=r'1\.png: cannot read the image'):
+    _run('--input', corrupt, *run)
   few = _frames(tmp_path / 'few', [(16, 16), (16, 16)])
-  with pytest.raises(footage.FootageError, match='2 frame.*frame_shift 3 need at least 4'):
-    footage.run(source=str(few), frame_shift=3, **run)
+  with pytest.raises(FootageError, match='2 frame.*frame_shift 3 need at least 4'):
+    _run('--input', few, '--frame_shift', 3, *run)
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(footage.FootageError, match='no frames with extensions'):
-    footage.run(source=str(tmp_path / 'empty'), **run)
-  with pytest.raises(footage.FootageError, match='no such folder'):
-    footage.run(source=str(tmp_path / 'nowhere'), **run)
-  with pytest.raises(footage.CheckpointError, match='no_ckpt: no such file or directory'):
-    footage.run(checkpoint=str(tmp_path / 'no_ckpt'), source=str(few), output=str(tmp_path / 'out'))
-  with pytest.raises(footage.CheckpointError, match='neither a depthnet-jax checkpoint'):
-    footage.run(checkpoint=str(few), source=str(few), output=str(tmp_path / 'out'))
+  with pytest.raises(FootageError, match='no frames with extensions'):
+    _run('--input', tmp_path / 'empty', *run)
+  with pytest.raises(FootageError, match='no such folder'):
+    _run('--input', tmp_path / 'nowhere', *run)
+  with pytest.raises(CheckpointInputError, match='no_ckpt: no such file or directory'):
+    _run('--checkpoint', tmp_path / 'no_ckpt', '--input', few, '--output', tmp_path / 'out')
+  with pytest.raises(CheckpointInputError, match='neither a depthnet-jax checkpoint'):
+    _run('--checkpoint', few, '--input', few, '--output', tmp_path / 'out')
   assert not (tmp_path / 'out').exists()   # every one of them found before anything was written
   result = _infer('--checkpoint', random_checkpoint, '--input', tmp_path / 'empty', '--output', tmp_path / 'o',
                   ok=False)

@@ -16,7 +16,7 @@ from flax import nnx
 
 import infer
 from depthnet_jax.checkpoints import checkpointing, loading, torch_import
-from depthnet_jax.evaluation import evaluate
+from depthnet_jax.evaluation import command
 from depthnet_jax.infer import predictor as inference
 from depthnet_jax.model.spec import ModelSpec
 
@@ -42,7 +42,7 @@ def regression_tree(tmp_path_factory, recorded):
 
 
 def _depth_error(capsys, checkpoint, tree, json_path):
-  code = evaluate.main(['--checkpoint', str(checkpoint), '--stillbox_tree', tree, '--json', str(json_path)])
+  code = command.main(['--checkpoint', str(checkpoint), '--stillbox_tree', tree, '--json', str(json_path)])
   out, err = capsys.readouterr()
   assert code == 0, err
   with open(json_path) as f:

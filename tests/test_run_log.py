@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from depthnet_jax.checkpoints import checkpointing, loading
-from depthnet_jax.evaluation import evaluate, run_log
+from depthnet_jax.evaluation import charts, evaluate, run_log
 from depthnet_jax.model import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +101,8 @@ def test_the_learning_curve_picture_and_points(tiny_run, tmp_path, capsys):
   import imageio.v3 as iio
   image = iio.imread(out)
   assert image.shape == (720, 960, 3) and len(np.unique(image.reshape(-1, 3), axis=0)) > 10
+  for color in (charts.BLUE, charts.LIGHT_BLUE, charts.RED, charts.BASELINE):   # each series, the baseline
+    assert (image == [int(color[i:i + 2], 16) for i in (1, 3, 5)]).all(axis=-1).any(), color
   rows = points.read_text().splitlines()
   scalars = run_log.read_scalars(tiny_run[0])
   assert rows[0] == 'tag,step,value'
@@ -119,19 +121,22 @@ def test_the_learning_curve_picture_and_points(tiny_run, tmp_path, capsys):
   assert not (tmp_path / 'x.png').exists() and not (tmp_path / 'y.png').exists()
 
 
-def test_the_constant_depth_model_gives_training_s_constant_baseline(tiny_run, synth_tiny_dir):
-  """`models.ConstantDepth` through the evaluation = `Trainer.evaluate(constant=...)` (the demo's baseline)."""
+def test_the_constant_depth_model_gives_the_metrics_of_a_constant_prediction(synth_tiny_dir):
+  """`models.ConstantDepth` through the evaluation (the demo's, reference.py's and the learning curve's baseline,
+  in batches of 4) = `losses.depth_metrics` of that depth everywhere, over every pair of the split at once."""
+  import jax
   from flax import nnx
 
-  from configs import test as test_config
-  from depthnet_jax.train import trainer as train_lib
-  config = test_config.get_config()
-  config.data_dir = synth_tiny_dir
-  trainer = train_lib.Trainer(config)
-  expected, _ = trainer.evaluate(None, None, constant=17.5)
-  result = evaluate.evaluate(*nnx.split(models.ConstantDepth(17.5), nnx.Param, nnx.BatchStat),
-                             trainer.eval_source, protocol='original')
-  assert result.metrics == pytest.approx(expected, rel=1e-5)
+  from depthnet_jax.data import input_pipeline
+  from depthnet_jax.model import losses
+  source = input_pipeline.open_source('tfds_stillbox/synth_tiny', 'validation', synth_tiny_dir)
+  result = evaluate.evaluate(*nnx.split(models.ConstantDepth(17.5), nnx.Param, nnx.BatchStat), source,
+                             protocol='original', batch_size=4)
+  batch = next(iter(input_pipeline.eval_dataset(source, global_batch_size=8)))   # the 6 pairs and 2 of padding
+  assert result.pairs == 6 == batch['mask'].sum()
+  h, w = models.output_sizes(*batch['depth'].shape[1:])[0]
+  expected = jax.jit(losses.depth_metrics)(np.full((8, h, w), 17.5, np.float32), batch['depth'], batch['mask'])
+  assert result.metrics == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-6)
 
 
 def test_compare_with_a_published_curve(tiny_run, tmp_path, capsys):

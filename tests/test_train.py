@@ -77,6 +77,18 @@ def _final(workdir):
   return _params(os.path.join(workdir, 'checkpoints', str(STEPS)))
 
 
+def _assert_same_evaluation(workdir, reference):
+  """Training's last evaluation (full precision, as the best checkpoint records it) agrees with the reference
+  run's: the pairs each process read were the right ones. The continuous metrics only: with parameters 1e-5 apart
+  a pixel may cross a delta threshold."""
+  def metrics(w):
+    return checkpointing.read_model_config(os.path.join(w, 'best', str(STEPS)))['eval_metrics']
+  ours, theirs = metrics(workdir), metrics(reference)
+  assert set(ours) == set(train_lib.EVAL_METRICS)
+  for k in ('depth_error', 'normalized_error', 'abs_rel', 'sq_rel', 'rmse', 'rmse_log'):
+    assert ours[k] == pytest.approx(theirs[k], rel=1e-4), k
+
+
 def _assert_close(a, b, atol):
   assert a.keys() == b.keys()
   worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
@@ -146,6 +158,7 @@ def test_four_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_p
   result = _train(tmp_path, synth_tiny_dir, devices=4)
   assert 'on 4 devices' in result.stdout
   _assert_close(_final(tmp_path), _final(straight[0]), atol=1e-5)
+  _assert_same_evaluation(tmp_path, straight[0])
 
 
 def _free_port():
@@ -165,6 +178,7 @@ def test_two_processes_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_
     assert p.returncode == 0, out[-2000:] + err[-5000:]
   assert '(2 processes)' in outputs[0][0]
   _assert_close(_final(tmp_path), _final(straight[0]), atol=1e-5)
+  _assert_same_evaluation(tmp_path, straight[0])
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir, tmp_path):

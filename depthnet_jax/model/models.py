@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from depthnet_jax.model import conv
-from depthnet_jax.model.spec import ModelSpec
+from depthnet_jax.model.spec import COMPUTE_DTYPES, ModelSpec
 
 # torch.nn.BatchNorm2d(eps=1e-3) with torch's default momentum: running = 0.9 * running + 0.1 * batch.
 BN_EPSILON = 1e-3
@@ -52,9 +52,6 @@ ENCODER = (
 # Decoder scale k: deconv{k} in/out channels; predict_depth{k} reads the concatenation of scale k.
 DECONV = {5: (512, 256), 4: (513, 128), 3: (385, 64), 2: (193, 32)}
 PREDICT_IN = {6: 512, 5: 513, 4: 385, 3: 193, 2: 97}
-
-
-COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 def _check_compute_dtype(compute_dtype: str) -> str:
@@ -269,9 +266,10 @@ def abstract_model(spec: ModelSpec) -> DepthNet:
 
 class ConstantDepth(nnx.Module):
   """The constant-depth baseline as a model: `depth` metres at every pixel of DepthNet's finest output size. Split
-  it like a DepthNet (`nnx.split(model, nnx.Param, nnx.BatchStat)`) and `evaluate.evaluate` gives the baseline's
-  figures under either protocol (the follow-up's d / nominal factor scales it too, as it would a network's
-  output). The depth is a parameter, so every constant shares one compiled evaluation."""
+  it like a DepthNet (`nnx.split(model, nnx.Param, nnx.BatchStat)`) and `evaluate.evaluate`, the one evaluation,
+  gives the baseline's figures under either protocol (the follow-up's d / nominal factor scales it too, as it
+  would a network's output); the demo's and reference.py's depths are `trainer.training_depths`' mean and median.
+  The depth is a parameter, so every constant shares one compiled evaluation."""
 
   def __init__(self, depth: float):
     self.depth = nnx.Param(jnp.asarray(depth, jnp.float32))

@@ -1,10 +1,13 @@
-"""Training and evaluation: the state, the jitted steps, and the loop behind `train.py`.
+"""Training: the state, the jitted train step, and the loop behind `train.py`.
 
 The train state (`train_state.TrainState`: model parameters, BatchNorm statistics, optimizer state, step) is
 replicated over a 1-D ('data',) mesh of every device of every process; batches are sharded along it. One
 `train_step` is compiled once with the state donated. Everything a run depends on is a function of the config
 and the step: the data stream (see `input_pipeline`) and the learning rate. So restarting in the same workdir
 continues bit for bit from the last checkpoint (docs/architecture.md: the invariants).
+
+The evaluation (periodic, `eval_only`) is `depthnet_jax.evaluation.evaluate`'s, the one every command runs, on the
+config's eval split (`Trainer.evaluate`).
 """
 
 from __future__ import annotations
@@ -25,21 +28,20 @@ from flax import nnx
 
 from depthnet_jax.checkpoints import checkpointing, loading
 from depthnet_jax.checkpoints.train_state import TrainState
-from depthnet_jax.common import cli, colormaps, progress
+from depthnet_jax.common import cli, progress
 from depthnet_jax.data import input_pipeline, sharding
-from depthnet_jax.evaluation import evaluate
+from depthnet_jax.evaluation import evaluate, report
 from depthnet_jax.model import losses, models
 from depthnet_jax.model.spec import ModelSpec
 from depthnet_jax.train import checks as train_checks
 from depthnet_jax.train import optim
 
-EVAL_METRICS = losses.METRIC_NAMES
+EVAL_METRICS = losses.METRIC_NAMES   # the eval_* scalars: the original protocol's metrics
 
 
 # Collection.create, not a class body: this module's annotations are strings (`from __future__ import ...`).
 TrainMetrics = clu_metrics.Collection.create(
     **{k: clu_metrics.Average.from_output(k) for k in ('loss', 'depth_error', 'normalized_error')})
-EvalMetrics = clu_metrics.Collection.create(**{k: clu_metrics.Average.from_output(k) for k in EVAL_METRICS})
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -89,23 +91,6 @@ def make_train_step(train_def, tx: optax.GradientTransformation, schedule: Calla
   return train_step
 
 
-def make_eval_step(eval_def) -> Callable:
-  """`eval_step(params, batch_stats, batch) -> (EvalMetrics, finest prediction)`; padding rows count for nothing."""
-
-  def eval_step(params, batch_stats, batch):
-    prediction = models.depth_of(nnx.merge(eval_def, params, batch_stats, copy=True)(batch['image_pair']))
-    return metrics_of(prediction, batch), prediction
-
-  return eval_step
-
-
-def metrics_of(prediction: jax.Array, batch) -> clu_metrics.Collection:
-  """`losses.depth_metrics` of a batch's real (mask 1) examples, as sums and a count that merge over batches."""
-  sums, count = losses.depth_metric_sums(prediction, batch['depth'], batch['mask'])
-  # empty().replace: a Collection also holds clu's reduction counter, which only its constructors fill in.
-  return EvalMetrics.empty().replace(**{k: clu_metrics.Average(total=v, count=count) for k, v in sums.items()})
-
-
 def nominal_displacement(scene, shift: int) -> float:
   """The displacement in metres between the two frames of a nominal training pair, `shift` frames apart: what
   every depth of the trained network assumes (Still Box and the renderer: 3 x 0.1 s x 1 m/s = 0.3 m)."""
@@ -149,11 +134,9 @@ class Trainer:
                                      dampening=config.dampening, weight_decay=config.weight_decay,
                                      beta1=config.beta1, beta2=config.beta2)
     self._init = (params, stats)
-    repl, data = sharding.replicated(self.mesh), sharding.data_sharded(self.mesh)
+    repl = sharding.replicated(self.mesh)
     self.train_step = jax.jit(make_train_step(self.train_def, self.tx, self.schedule, config),
                               donate_argnums=0, out_shardings=(repl, repl, repl))
-    self.eval_step = jax.jit(make_eval_step(self.eval_def), out_shardings=(repl, data))
-    self.metrics_of = jax.jit(metrics_of, out_shardings=repl)
 
   def initial_state(self) -> TrainState:
     params, stats = self._init
@@ -175,40 +158,16 @@ class Trainer:
                                       process_index=jax.process_index(), process_count=jax.process_count())
     return input_pipeline.make_iterator(ds, self.config.worker_count, start_step=start_step)
 
-  def eval_batches(self):
-    ds = input_pipeline.eval_dataset(self.eval_source, global_batch_size=self.config.eval_batch_size,
-                                     shift=self.config.shift, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
-    for local in input_pipeline.make_iterator(ds, self.config.worker_count):
-      yield local, sharding.global_batch(local, self.mesh)
-
-  def evaluate(self, params, batch_stats, *, constant: float | None = None, images: int = 0):
-    """Eval metrics over the whole eval split (and up to `images` example pictures from its first batch).
-
-    With `constant`, the metrics of predicting that depth everywhere (the baseline), at the model's output size.
-    """
-    total, pictures = None, None
-    for local, batch in self.eval_batches():
-      if constant is None:
-        metrics, prediction = self.eval_step(params, batch_stats, batch)
-      else:
-        h, w = models.output_sizes(*batch['depth'].shape[1:])[0]
-        prediction = jnp.full((batch['depth'].shape[0], h, w), constant, jnp.float32)
-        metrics = self.metrics_of(prediction, batch)
-      total = metrics if total is None else total.merge(metrics)
-      if images and pictures is None and jax.process_index() == 0:
-        shards = sorted(prediction.addressable_shards, key=lambda s: s.index[0].start or 0)
-        local_pred = np.concatenate([np.asarray(s.data) for s in shards])   # this process's rows
-        pictures = example_pictures(local, local_pred, images)
-    return {k: float(v) for k, v in total.compute().items()}, pictures
-
-
-def example_pictures(local_batch, prediction: np.ndarray, count: int) -> np.ndarray:
-  """[N, H, 4W, 3] uint8: frame 1, frame 2, ground truth and prediction (rainbow, 0-100 m) side by side."""
-  # Spread over the batch (eval batches run scene by scene): several scenes rather than one scene's pairs.
-  real = np.flatnonzero(local_batch['mask'] > 0)
-  rows = real[np.linspace(0, len(real) - 1, min(count, len(real))).astype(int)] if len(real) else np.arange(1)
-  return colormaps.example_strips(local_batch['image_pair'][rows], local_batch['depth'][rows], prediction[rows])
+  def evaluate(self, graphdef, params, batch_stats, *, images: int = 0,
+               show_progress: bool = False) -> evaluate.Evaluation:
+    """`evaluate.evaluate` of a model (split: this config's `eval_def` or, e.g., a `models.ConstantDepth`'s) on
+    the eval split as training evaluates it: the original protocol, the config's shift, eval batch size and
+    workers, on the trainer's mesh. `images` example pictures and the progress are process 0's only."""
+    first = jax.process_index() == 0
+    return evaluate.evaluate(graphdef, params, batch_stats, self.eval_source, protocol='original',
+                             shift=self.config.shift, batch_size=self.config.eval_batch_size, mesh=self.mesh,
+                             worker_count=self.config.worker_count, images=images if first else 0,
+                             show_progress=show_progress and first)
 
 
 def _progress(step: int, total: int, start_step: int, started: float, values: dict[str, float]) -> str:
@@ -318,11 +277,11 @@ def _train_loop(trainer: Trainer, ckpts: checkpointing.TrainCheckpoints, writer,
     end_of_epoch = step % trainer.steps_per_epoch == 0
     if step % eval_every == 0 or step == trainer.num_steps:
       _check_finite(*pending, state.params)
-      last_metrics, pictures = trainer.evaluate(state.params, state.batch_stats,
-                                                images=config.num_eval_images)
+      result = trainer.evaluate(trainer.eval_def, state.params, state.batch_stats, images=config.num_eval_images)
+      last_metrics = result.metrics
       writer.write_scalars(step, {f'eval_{k}': v for k, v in last_metrics.items()})
-      if pictures is not None:
-        writer.write_images(step, {'eval_examples': pictures})
+      if result.pictures is not None:
+        writer.write_images(step, {'eval_examples': result.pictures})
       if jax.process_index() == 0:
         print(f'eval at step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in last_metrics.items()), flush=True)
       ckpts.save_best(step, state, trainer.checkpoint_info(), last_metrics)
@@ -355,8 +314,8 @@ def eval_only(trainer: Trainer, workdir: str, config) -> dict[str, float]:
   """Evaluates the best (or latest) checkpoint of the workdir and prints `eval_<name> value` lines (then the error
   by true depth as `#` lines); writes nothing.
 
-  The evaluation is `depthnet_jax.evaluate`'s original protocol (what `python -m depthnet_jax.evaluate` runs), on
-  the config's eval split, shift, eval batch size and model execution: the figures of `Trainer.evaluate`.
+  The evaluation is training's (`Trainer.evaluate`: `evaluate.evaluate`'s original protocol, what `python -m
+  depthnet_jax.evaluate` runs), on the config's eval split, shift, eval batch size and model execution.
   """
   path = loading.eval_checkpoint_path(os.path.abspath(os.fspath(workdir)), config.eval_checkpoint)
   try:
@@ -364,30 +323,29 @@ def eval_only(trainer: Trainer, workdir: str, config) -> dict[str, float]:
   except (ValueError, OSError) as e:  # e.g. the config's model options are not the checkpoint's
     raise cli.UserError(f'--config.eval_only=True: {cli.one_line(e)}') from e
   params, stats = sharding.replicate((params, stats), trainer.mesh)
-  first = jax.process_index() == 0
-  result = evaluate.evaluate(trainer.eval_def, params, stats, trainer.eval_source, protocol='original',
-                             shift=config.shift, batch_size=config.eval_batch_size, mesh=trainer.mesh,
-                             worker_count=config.worker_count, show_progress=first)
-  if first:
+  result = trainer.evaluate(trainer.eval_def, params, stats, show_progress=True)
+  if jax.process_index() == 0:
     print(f'# eval metrics of {path} on {config.dataset}:{config.eval_split}')
     for k, v in result.metrics.items():
       print(f'eval_{k} {v!r}')
     print(f'# error by true depth over {result.pixels} pixels of {result.pairs} pairs (pooled, at the network\'s '
           'output resolution)')
-    for line in evaluate.bins_table(result):
+    for line in report.bins_table(result):
       print(f'# {line}')
     sys.stdout.flush()
   return result.metrics
 
 
-def mean_training_depth(trainer: Trainer, max_batches: int | None = None) -> float:
-  """Mean of the training targets over one epoch of the pipeline (the constant-depth baseline's value)."""
+def training_depths(trainer: Trainer, batches: int | None = None, stride: int = 1) -> dict[str, float]:
+  """{'mean', 'median'} of the training targets: the constant-depth baselines' depths (`models.ConstantDepth`).
+
+  The mean is the demo's and the learning curve's baseline; the median is the constant with the lowest mean
+  absolute error, a stronger one. Over the first `batches` batches of the training pipeline (default: one
+  epoch), every `stride`-th pixel of each axis of each target (this process's rows).
+  """
   iterator = trainer.train_iterator(0)
-  total, count = 0.0, 0
-  for _ in range(min(trainer.steps_per_epoch, max_batches or trainer.steps_per_epoch)):
-    depth = next(iterator)['depth']
-    total += float(depth.sum(dtype=np.float64))
-    count += depth.size
-  return total / count
+  depths = np.concatenate([next(iterator)['depth'][:, ::stride, ::stride].ravel()
+                           for _ in range(batches or trainer.steps_per_epoch)])
+  return {'mean': float(depths.mean(dtype=np.float64)), 'median': float(np.median(depths))}
 
 
