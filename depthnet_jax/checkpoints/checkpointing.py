@@ -27,13 +27,24 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
-from depthnet_jax.common import atomic
-from depthnet_jax.common import cli
-from depthnet_jax.model import models
 from depthnet_jax.checkpoints import integrity
-from depthnet_jax.checkpoints.integrity import (CHECKSUM_ALGORITHM, CHECKSUM_ITEM, CHECKSUM_KEY, CONFIG_ITEM, MODEL_ITEM, CheckpointError, CheckpointNotFoundError, DamagedCheckpointError, array_checksums, verify_arrays)
-from depthnet_jax.model.spec import FIELDS, ModelSpec
+from depthnet_jax.checkpoints.integrity import (  # noqa: F401 - re-exported: the names callers use
+  CHECKSUM_ALGORITHM,
+  CHECKSUM_ITEM,
+  CHECKSUM_KEY,
+  CONFIG_ITEM,
+  MODEL_ITEM,
+  CheckpointError,
+  CheckpointNotFoundError,
+  DamagedCheckpointError,
+  array_checksums,
+  verify_arrays,
+)
 from depthnet_jax.checkpoints.train_state import TrainState
+from depthnet_jax.common import atomic, cli
+from depthnet_jax.model import models
+from depthnet_jax.model.spec import FIELDS, ModelSpec
+
 _ORBAX_TMP = re.compile(r'^\d+\.orbax-checkpoint-tmp')
 
 

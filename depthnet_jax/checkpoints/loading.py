@@ -20,12 +20,11 @@ import os
 import jax
 from flax import nnx
 
-from depthnet_jax.checkpoints import checkpointing
-from depthnet_jax.common import cli
-from depthnet_jax.model import models
-from depthnet_jax.checkpoints import torch_import
+from depthnet_jax.checkpoints import checkpointing, torch_import
 from depthnet_jax.checkpoints.checkpointing import CONFIG_ITEM, CheckpointError, CheckpointNotFoundError, verify_arrays
+from depthnet_jax.common import cli
 from depthnet_jax.common.conventions import NOMINAL_DISPLACEMENT
+from depthnet_jax.model import models
 from depthnet_jax.model.spec import ModelSpec
 
 # What `checkpoint_info` and `load_any` raise for a checkpoint that is missing or unusable, each message naming the

@@ -30,13 +30,12 @@ import os
 from typing import Any
 
 import grain
-from absl import flags
 import numpy as np
+from absl import flags
 
 # Targets are clipped to [0, MAX_DEPTH]; SHIFT is S, the original's nominal frame shift.
 from depthnet_jax.common.conventions import MAX_DEPTH, SHIFT, normalize
 from tfds_stillbox import codec
-
 
 
 class DatasetNotBuiltError(FileNotFoundError):
@@ -46,6 +45,7 @@ class DatasetNotBuiltError(FileNotFoundError):
 def open_source(dataset: str, split: str, data_dir: str | None = None):
   """`tfds.data_source` of a built Still Box config, e.g. 'tfds_stillbox/synth64'; a one-line error if not built."""
   import tensorflow_datasets as tfds
+
   from tfds_stillbox import tfds_stillbox_dataset_builder as tfds_stillbox  # registers the builder
   try:
     return tfds.data_source(dataset, split=split, data_dir=data_dir, download=False, try_gcs=False)
