@@ -1,25 +1,31 @@
 """Inference throughput: pairs/s of `Predictor.predict_batch` at 64, 256 and 512 (batch 1 and 8), beside the
 PyTorch reference model's eval forward on the same CPU in the same run.
 
-    .venv/bin/python benchmarks/inference.py [--sizes 64 256 512 --batches 1 8 --seconds 5]
+    .venv/bin/python benchmarks/inference.py [--sizes 64 256 512 --batches 1 8 --seconds 5] [--smoke]
 
 Ours includes what infer.py does per batch: normalisation, the network, the bilinear upsampling to the input
 size and the copy back to the host (frames are given at the network size, so no resize). Torch: the network
 only (eval mode, `torch.no_grad`), so the ratio flatters torch slightly. Compile time is excluded and printed.
+Both networks have random weights (ours drawn by NumPy, `testing.random_models`: no initialiser to compile, or
+those of `--checkpoint`); the speed does not depend on them. `--smoke`: 32x32, batch 1, a few calls (checks that it
+runs, measures nothing).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import sys
 import time
 
 import numpy as np
-from flax import nnx
 
+from depthnet_jax.common import cli
 from depthnet_jax.common.conventions import normalize
+from depthnet_jax.infer import checkpoint_input
 from depthnet_jax.infer import predictor as inference
-from depthnet_jax.model import models
+from depthnet_jax.testing.random_models import random_depthnet
 
 
 def _rate(fn, batch: int, seconds: float) -> float:
@@ -31,41 +37,58 @@ def _rate(fn, batch: int, seconds: float) -> float:
   return count * batch / (time.perf_counter() - start)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--sizes', type=int, nargs='+', default=[64, 256, 512])
-  parser.add_argument('--batches', type=int, nargs='+', default=[1, 8])
-  parser.add_argument('--seconds', type=float, default=5.0, help='timed per setting, after one warm-up call')
-  args = parser.parse_args()
+def _torch_forward(reference, x) -> None:
+  import torch
+  with torch.no_grad():
+    reference(x)
+
+
+def work(args) -> int:
+  sizes = [32] if args.smoke else [cli.check_int('--sizes', s, 1) for s in args.sizes]
+  batches = [1] if args.smoke else [cli.check_int('--batches', b, 1) for b in args.batches]
+  seconds = 0.0 if args.smoke else cli.check_float('--seconds', args.seconds, 0)
+  info = checkpoint_input.info(args.checkpoint, 'best') if args.checkpoint else None   # names a bad --checkpoint
   import torch
 
   from depthnet_jax.testing import torch_reference
   torch.set_num_threads(os.cpu_count())
   reference = torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu').eval()
-  predictor = inference.Predictor(models.DepthNet(rngs=nnx.Rngs(0)))
+  predictor = (inference.Predictor.from_checkpoint(args.checkpoint, info=info) if info
+               else inference.Predictor(random_depthnet()))
   rng = np.random.default_rng(0)
   rows = []
-  for size in args.sizes:
-    for batch in args.batches:
+  for size in sizes:
+    for batch in batches:
       first, second = (rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8) for _ in range(2))
       start = time.perf_counter()
       predictor.predict_batch(first, second)
       compile_s = time.perf_counter() - start
-      ours = _rate(lambda: predictor.predict_batch(first, second), batch, args.seconds)
+      ours = _rate(functools.partial(predictor.predict_batch, first, second), batch, seconds)
       x = torch.from_numpy(normalize(np.concatenate([first, second], -1))).permute(0, 3, 1, 2)
-
-      def torch_forward():
-        with torch.no_grad():
-          reference(x)
-
-      theirs = _rate(torch_forward, batch, args.seconds)
+      theirs = _rate(functools.partial(_torch_forward, reference, x), batch, seconds)
       rows.append((size, batch, ours, theirs, compile_s))
   print(f'CPU: {os.cpu_count()} cores; BN + elu; torch {torch.__version__} with {torch.get_num_threads()} threads\n')
   print('| input | batch | depthnet-jax pairs/s | PyTorch pairs/s | ours / torch | first call (compile) s |')
   print('|---|---|---|---|---|---|')
   for size, batch, ours, theirs, compile_s in rows:
     print(f'| {size}x{size} | {batch} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | {compile_s:.1f} |')
+  return 0
+
+
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--sizes', type=int, nargs='+', default=[64, 256, 512], help='square input sizes, pixels')
+  p.add_argument('--batches', type=int, nargs='+', default=[1, 8], help='pairs per call')
+  p.add_argument('--seconds', type=float, default=5.0, help='timed per setting, after one warm-up call')
+  p.add_argument('--checkpoint', default=None, help='a BN + elu model to time instead of random weights (workdir, '
+                 'checkpoint or .pth.tar)')
+  p.add_argument('--smoke', action='store_true', help='32x32, batch 1, 3 calls: checks that it runs')
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.main(parser(), work, argv)
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -5,12 +5,17 @@
 3. evaluates the best checkpoint on the validation split beside the constant-depth baseline (predicting the
    mean training target everywhere) and prints both;
 4. writes `<out>/examples.png`: rows of frame 1, frame 2, ground truth, prediction (rainbow, 0-100 m);
-5. renders a new scene into `<out>/scene/`, runs `infer.py` on it as a user would, with this run's model
-   (`<out>/infer/`) and with the shipped reference model (`models/reference64`, `<out>/infer_reference/`), prints
-   both models' mean absolute error on it (over the pixels within 100 m) and writes `<out>/inference.png`: rows
-   of frame t + 3, its true depth, this run's predicted depth, the reference model's.
+5. renders a new scene into `<out>/scene/`, runs `infer.py` on it as a user would (its `main`, in this process),
+   with this run's model (`<out>/infer/`) and with the shipped reference model (`models/reference64`,
+   `<out>/infer_reference/`), prints both models' mean absolute error on it (over the pixels within 100 m) and
+   writes `<out>/inference.png`: rows of frame t + 3, its true depth, this run's predicted depth, the reference
+   model's.
 
-Exits 1 if the trained model does not beat the baseline.
+Exits 1 if the trained model does not beat the baseline. `--data_dir` takes a built synth64_small from elsewhere
+(default `<out>/data`), `--workdir` a run (default `<out>/run`). `--smoke` checks that the demo runs, in seconds:
+the test suite's tiny dataset and config (`synth_tiny`, 32x32, `configs/test.py`, 6 steps; a run given by
+`--workdir` that has taken them is only resumed), a 32x32 scene, `--out` in a new temporary folder unless given;
+the baseline comparison is printed but not enforced (6 steps need not beat it).
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+
+from depthnet_jax.common import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_NAME = 'models/reference64'   # the shipped reference model (docs/reference_models.md)
@@ -32,44 +40,98 @@ def _run(cmd: list[str]) -> None:
   subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--out', default='demo_out', help='output folder (dataset, run, pictures)')
-  parser.add_argument('--steps', type=int, default=300, help='training steps of 32 pairs')
-  args = parser.parse_args()
-  out = os.path.abspath(args.out)
-  data_dir, workdir = os.path.join(out, 'data'), os.path.join(out, 'run')
-  bin_dir = os.path.dirname(sys.executable)
-  started = time.time()
+def _infer(argv: list[str]) -> None:
+  """`infer.py argv` as a user runs it, but in this process (no second start-up of JAX): its own entry point
+  `infer.main`, loaded by path (infer.py is not a package module); its failure (one `error:` line) ends the demo."""
+  import importlib.util
+  print('$ ' + ' '.join([sys.executable, os.path.join(ROOT, 'infer.py'), *argv]), flush=True)
+  spec = importlib.util.spec_from_file_location('depthnet_infer_cli', os.path.join(ROOT, 'infer.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  code = module.main(argv)
+  if code:
+    raise SystemExit(code)
 
-  _run([os.path.join(bin_dir, 'tfds'), 'build', 'tfds_stillbox', '--config', 'synth64_small', '--data_dir', data_dir])
-  built = time.time()
-  overrides = ['--config.dataset=tfds_stillbox/synth64_small', f'--config.data_dir={data_dir}',
-               f'--config.num_train_steps={args.steps}', '--config.eval_every_epochs=0.5']
-  _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', os.path.join(ROOT, 'configs', 'synth64.py'),
+
+# The demo's dataset, recipe, steps and scene size; --smoke: the test suite's (seconds, not minutes).
+FULL = {'dataset': 'synth64_small', 'config': 'synth64.py', 'steps': 300, 'size': 64}
+SMOKE = {'dataset': 'synth_tiny', 'config': 'test.py', 'steps': 6, 'size': 32}
+
+
+def _built(data_dir: str, name: str) -> bool:
+  """Whether `tfds build` has finished the config `name` of the builder's version in `data_dir` (it writes
+  dataset_info.json last): the build, a `tfds` process of several seconds, is skipped then."""
+  from tfds_stillbox.tfds_stillbox_dataset_builder import Builder
+  return os.path.isfile(os.path.join(data_dir, 'tfds_stillbox', name, str(Builder.VERSION), 'dataset_info.json'))
+
+
+def build(name: str, data_dir: str) -> None:
+  """Step 1: `tfds build` of the Still Box config `name` into `data_dir`, unless it is built there."""
+  if not _built(data_dir, name):
+    _run([os.path.join(os.path.dirname(sys.executable), 'tfds'), 'build', 'tfds_stillbox', '--config', name,
+          '--data_dir', data_dir])
+
+
+def train(config: str, workdir: str, overrides: list[str]) -> None:
+  """Step 2: train.py with `configs/<config>` and `overrides` (it resumes a run of `workdir`, if any)."""
+  _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', os.path.join(ROOT, 'configs', config),
         '--workdir', workdir, *overrides])
+
+
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--out', default=None, help='output folder (dataset, run, pictures; default demo_out)')
+  p.add_argument('--steps', type=int, default=None, help=f'training steps of 32 pairs (default {FULL["steps"]})')
+  p.add_argument('--data_dir', default=None, help=f'TFDS data_dir of {FULL["dataset"]} (built there if it is not; '
+                 'default <out>/data)')
+  p.add_argument('--workdir', default=None, help='the training run (resumed if it exists; default <out>/run)')
+  p.add_argument('--smoke', action='store_true', help='the tiny dataset and config of the tests: checks that it runs')
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.main(parser(), work, argv)
+
+
+def work(args) -> int:
+  setting = SMOKE if args.smoke else FULL
+  steps = cli.check_int('--steps', setting['steps'] if args.steps is None else args.steps, 1)
+  out = os.path.abspath(args.out or (tempfile.mkdtemp(prefix='depthnet-demo-') if args.smoke else 'demo_out'))
+  data_dir = os.path.abspath(args.data_dir or os.path.join(out, 'data'))
+  workdir = os.path.abspath(args.workdir or os.path.join(out, 'run'))
+  for flag, folder in (('--out', out), ('--data_dir', data_dir), ('--workdir', workdir)):
+    cli.check_writable_dir(folder, flag)
+  os.makedirs(out, exist_ok=True)
+  dataset = f'tfds_stillbox/{setting["dataset"]}'
+  started = time.time()
+  build(setting['dataset'], data_dir)
+  built = time.time()
+  train(setting['config'], workdir, [f'--config.dataset={dataset}', f'--config.data_dir={data_dir}',
+                                     f'--config.num_train_steps={steps}', '--config.eval_every_epochs=0.5'])
   trained = time.time()
 
-  import imageio.v3 as iio
   import ml_collections
   import numpy as np
+  from flax import nnx
 
   from depthnet_jax.checkpoints import checkpointing
-  from depthnet_jax.common import atomic, colormaps
-  from depthnet_jax.common.conventions import MAX_DEPTH
+  from depthnet_jax.common import atomic
+  from depthnet_jax.model import models
   from depthnet_jax.train import trainer as train_lib
 
   # The config the run was trained with (configs/synth64.py and the overrides above), as train.py wrote it.
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  config.dataset, config.data_dir = 'tfds_stillbox/synth64_small', data_dir
+  config.dataset, config.data_dir = dataset, data_dir
   trainer = train_lib.Trainer(config)
-  mean_depth = train_lib.mean_training_depth(trainer)
-  baseline, _ = trainer.evaluate(None, None, constant=mean_depth)
+  # Both through training's evaluation of the validation split (evaluate.evaluate, the original protocol).
+  mean_depth = train_lib.training_depths(trainer)['mean']
+  baseline = trainer.evaluate(*nnx.split(models.ConstantDepth(mean_depth), nnx.Param, nnx.BatchStat)).metrics
   best = checkpointing.TrainCheckpoints(workdir).path_of('best')
   params, stats = trainer.weights_of(best)
-  metrics, pictures = trainer.evaluate(params, stats, images=6)
-  print(f'\nvalidation split of synth64_small, every (i, i+3) pair; best checkpoint {best}')
+  result = trainer.evaluate(trainer.eval_def, params, stats, images=6)
+  metrics, pictures = result.metrics, result.pictures
+  print(f'\nvalidation split of {dataset}, every (i, i+3) pair; best checkpoint {best}')
   print(f'{"metric":<18} {"constant " + format(mean_depth, ".2f") + " m":>16} {"DepthNet":>12}')
   for k in train_lib.EVAL_METRICS:
     print(f'{k:<18} {baseline[k]:>16.4f} {metrics[k]:>12.4f}')
@@ -79,18 +141,36 @@ def main():
   atomic.write_png(path, sheet)
   print(f'\nwrote {path} (rows: frame 1 | frame 2 | ground truth | prediction, rainbow 0-100 m)')
   evaluated = time.time()
+  unseen_scene(out, workdir, setting['size'], steps)
+  print(f'time: build {built - started:.0f} s, train {trained - built:.0f} s, evaluate {evaluated - trained:.0f} s, '
+        f'infer {time.time() - evaluated:.0f} s')
+  if not metrics['depth_error'] < baseline['depth_error']:
+    if args.smoke:
+      print(f'(--smoke: the {steps}-step model does not beat the constant-depth baseline; not enforced)')
+      return 0
+    cli.report('the trained model does not beat the constant-depth baseline')
+    return 1
+  return 0
 
+
+def unseen_scene(out: str, workdir: str, size: int, steps: int) -> None:
+  """Step 5: a new scene, infer.py on it with the run's model and the reference model, their errors, the picture."""
+  import imageio.v3 as iio
+  import numpy as np
+
+  from depthnet_jax.common import atomic, colormaps
+  from depthnet_jax.common.conventions import MAX_DEPTH
   from tfds_stillbox.render import scenes
   scene_dir, infer_dir = os.path.join(out, 'scene'), os.path.join(out, 'infer')
   os.makedirs(scene_dir, exist_ok=True)
-  scene = scenes.render_scene((2026, 0), 64)   # a seed the dataset does not use
+  scene = scenes.render_scene((2026, 0), size)   # a seed the dataset does not use
   for i, frame in enumerate(scene.frames):
     iio.imwrite(os.path.join(scene_dir, f'frame_{i:02d}.png'), frame)
-  _run([sys.executable, os.path.join(ROOT, 'infer.py'), '--checkpoint', workdir, '--input', scene_dir, '--output',
-        infer_dir, '--frame_shift', '3', '--output_depth', '--output_raw'])
+  _infer(['--checkpoint', workdir, '--input', scene_dir, '--output', infer_dir, '--frame_shift', '3', '--output_depth',
+          '--output_raw'])
   reference_dir = os.path.join(out, 'infer_reference')
-  _run([sys.executable, os.path.join(ROOT, 'infer.py'), '--checkpoint', REFERENCE, '--input', scene_dir, '--output',
-        reference_dir, '--frame_shift', '3', '--output_depth', '--output_raw'])
+  _infer(['--checkpoint', REFERENCE, '--input', scene_dir, '--output', reference_dir, '--frame_shift', '3',
+          '--output_depth', '--output_raw'])
   rows, errors = [], {'demo': [], 'reference': []}
   for i in range(3, len(scene.frames)):
     row = [scene.frames[i], colormaps.depth_to_rgb(scene.depth[i])]
@@ -107,14 +187,9 @@ def main():
   print(f'wrote {path} (rows: frame t+3 | true depth | this run\'s depth | the reference model\'s depth; pairs '
         '(t, t+3))')
   print(f'unseen scene, mean |depth - truth| (truth <= {MAX_DEPTH:g} m) over frames 3-{len(scene.frames) - 1}: '
-        f'this run ({args.steps} steps) '
+        f'this run ({steps} steps) '
         f'{np.mean(errors["demo"]):.2f} m, reference model ({REFERENCE_NAME}) {np.mean(errors["reference"]):.2f} m')
-  print(f'time: build {built - started:.0f} s, train {trained - built:.0f} s, evaluate {evaluated - trained:.0f} s, '
-        f'infer {time.time() - evaluated:.0f} s')
-  if not metrics['depth_error'] < baseline['depth_error']:
-    print('error: the trained model does not beat the constant-depth baseline', file=sys.stderr)
-    sys.exit(1)
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -5,21 +5,24 @@
    torch format; the repository ships no weights and nothing is downloaded;
 2. converts it with `python -m depthnet_jax.torch_import` into an Orbax checkpoint;
 3. renders two frames of a camera translating sideways past a near and a far textured plane;
-4. runs the imported model on them, checks it against PyTorch, and writes the frames and the depth map.
+4. runs the imported model on them (`infer.predictor.Predictor`, as infer.py does), checks it against PyTorch, and
+   writes the frames and the depth map.
 
 The weights are random, so the depth map shows the network running, not a learned depth (`make demo` trains
-one).
+one). `--smoke`: 32x32 frames, outputs in a new temporary folder unless `--out` is given (checks that it runs).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
+
+from depthnet_jax.common import cli
 
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -47,42 +50,40 @@ def render_pair(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   return frames[0], frames[1]
 
 
-def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--out', default='demo_out', help='output directory')
-  parser.add_argument('--size', type=int, default=128, help='frame size in pixels')
-  args = parser.parse_args()
-  os.makedirs(args.out, exist_ok=True)
+def work(args) -> int:
+  size = 32 if args.smoke else cli.check_int('--size', args.size, 8)
+  out = args.out or (tempfile.mkdtemp(prefix='depthnet-import-demo-') if args.smoke else 'demo_out')
+  cli.check_writable_dir(out, '--out')
+  os.makedirs(out, exist_ok=True)
   started = time.time()
 
   import torch
 
   from depthnet_jax.testing import torch_reference  # the PyTorch reference DepthNet of the tests
-  ckpt_path = os.path.join(args.out, 'DepthNet_random_elu_bn.pth.tar')
+  ckpt_path = os.path.join(out, 'DepthNet_random_elu_bn.pth.tar')
   print(f'[1/4] PyTorch: a randomly initialised DepthNet (elu + BN) -> {ckpt_path} (arch DepthNet_elu_bn, the '
         'published weights\' layout and legacy torch format)')
   torch.manual_seed(0)
   reference = torch_reference.randomize(torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu'))
   torch_reference.save(torch_reference.checkpoint_dict_2017(reference), ckpt_path, legacy=True)
 
-  imported = os.path.join(args.out, 'imported')
+  imported = os.path.join(out, 'imported')
   command = [sys.executable, '-m', 'depthnet_jax.torch_import', ckpt_path, imported, '--overwrite']
-  print(f'[2/4] python {" ".join(command[1:])}')
-  subprocess.run(command, check=True)
+  print(f'[2/4] python {" ".join(command[1:])}', flush=True)
+  subprocess.run(command, check=True)   # a process of its own: the import runs without PyTorch
 
   import imageio.v3 as iio
-  import jax.numpy as jnp
 
-  from depthnet_jax.checkpoints import checkpointing
-  frame1, frame2 = render_pair(args.size)
-  print(f'[3/4] two {args.size}x{args.size} frames of a camera translating 0.3 m past a plane at 4 m and a wall '
+  from depthnet_jax.common.conventions import normalize
+  from depthnet_jax.infer import predictor
+  frame1, frame2 = render_pair(size)
+  print(f'[3/4] two {size}x{size} frames of a camera translating 0.3 m past a plane at 4 m and a wall '
         'at 40 m')
-  iio.imwrite(os.path.join(args.out, 'frames.png'), np.concatenate([frame1, frame2], axis=1))
+  iio.imwrite(os.path.join(out, 'frames.png'), np.concatenate([frame1, frame2], axis=1))
 
-  model = checkpointing.load_model(imported)
-  pair = np.concatenate([frame1, frame2], axis=-1).astype(np.float32)
-  pair = (pair / 255.0 - 0.5) / 0.2  # the original's normalisation
-  depth = np.asarray(model(jnp.asarray(pair[None])))[0]
+  # As infer.py runs it: the network's own output (1/4 of the input size), the frames normalised as the original
+  depth = predictor.Predictor.from_checkpoint(imported).predict_batch(frame1[None], frame2[None], full=False)[0]
+  pair = normalize(np.concatenate([frame1, frame2], axis=-1))   # (x / 255 - 0.5) / 0.2, the original's
   reference.eval()
   with torch.no_grad():
     expected = reference(torch.from_numpy(pair.transpose(2, 0, 1)[None].copy()))[0].numpy()
@@ -90,10 +91,26 @@ def main() -> int:
   print(f'[4/4] depth {depth.shape[0]}x{depth.shape[1]} (1/4 of the input), {depth.min():.3f} .. '
         f'{depth.max():.3f} m; max |JAX - PyTorch| / max |PyTorch| = {rel:.2e}')
   grey = (255 * (depth - depth.min()) / max(float(np.ptp(depth)), 1e-6)).astype(np.uint8)
-  iio.imwrite(os.path.join(args.out, 'depth.png'), np.kron(grey, np.ones((4, 4), np.uint8)))
-  print(f'wrote {args.out}/frames.png and {args.out}/depth.png (random weights: the map shows the network '
+  iio.imwrite(os.path.join(out, 'depth.png'), np.kron(grey, np.ones((4, 4), np.uint8)))
+  print(f'wrote {out}/frames.png and {out}/depth.png (random weights: the map shows the network '
         f'running, not learned depth) in {time.time() - started:.1f} s')
-  return 0 if rel <= 1e-5 else 1
+  if rel > 1e-5:
+    cli.report(f'the imported model differs from PyTorch: max |JAX - PyTorch| / max |PyTorch| = {rel:.2e}; '
+               'expected at most 1e-5')
+    return 1
+  return 0
+
+
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--out', default=None, help='output directory (default demo_out)')
+  p.add_argument('--size', type=int, default=128, help='frame size in pixels, >= 8')
+  p.add_argument('--smoke', action='store_true', help='32x32 frames, a temporary --out: checks that it runs')
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.main(parser(), work, argv)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,9 @@ step logged twice keeps its last value.
 `--compare CSV` draws another run's points (a `--csv` file, e.g. the published `docs/reference64_curve.csv`) in
 grey under this run's, and prints how far apart they are at the steps both logged: to check that a re-run (or
 its first N steps, `make reference REFERENCE_ARGS="--steps N --train_only"`) reproduces the published curve.
+
+`--smoke` (a check that the script runs): `--csv` defaults to curve.csv beside `--out`, and `--out` to curve.png in
+a new temporary folder.
 """
 
 from __future__ import annotations
@@ -67,9 +70,9 @@ def compare(ours: dict, other: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
   from depthnet_jax.common import atomic, cli
   from depthnet_jax.evaluation import charts, run_log
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--workdir', required=True, help='the train.py workdir (its events.out.tfevents.* files)')
-  p.add_argument('--out', required=True, help='the picture to write (.png)')
+  p.add_argument('--out', default=None, help='the picture to write (.png); required unless --smoke')
   p.add_argument('--baseline', type=float, default=None, metavar='M',
                  help="the constant-depth baseline's depth error in metres, drawn as a dashed line")
   p.add_argument('--title', default=None, help='the title (default: the workdir)')
@@ -77,10 +80,15 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--compare', default=None, metavar='CSV',
                  help="another run's points (a --csv file): drawn in grey, differences printed")
   p.add_argument('--overwrite', action='store_true', help='replace existing --out / --csv files')
-  p.add_argument('--debug', action='store_true', help='print the traceback of an error too')
-  a = p.parse_args(argv)
+  p.add_argument('--smoke', action='store_true', help='--csv beside --out (default: a temporary folder)')
 
-  def work():
+  def work(a):
+    if a.smoke:   # both files, beside --out if given
+      import tempfile
+      folder = os.path.dirname(os.path.abspath(a.out)) if a.out else tempfile.mkdtemp(prefix='depthnet-curve-')
+      a.out, a.csv = a.out or os.path.join(folder, 'curve.png'), a.csv or os.path.join(folder, 'curve.csv')
+    if a.out is None:
+      raise cli.UserError('--out: missing; expected the picture to write (.png)')
     workdir = os.path.abspath(a.workdir)
     if not os.path.isdir(workdir):
       raise cli.UserError(f'--workdir {workdir}: does not exist or is not a folder; expected a train.py workdir')
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
       for line in compare(scalars, other):
         print(line)
     return 0
-  return cli.run(work, debug=a.debug)
+  return cli.main(p, work, argv)
 
 
 if __name__ == '__main__':

@@ -20,11 +20,12 @@ the mean of |depth - truth| / truth over every pixel (far ones too: with larger 
 
 Prints the tables; `--json PATH` writes the figures. The numbers depend on the network: a network that has not
 learnt parallax cannot pass these checks (tests/test_motion_trained.py asserts them for a trained checkpoint).
+`--smoke` (a check that the script runs, not a measurement): one flight per set, 4 frames, `--max_shift 1`, and
+`--out` in a new temporary folder unless given.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
@@ -33,6 +34,8 @@ import os
 import sys
 
 import numpy as np
+
+from depthnet_jax.common import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -202,21 +205,44 @@ def measure(checkpoint: str, out: str, *, scenes: int = 8, frames: int = 16, max
   return results
 
 
-def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--checkpoint', required=True, help='training workdir, checkpoint directory or .pth.tar')
-  parser.add_argument('--out', default='motion_check', help='folder for the rendered flights and the depth maps')
-  parser.add_argument('--scenes', type=int, default=8, help='flights per set')
-  parser.add_argument('--frames', type=int, default=16, help='frames per flight (the nominal ones: twice as many)')
-  parser.add_argument('--max_shift', type=int, default=8, help='largest shift tried by --frame_shift auto')
-  parser.add_argument('--json', default='', help='also write the figures here')
-  args = parser.parse_args()
-  results = measure(args.checkpoint, os.path.abspath(args.out), scenes=args.scenes, frames=args.frames,
-                    max_shift=args.max_shift)
-  if args.json:
+def work(args) -> int:
+  import tempfile
+
+  from depthnet_jax.infer import checkpoint_input
+  if args.smoke:
+    args.scenes, args.frames, args.max_shift = 1, 4, 1
+  scenes = cli.check_int('--scenes', args.scenes, 1)
+  max_shift = cli.check_int('--max_shift', args.max_shift, 1)
+  frames = cli.check_int('--frames', args.frames, max_shift + 1, why='more than --max_shift')
+  if args.out or not args.smoke:
+    cli.check_writable_dir(args.out or 'motion_check', '--out')
+  json_path = cli.check_output_file('--json', args.json, True, ('.json',)) if args.json else None
+  checkpoint_input.info(args.checkpoint, 'best')   # a --checkpoint infer.py cannot read: one line, nothing rendered
+  out = os.path.abspath(args.out or (tempfile.mkdtemp(prefix='depthnet-motion-check-') if args.smoke
+                                     else 'motion_check'))
+  results = measure(args.checkpoint, out, scenes=scenes, frames=frames, max_shift=max_shift)
+  if json_path:
     from depthnet_jax.common import atomic
-    atomic.write_text(args.json, json.dumps(results, indent=1) + '\n')
+    atomic.write_text(json_path, json.dumps(results, indent=1) + '\n')
   return 0
+
+
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--checkpoint', required=True, help='training workdir, checkpoint directory or .pth.tar')
+  p.add_argument('--out', default=None, help='folder for the rendered flights and the depth maps (default '
+                 'motion_check)')
+  p.add_argument('--scenes', type=int, default=8, help='flights per set')
+  p.add_argument('--frames', type=int, default=16, help='frames per flight (the nominal ones: twice as many)')
+  p.add_argument('--max_shift', type=int, default=8, help='largest shift tried by --frame_shift auto')
+  p.add_argument('--json', default='', help='also write the figures here')
+  p.add_argument('--smoke', action='store_true', help='1 flight per set, 4 frames, --max_shift 1: checks that it '
+                 'runs')
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.main(parser(), work, argv)
 
 
 if __name__ == '__main__':

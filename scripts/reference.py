@@ -20,6 +20,10 @@
    `<out>/error_by_depth.png`, and writes `<out>/summary.json` with every figure.
 
 Nothing existing is overwritten: the export refuses an existing `<out>/reference64` (move it away first).
+`--workdir` takes the run from elsewhere (default `<out>/run`). `--smoke` checks that the whole command runs, in
+seconds: the test suite's tiny dataset and config (`synth_tiny`, `configs/test.py`; a run given by `--workdir` that
+has taken its steps is only resumed), a regression set of SMOKE_HOLDOUT_SCENES scenes, the constant baselines over
+SMOKE_CONSTANT_BATCHES batches, `--out` in a new temporary folder unless given. Its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -31,13 +35,19 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
+
+from depthnet_jax.common import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, 'configs', 'reference64.py')
 DATASET = 'synth64_large'
 HOLDOUT_SEED, HOLDOUT_SCENES = 2027, 16   # the regression set: scenes the dataset (seed 0) does not hold
 CONSTANT_BATCHES = 200                    # training batches the constant baseline's mean depth is taken over
+# --smoke: the test suite's tiny dataset and config instead, a smaller regression set, fewer baseline batches.
+SMOKE_DATASET, SMOKE_CONFIG = 'synth_tiny', os.path.join(ROOT, 'configs', 'test.py')
+SMOKE_HOLDOUT_SCENES, SMOKE_CONSTANT_BATCHES = 2, 5
 
 
 def _run(cmd: list[str]) -> None:
@@ -66,13 +76,13 @@ def _machine() -> str:
   return f'{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}'
 
 
-def render_holdout(out: str) -> str:
+def render_holdout(out: str, scenes: int = HOLDOUT_SCENES) -> str:
   """The regression set as a Still Box tree (the renderer's command line); returns its resolution folder."""
-  from tfds_stillbox.render import cli
+  from tfds_stillbox.render import cli as render_cli
   tree = os.path.join(out, '64')
   if not os.path.isdir(tree):
-    code = cli.main(['--out', out, '--resolution', '64', '--scenes', str(HOLDOUT_SCENES), '--seed',
-                     str(HOLDOUT_SEED), '--jobs', '1'])
+    code = render_cli.main(['--out', out, '--resolution', '64', '--scenes', str(scenes), '--seed',
+                            str(HOLDOUT_SEED), '--jobs', '1'])
     if code:
       raise SystemExit(f'error: rendering the regression set into {out} failed')
   return tree
@@ -98,16 +108,6 @@ def predictions_sheet(predictor, source, scenes: int = 6, shift: int = 3, zoom: 
   return np.repeat(np.repeat(sheet, zoom, axis=0), zoom, axis=1)
 
 
-def constant_depths(trainer) -> dict[str, float]:
-  """The constant baselines' depths: the mean training target (the demo's and the learning curve's baseline) and
-  its median (the constant with the lowest mean absolute error, a stronger baseline), over CONSTANT_BATCHES
-  training batches (every 4th pixel of each axis)."""
-  import numpy as np
-  iterator = trainer.train_iterator(0)
-  depths = np.concatenate([next(iterator)['depth'][:, ::4, ::4].ravel() for _ in range(CONSTANT_BATCHES)])
-  return {'mean': float(depths.mean(dtype=np.float64)), 'median': float(np.median(depths))}
-
-
 def evaluate_all(model, source, constants: dict[str, float], nominal: float) -> dict:
   """The model (eval mode) and the constant baselines under both protocols on `source`."""
   from flax import nnx
@@ -126,45 +126,66 @@ def evaluate_all(model, source, constants: dict[str, float], nominal: float) -> 
   return results
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--out', default='reference_out', help='output folder (run, pictures, exported model)')
-  parser.add_argument('--data_dir', default=None, help='TFDS data_dir of synth64_large (default <out>/data)')
-  parser.add_argument('--steps', type=int, default=None,
-                      help="stop after this many steps (the config's schedule; default: the whole run)")
-  parser.add_argument('--train_only', action='store_true',
-                      help='stop after training (no evaluation, export or pictures): e.g. with --steps, to compare '
-                           'the early curve with the published one (scripts/learning_curve.py --compare)')
-  args = parser.parse_args(argv)
-  if args.steps is not None and args.steps < 1:
-    print(f'error: --steps {args.steps}: expected a number of steps >= 1', file=sys.stderr)
-    return 1
-  out = os.path.abspath(args.out)
+def _built(data_dir: str, name: str) -> bool:
+  """Whether `tfds build` has finished the config `name` of the builder's version in `data_dir` (it writes
+  dataset_info.json last): the build, a `tfds` process of several seconds, is skipped then."""
+  from tfds_stillbox.tfds_stillbox_dataset_builder import Builder
+  return os.path.isfile(os.path.join(data_dir, 'tfds_stillbox', name, str(Builder.VERSION), 'dataset_info.json'))
+
+
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--out', default=None, help='output folder (run, pictures, exported model; default reference_out)')
+  p.add_argument('--data_dir', default=None, help=f'TFDS data_dir of {DATASET} (default <out>/data)')
+  p.add_argument('--workdir', default=None, help='the training run (resumed if it exists; default <out>/run)')
+  p.add_argument('--steps', type=int, default=None,
+                 help="stop after this many steps (the config's schedule; default: the whole run)")
+  p.add_argument('--train_only', action='store_true',
+                 help='stop after training (no evaluation, export or pictures): e.g. with --steps, to compare '
+                      'the early curve with the published one (scripts/learning_curve.py --compare)')
+  p.add_argument('--smoke', action='store_true', help="the tests' tiny dataset and config: checks that it runs")
+  return p
+
+
+def work(args) -> int:
+  if args.steps is not None:
+    cli.check_int('--steps', args.steps, 1)
+  out = os.path.abspath(args.out or (tempfile.mkdtemp(prefix='depthnet-reference-') if args.smoke
+                                     else 'reference_out'))
   data_dir = os.path.abspath(args.data_dir or os.path.join(out, 'data'))
-  workdir, export = os.path.join(out, 'run'), os.path.join(out, 'reference64')
+  workdir, export = os.path.abspath(args.workdir or os.path.join(out, 'run')), os.path.join(out, 'reference64')
+  for flag, folder in (('--out', out), ('--data_dir', data_dir), ('--workdir', workdir)):
+    cli.check_writable_dir(folder, flag)
   if os.path.exists(export) and not args.train_only:
-    print(f'error: {export} exists already; expected a new folder for the exported model (move it away first)',
-          file=sys.stderr)
-    return 1
+    raise cli.UserError(f'--out {out}: {export} exists already; expected a new folder for the exported model (move '
+                        'it away first)')
+  dataset, config = (SMOKE_DATASET, SMOKE_CONFIG) if args.smoke else (DATASET, CONFIG)
   bin_dir = os.path.dirname(sys.executable)
   commit = _commit()   # the code the run trains with (publishing later must not record later edits)
 
   started = time.time()
-  _run([os.path.join(bin_dir, 'tfds'), 'build', 'tfds_stillbox', '--config', DATASET, '--data_dir', data_dir])
+  if not _built(data_dir, dataset):
+    _run([os.path.join(bin_dir, 'tfds'), 'build', 'tfds_stillbox', '--config', dataset, '--data_dir', data_dir])
   built = time.time()
-  overrides = [f'--config.data_dir={data_dir}']
+  overrides = [f'--config.dataset=tfds_stillbox/{dataset}', f'--config.data_dir={data_dir}']
   if args.steps is not None:
     overrides.append(f'--config.num_train_steps={args.steps}')
-  _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', CONFIG, '--workdir', workdir, *overrides])
+  _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', config, '--workdir', workdir, *overrides])
   trained = time.time()
 
   print(f'trained in {trained - built:.0f} s', flush=True)
   if args.train_only:
     return 0
-  return publish(workdir, out, times={'build': built - started, 'train': trained - built}, commit=commit)
+  smoke = {'holdout_scenes': SMOKE_HOLDOUT_SCENES, 'constant_batches': SMOKE_CONSTANT_BATCHES} if args.smoke else {}
+  return publish(workdir, out, times={'build': built - started, 'train': trained - built}, commit=commit, **smoke)
 
 
-def publish(workdir: str, out: str, times: dict[str, float] | None = None, commit: dict | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
+  return cli.main(parser(), work, argv)
+
+
+def publish(workdir: str, out: str, times: dict[str, float] | None = None, commit: dict | None = None, *,
+            holdout_scenes: int = HOLDOUT_SCENES, constant_batches: int = CONSTANT_BATCHES) -> int:
   """Steps 3-6 on a finished run (any run of a built dataset: its config.json names the data)."""
   export = os.path.join(out, 'reference64')
   if os.path.exists(export):
@@ -177,7 +198,8 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
 
   from depthnet_jax.checkpoints import checkpointing, loading
   from depthnet_jax.common import atomic
-  from depthnet_jax.evaluation import charts, evaluate, run_log
+  from depthnet_jax.data import tree_source
+  from depthnet_jax.evaluation import charts, evaluate, report, run_log
   from depthnet_jax.infer import predictor as inference
   from depthnet_jax.train import trainer as train_lib
   with open(os.path.join(workdir, 'config.json')) as f:
@@ -188,9 +210,11 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
   nominal = loading.checkpoint_info(best).displacement   # the recorded one, else Still Box's 0.3 m
   model = loading.load_any(best)
   model.eval()
-  constants = constant_depths(trainer)
+  # The constant baselines' depths: the mean and median training target over CONSTANT_BATCHES batches (every 4th
+  # pixel of each axis).
+  constants = train_lib.training_depths(trainer, constant_batches, stride=4)
   validation = evaluate_all(model, trainer.eval_source, constants, nominal)
-  holdout = evaluate.open_tree(render_holdout(os.path.join(out, 'holdout')))
+  holdout = tree_source.open_tree(render_holdout(os.path.join(out, 'holdout'), holdout_scenes))
   regression = evaluate.evaluate(*nnx.split(model, nnx.Param, nnx.BatchStat), holdout, protocol='original',
                                  nominal=nominal)
   evaluated = time.time()
@@ -212,10 +236,10 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
           'constant_depth_m': constants,
           **{f'{name}_{p}': validation[name][p].metrics for name in validation for p in evaluate.PROTOCOLS},
       },
-      'regression': {'seed': HOLDOUT_SEED, 'scenes': HOLDOUT_SCENES, 'resolution': 64, 'shift': 3,
+      'regression': {'seed': HOLDOUT_SEED, 'scenes': holdout_scenes, 'resolution': 64, 'shift': 3,
                      'protocol': 'original', 'depth_error': regression.metrics['depth_error'],
                      'render': f'python -m tfds_stillbox.render --out DIR --resolution 64 --scenes '
-                               f'{HOLDOUT_SCENES} --seed {HOLDOUT_SEED}'},
+                               f'{holdout_scenes} --seed {HOLDOUT_SEED}'},
   }
   metadata = {k: recorded[k] for k in ('image_size', 'fov', 'displacement', 'step', 'eval_metrics') if k in recorded}
   checkpointing.save_model(export, model, metadata={**metadata, 'source': 'reference', 'reference': reference})
@@ -237,7 +261,7 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
   }
   atomic.write_text(os.path.join(out, 'summary.json'), json.dumps(summary, indent=1) + '\n')
   for p in evaluate.PROTOCOLS:
-    print(f'\n{p} protocol, validation split:\n' + '\n'.join(evaluate.metrics_table(validation['model'][p])))
+    print(f'\n{p} protocol, validation split:\n' + '\n'.join(report.metrics_table(validation['model'][p])))
   m = validation['model']['original'].metrics['depth_error']
   c = {name: validation[name]['original'].metrics['depth_error'] for name in constants}
   print(f'\nvalidation depth error {m:.3f} m; constant {constants["mean"]:.2f} m (mean) {c["mean"]:.3f} m '
