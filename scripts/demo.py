@@ -43,12 +43,9 @@ def _run(cmd: list[str]) -> None:
 def _infer(argv: list[str]) -> None:
   """`infer.py argv` as a user runs it, but in this process (no second start-up of JAX): its own entry point
   `infer.main`, loaded by path (infer.py is not a package module); its failure (one `error:` line) ends the demo."""
-  import importlib.util
+  from depthnet_jax.testing import config_files
   print('$ ' + ' '.join([sys.executable, os.path.join(ROOT, 'infer.py'), *argv]), flush=True)
-  spec = importlib.util.spec_from_file_location('depthnet_infer_cli', os.path.join(ROOT, 'infer.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  code = module.main(argv)
+  code = config_files.load_module(os.path.join(ROOT, 'infer.py'), 'depthnet_infer_cli').main(argv)
   if code:
     raise SystemExit(code)
 

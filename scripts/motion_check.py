@@ -42,11 +42,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _infer_module():
   """infer.py (at the top of the repository, not a package module), loaded by path."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location('depthnet_infer_cli', os.path.join(ROOT, 'infer.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  from depthnet_jax.testing import config_files
+  return config_files.load_module(os.path.join(ROOT, 'infer.py'), 'depthnet_infer_cli')
 
 
 _INFER = None   # infer.py, loaded by measure()

@@ -15,13 +15,19 @@ import os
 import ml_collections
 
 
-def get_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The `get_config()` of the Python config file at `path` (a new module each call, not in sys.modules)."""
+def load_module(path: str | os.PathLike, name: str):
+  """The Python file at `path` as a module named `name` (a new module each call, not in sys.modules): a config
+  file, or a top-level command such as infer.py that is not a package module."""
   path = os.fspath(path)
-  name = '_config_file_' + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
   if spec is None or spec.loader is None:
-    raise ImportError(f'{path}: not a Python config file')
+    raise ImportError(f'{path}: not a Python file')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module
+
+
+def get_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The `get_config()` of the Python config file at `path` (a new module each call, not in sys.modules)."""
+  name = '_config_file_' + os.path.splitext(os.path.basename(os.fspath(path)))[0]
+  return load_module(path, name).get_config()
