@@ -14,7 +14,7 @@
 Exits 1 if the trained model does not beat the baseline. `--data_dir` takes a built synth64_small from elsewhere
 (default `<out>/data`), `--workdir` a run (default `<out>/run`). `--smoke` checks that the demo runs, in seconds:
 the test suite's tiny dataset and config (`synth_tiny`, 32x32, `configs/test.py`, 6 steps; a run given by
-`--workdir` that has taken them is only resumed), a 32x32 scene, `--out` in a new temporary folder unless given;
+`--workdir` that has taken them is not trained again), a 32x32 scene, `--out` in a new temporary folder unless given;
 the baseline comparison is printed but not enforced (6 steps need not beat it).
 """
 
@@ -69,8 +69,14 @@ def build(name: str, data_dir: str) -> None:
           '--data_dir', data_dir])
 
 
-def train(config: str, workdir: str, overrides: list[str]) -> None:
-  """Step 2: train.py with `configs/<config>` and `overrides` (it resumes a run of `workdir`, if any)."""
+def train(config: str, workdir: str, steps: int, overrides: list[str]) -> None:
+  """Step 2: train.py with `configs/<config>` and `overrides` (it resumes a run of `workdir`, if any), unless the
+  run has taken its `steps` already (train.py would only start up, restore and stop: seconds of nothing)."""
+  from depthnet_jax.checkpoints import loading
+  done = loading.latest_step(workdir)
+  if done >= steps:
+    print(f'train: the run in {workdir} has taken {done} steps (>= {steps}); not resumed', flush=True)
+    return
   _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', os.path.join(ROOT, 'configs', config),
         '--workdir', workdir, *overrides])
 
@@ -103,7 +109,7 @@ def work(args) -> int:
   started = time.time()
   build(setting['dataset'], data_dir)
   built = time.time()
-  train(setting['config'], workdir, [f'--config.dataset={dataset}', f'--config.data_dir={data_dir}',
+  train(setting['config'], workdir, steps, [f'--config.dataset={dataset}', f'--config.data_dir={data_dir}',
                                      f'--config.num_train_steps={steps}', '--config.eval_every_epochs=0.5'])
   trained = time.time()
 

@@ -20,8 +20,9 @@ the mean of |depth - truth| / truth over every pixel (far ones too: with larger 
 
 Prints the tables; `--json PATH` writes the figures. The numbers depend on the network: a network that has not
 learnt parallax cannot pass these checks (tests/test_motion_trained.py asserts them for a trained checkpoint).
-`--smoke` (a check that the script runs, not a measurement): one flight per set, 4 frames, `--max_shift 1`, and
-`--out` in a new temporary folder unless given.
+`--resolution` sets the flights' frame size (default 64). `--smoke` (a check that the script runs, not a
+measurement): one flight per set, 4 frames of 32x32, `--max_shift 1`, and `--out` in a new temporary folder unless
+given.
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ def _infer_module():
 _INFER = None   # infer.py, loaded by measure()
 
 
-def render(out: str, *, scenes: int, frames: int, step: float, depth_range: str, seed: int) -> str:
-  """`python -m tfds_stillbox.render` into `out`: one scene per folder; returns the tree (`out/64`)."""
+def render(out: str, *, scenes: int, frames: int, step: float, depth_range: str, seed: int, resolution: int) -> str:
+  """`python -m tfds_stillbox.render` into `out`: one scene per folder; returns the tree (`out/<resolution>`)."""
   from tfds_stillbox.render import cli
-  tree = os.path.join(out, '64')
+  tree = os.path.join(out, str(resolution))
   if not os.path.isdir(tree):
-    code = cli.main(['--out', out, '--resolution', '64', '--scenes', str(scenes), '--frames', str(frames),
+    code = cli.main(['--out', out, '--resolution', str(resolution), '--scenes', str(scenes), '--frames', str(frames),
                      '--seed', str(seed), '--step', str(step), '--depth_range', depth_range,
                      '--scenes_per_folder', '1', '--jobs', '0'])
     if code:
@@ -114,7 +115,7 @@ def every_other_frame(tree: str, out: str) -> str:
   speed doubled in metadata.json and the motion log's rows 0, 2, 4, ... renumbered: what rendering the same worlds
   at twice the step gives (`--step` renders other worlds, as its longer path changes where objects may be)."""
   import shutil
-  target = os.path.join(out, '64')
+  target = os.path.join(out, os.path.basename(tree))
   if os.path.isdir(target):
     return target
   for folder in scene_folders(tree):
@@ -141,7 +142,7 @@ def every_other_frame(tree: str, out: str) -> str:
 
 
 def measure(checkpoint: str, out: str, *, scenes: int = 8, frames: int = 16, max_shift: int = 8,
-            seed: int = 100, log=print) -> dict:
+            seed: int = 100, resolution: int = 64, log=print) -> dict:
   """Runs both experiments; returns the figures (see the module docstring)."""
   global _INFER
   _INFER = _INFER or _infer_module()
@@ -172,11 +173,12 @@ def measure(checkpoint: str, out: str, *, scenes: int = 8, frames: int = 16, max
 
   # The same worlds at 0.1 and 0.2 m per frame (every other frame of flights twice as long), compared on the same
   # depth maps: nominal frames 6, 8, ... are the fast flights' frames 3, 4, ...; and other worlds rendered at 0.2.
+  flights = dict(seed=seed, resolution=resolution)
   nominal = render(os.path.join(out, 'nominal'), scenes=scenes, frames=2 * frames, step=0.1, depth_range='8,150',
-                   seed=seed)
+                   **flights)
   fast = every_other_frame(nominal, os.path.join(out, 'fast_same_worlds'))
   rendered = render(os.path.join(out, 'fast_rendered'), scenes=scenes, frames=frames, step=0.2, depth_range='8,150',
-                    seed=seed)
+                    **flights)
   log('1. speed: frame shift 3')
   speed = results['speed'] = {}
   speed['nominal_0.1'] = run_set(nominal, 'nominal 0.1 m/frame', '--frame_shift', 3,
@@ -188,8 +190,8 @@ def measure(checkpoint: str, out: str, *, scenes: int = 8, frames: int = 16, max
   speed['rendered_0.2_unscaled'] = run_set(rendered, 'rendered --step 0.2, no motion', '--frame_shift', 3)
   speed['rendered_0.2_motion_log'] = run_set(rendered, 'rendered --step 0.2, --motion', '--frame_shift', 3,
                                              motion_log=True)
-  near = render(os.path.join(out, 'near'), scenes=scenes, frames=frames, step=0.1, depth_range='2,20', seed=seed)
-  far = render(os.path.join(out, 'far'), scenes=scenes, frames=frames, step=0.1, depth_range='40,400', seed=seed)
+  near = render(os.path.join(out, 'near'), scenes=scenes, frames=frames, step=0.1, depth_range='2,20', **flights)
+  far = render(os.path.join(out, 'far'), scenes=scenes, frames=frames, step=0.1, depth_range='40,400', **flights)
   log(f'2. depth range: --frame_shift auto --max_shift {max_shift} against fixed shifts (all with --motion)')
   ranges = results['depth_range'] = {}
   for name, tree in (('near_2_20', near), ('far_40_400', far)):
@@ -207,17 +209,18 @@ def work(args) -> int:
 
   from depthnet_jax.infer import checkpoint_input
   if args.smoke:
-    args.scenes, args.frames, args.max_shift = 1, 4, 1
+    args.scenes, args.frames, args.max_shift, args.resolution = 1, 4, 1, 32
   scenes = cli.check_int('--scenes', args.scenes, 1)
   max_shift = cli.check_int('--max_shift', args.max_shift, 1)
   frames = cli.check_int('--frames', args.frames, max_shift + 1, why='more than --max_shift')
+  resolution = cli.check_int('--resolution', args.resolution, 16, 512)
   if args.out or not args.smoke:
     cli.check_writable_dir(args.out or 'motion_check', '--out')
   json_path = cli.check_output_file('--json', args.json, True, ('.json',)) if args.json else None
   checkpoint_input.info(args.checkpoint, 'best')   # a --checkpoint infer.py cannot read: one line, nothing rendered
   out = os.path.abspath(args.out or (tempfile.mkdtemp(prefix='depthnet-motion-check-') if args.smoke
                                      else 'motion_check'))
-  results = measure(args.checkpoint, out, scenes=scenes, frames=frames, max_shift=max_shift)
+  results = measure(args.checkpoint, out, scenes=scenes, frames=frames, max_shift=max_shift, resolution=resolution)
   if json_path:
     from depthnet_jax.common import atomic
     atomic.write_text(json_path, json.dumps(results, indent=1) + '\n')
@@ -232,9 +235,10 @@ def parser() -> cli.ArgumentParser:
   p.add_argument('--scenes', type=int, default=8, help='flights per set')
   p.add_argument('--frames', type=int, default=16, help='frames per flight (the nominal ones: twice as many)')
   p.add_argument('--max_shift', type=int, default=8, help='largest shift tried by --frame_shift auto')
+  p.add_argument('--resolution', type=int, default=64, help='the flights\' frame size in pixels (square)')
   p.add_argument('--json', default='', help='also write the figures here')
-  p.add_argument('--smoke', action='store_true', help='1 flight per set, 4 frames, --max_shift 1: checks that it '
-                 'runs')
+  p.add_argument('--smoke', action='store_true', help='1 flight per set, 4 frames of 32x32, --max_shift 1: checks '
+                 'that it runs')
   return p
 
 

@@ -20,10 +20,11 @@
    `<out>/error_by_depth.png`, and writes `<out>/summary.json` with every figure.
 
 Nothing existing is overwritten: the export refuses an existing `<out>/reference64` (move it away first).
-`--workdir` takes the run from elsewhere (default `<out>/run`). `--smoke` checks that the whole command runs, in
-seconds: the test suite's tiny dataset and config (`synth_tiny`, `configs/test.py`; a run given by `--workdir` that
-has taken its steps is only resumed), a regression set of SMOKE_HOLDOUT_SCENES scenes, the constant baselines over
-SMOKE_CONSTANT_BATCHES batches, `--out` in a new temporary folder unless given. Its figures mean nothing.
+`--workdir` takes the run from elsewhere (default `<out>/run`); with `--steps N`, a run that has taken N steps is
+not trained again (no train.py start-up). `--smoke` checks that the whole command runs, in seconds: the test
+suite's tiny dataset and config (`synth_tiny`, `configs/test.py`), a regression set of SMOKE_HOLDOUT_SCENES scenes,
+the constant baselines over SMOKE_CONSTANT_BATCHES batches, `--out` in a new temporary folder unless given. Its
+figures mean nothing.
 """
 
 from __future__ import annotations
@@ -133,6 +134,11 @@ def _built(data_dir: str, name: str) -> bool:
   return os.path.isfile(os.path.join(data_dir, 'tfds_stillbox', name, str(Builder.VERSION), 'dataset_info.json'))
 
 
+def _steps_taken(workdir: str) -> int:
+  from depthnet_jax.checkpoints import loading
+  return loading.latest_step(workdir)
+
+
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--out', default=None, help='output folder (run, pictures, exported model; default reference_out)')
@@ -170,14 +176,18 @@ def work(args) -> int:
   overrides = [f'--config.dataset=tfds_stillbox/{dataset}', f'--config.data_dir={data_dir}']
   if args.steps is not None:
     overrides.append(f'--config.num_train_steps={args.steps}')
-  _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', config, '--workdir', workdir, *overrides])
-  trained = time.time()
-
-  print(f'trained in {trained - built:.0f} s', flush=True)
+  done = _steps_taken(workdir)
+  times = {'build': built - started}
+  if args.steps is not None and done >= args.steps:   # train.py would only start up, restore and stop
+    print(f'train: the run in {workdir} has taken {done} steps (>= --steps {args.steps}); not resumed', flush=True)
+  else:
+    _run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', config, '--workdir', workdir, *overrides])
+    times['train'] = time.time() - built
+    print(f'trained in {times["train"]:.0f} s', flush=True)
   if args.train_only:
     return 0
   smoke = {'holdout_scenes': SMOKE_HOLDOUT_SCENES, 'constant_batches': SMOKE_CONSTANT_BATCHES} if args.smoke else {}
-  return publish(workdir, out, times={'build': built - started, 'train': trained - built}, commit=commit, **smoke)
+  return publish(workdir, out, times=times, commit=commit, **smoke)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ CASES = {
                                   r'wrote .*curve\.png: \d+ train points'),
     'scripts/motion_check.py': (lambda f, tmp: ['--checkpoint', f('tiny_run')[0], '--out', str(tmp),
                                                 '--json', str(tmp / 'figures.json')], r'far_40_400 auto +error'),
-    'scripts/reference.py': (lambda f, tmp: ['--data_dir', f('synth_tiny_dir'), '--workdir',
+    'scripts/reference.py': (lambda f, tmp: ['--steps', '6', '--data_dir', f('synth_tiny_dir'), '--workdir',
                                              _copy_of_tiny_run(f, tmp), '--out', str(tmp / 'out')],
                              r'exported .*reference64'),
 }

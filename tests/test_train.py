@@ -1,9 +1,10 @@
-"""Training on `configs/test.py`: checkpoints, eval, exact resume after SIGKILL, 1 vs 4 devices, 1 vs 2 processes,
-NaN stop, warm start, config errors (damaged checkpoints on resume: tests/test_checkpoint_faults.py).
+"""Training on `configs/test.py`: checkpoints, eval, exact resume after SIGKILL, 1 device vs 2 processes of 2
+devices (and vs 4 devices of one process, in `make test-slow`), NaN stop, warm start, config errors (damaged
+checkpoints on resume: tests/test_checkpoint_faults.py).
 
 Most runs are in-process (`train_lib.train_and_evaluate`, what train.py runs; the reference run is conftest's
-`tiny_run`). `train.py` runs as a user runs it where a process is the point: the run killed by SIGKILL, 4 devices
-(JAX's device count is fixed when its backend starts, once per process), 2 processes, and the exit code and
+`tiny_run`). `train.py` runs as a user runs it where a process is the point: the run killed by SIGKILL, several
+devices (JAX's device count is fixed when its backend starts, once per process), 2 processes, and the exit code and
 stderr of a failed run (NaN stop, an unknown config field).
 
 The many user errors of train.py are in test_train_faults.py; the ones here need a trained run or the dataset."""
@@ -153,6 +154,9 @@ def test_sigkill_and_resume_ends_with_the_same_parameters(straight, synth_tiny_d
   _assert_close(_final(workdir), _final(straight[0]), atol=0)
 
 
+# 4 devices in one process: the same sharded code as the 2 processes of 2 devices below (a mesh of 4, each
+# process's devices fed its rows), which `make test` runs; this one is in `make test-slow` (40 s of one core).
+@pytest.mark.slow
 def test_four_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
   # train.py as a user runs it: the device count is set before JAX starts, for this process only.
   result = _train(tmp_path, synth_tiny_dir, devices=4)
@@ -167,16 +171,18 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
+def test_two_processes_of_two_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
+  """2 processes (jax.distributed on 127.0.0.1) of 2 devices each: a mesh of 4 devices across processes, each
+  process reading its rows of every batch and feeding them to its own devices."""
   port = _free_port()
   processes = [subprocess.Popen(
       _command(tmp_path, synth_tiny_dir, '--config.distributed=True', f'--config.coordinator_address=127.0.0.1:{port}',
                '--config.num_processes=2', f'--config.process_id={i}'),
-      env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for i in range(2)]
+      env=_env(devices=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for i in range(2)]
   outputs = [p.communicate(timeout=600) for p in processes]
   for p, (out, err) in zip(processes, outputs):
     assert p.returncode == 0, out[-2000:] + err[-5000:]
-  assert '(2 processes)' in outputs[0][0]
+  assert 'on 4 devices (2 processes)' in outputs[0][0], outputs[0][0][-2000:]
   _assert_close(_final(tmp_path), _final(straight[0]), atol=1e-5)
   _assert_same_evaluation(tmp_path, straight[0])
 

@@ -135,3 +135,9 @@ def eval_checkpoint_path(workdir: str, which: str = 'best') -> str:
     raise cli.UserError(f'no {which} checkpoint in {workdir}: train first (python train.py --config ... '
                         f'--workdir {workdir})')
   return os.path.join(sub, str(_pick(sub, steps, which)))
+
+
+def latest_step(workdir: str) -> int:
+  """The step of a training workdir's latest finished checkpoint, 0 if it holds none (read without JAX work)."""
+  steps = _steps(os.path.join(workdir, 'checkpoints'))
+  return steps[-1] if steps else 0

@@ -12,6 +12,7 @@ config's eval split (`Trainer.evaluate`).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -127,16 +128,21 @@ class Trainer:
     self.steps_per_epoch = input_pipeline.steps_per_epoch(len(self.train_source), self.frames, config.batch_size)
     self.num_steps = (config.num_train_steps if config.num_train_steps > 0
                       else config.num_epochs * self.steps_per_epoch)
-    model = create_model(config)
-    self.train_def, self.eval_def, params, stats = split_model(model)
+    # The graphdefs from the model's shapes alone (no initialiser runs); the initial weights on first use.
+    self.train_def, self.eval_def, *self._templates = split_model(nnx.eval_shape(lambda: create_model(config)))
     self.schedule = optim.make_schedule(config, self.steps_per_epoch)
     self.tx = optim.create_optimizer(config.solver, self.schedule, momentum=config.momentum,
                                      dampening=config.dampening, weight_decay=config.weight_decay,
                                      beta1=config.beta1, beta2=config.beta2)
-    self._init = (params, stats)
     repl = sharding.replicated(self.mesh)
     self.train_step = jax.jit(make_train_step(self.train_def, self.tx, self.schedule, config),
                               donate_argnums=0, out_shardings=(repl, repl, repl))
+
+  @functools.cached_property
+  def _init(self):
+    """(params, batch stats) of the config's freshly initialised model: built when training starts, not by callers
+    that only evaluate checkpoints (`weights_of`, `evaluate`): the initialisers compile once per weight shape."""
+    return split_model(create_model(self.config))[2:]
 
   def initial_state(self) -> TrainState:
     params, stats = self._init
@@ -146,7 +152,7 @@ class Trainer:
 
   def weights_of(self, path: str):
     """(params, batch stats) of any checkpoint (workdir, checkpoint dir, .pth.tar) for this config's model."""
-    return loading.warm_start(path, model_spec(self.config), *self._init)
+    return loading.warm_start(path, model_spec(self.config), *self._templates)
 
   def checkpoint_info(self) -> dict[str, Any]:
     """What every checkpoint of the run records in its model_config item: the model spec, image size and FOV."""
