@@ -372,10 +372,14 @@ def _scene_digest(scene):
 
 
 def _world_digest(world):
-  parts = [world.positions, world.speed, world.light, float(world.ambient), float(world.time_step)]
+  """A world's geometry to 10 decimals: NumPy's SIMD sin/cos (AVX-512 or AVX2, chosen by the CPU) differ in the
+  last bit, which a digest of the exact floats would see (the rendered frames, quantised, do not)."""
+  def rounded(x):
+    return np.round(np.asarray(x, np.float64), 10)
+  parts = [rounded(world.positions), rounded(world.speed), rounded(world.light), rounded(world.ambient),
+           rounded(world.time_step)]
   for shape in world.objects:
-    parts += [type(shape).__name__, np.asarray(shape.center, np.float64), np.asarray(shape.rotation, np.float64),
-              float(shape.bound)]
+    parts += [type(shape).__name__, rounded(shape.center), rounded(shape.rotation), rounded(shape.bound)]
   return _sha(*parts)
 
 
@@ -401,17 +405,18 @@ def _tree_digest(root):
 
 
 # Digests of the renderer's output at commit 480c459, before `step` and `depth_range` existed (the helpers above
-# run on that code; its metadata.json files re-dump to their own bytes). Bit-exact floats: NumPy 2.4.6 in this
-# project's venv on x86-64; another NumPy or CPU could round a transcendental function differently.
+# run on that code; its metadata.json files re-dump to their own bytes). NumPy 2.4.6 in this project's venv on
+# x86-64 (the worlds: computed with that commit's code on an AMD EPYC without AVX-512, and the same there with
+# today's code, bit for bit); another NumPy could round a transcendental function differently.
 BEFORE_STEP = {
     'scenes': ['afdfe7799f8a39dd5b7f09754d5008dba3c3b6757bb6c18fd2d5b539dbbb0299',
                '20507716d0e0b95f4b4a9e798cb81232cd3d128b681a971f0c221ee809bd069a',
                '0658d4e5efce4ea02ecbd55230f6541ddf4ce42611f31098e38f573bcc3ff93d',
                'fb0ed5dd8ede221b1a78282bffbfcfab944930a447c1316e838e3273cd37ef2b'],
-    'worlds': ['5ad70b6567af47d080aa2e05e429ae00ba38f60cd28f23a084e68c359e0ced99',
-               '2ff11aae1ee71db3da9b241fbab87ac65d13a27fe4fef6a8319cb1af20c98e86',
-               '4001241b7a942ef894235eddcc256d4a257bb0a29cc3be148a909a44911453fb',
-               '5ea7210365a562fcf160a8d4d7e4ea00dafaa7b5a780d5afd6ec2cd3b54d64db'],
+    'worlds': ['413a501d614307a659ee54a5d91755c772fb90ffb49b54dae16acb2328bfbe0f',
+               'a9079709f2130155451a59af1224dbbfa26ff0f1fe287f003bfc48b874c68163',
+               'b761a6c8f7e0deec0344eca9978aeb39558e8763e2e36bd55126a603668c6971',
+               '65d97434c21fc83b402a46e5e6b1e9b52e033ae5ed36972b0bc9210d1bd4c5ba'],
     'tree': 'b0a4b1b296cec41fea99f756aa0dbe6e49e7ea04f4081bbd111ad4b3279acead',
     'sheet': '8f3457919b188d447137776f901ab32dd9f61d46fe24009da9d651fa34f809f7',
 }
