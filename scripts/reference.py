@@ -134,11 +134,6 @@ def _built(data_dir: str, name: str) -> bool:
   return os.path.isfile(os.path.join(data_dir, 'tfds_stillbox', name, str(Builder.VERSION), 'dataset_info.json'))
 
 
-def _steps_taken(workdir: str) -> int:
-  from depthnet_jax.checkpoints import loading
-  return loading.latest_step(workdir)
-
-
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--out', default=None, help='output folder (run, pictures, exported model; default reference_out)')
@@ -176,7 +171,8 @@ def work(args) -> int:
   overrides = [f'--config.dataset=tfds_stillbox/{dataset}', f'--config.data_dir={data_dir}']
   if args.steps is not None:
     overrides.append(f'--config.num_train_steps={args.steps}')
-  done = _steps_taken(workdir)
+  from depthnet_jax.checkpoints import loading
+  done = loading.latest_step(workdir) if args.steps is not None else 0
   times = {'build': built - started}
   if args.steps is not None and done >= args.steps:   # train.py would only start up, restore and stop
     print(f'train: the run in {workdir} has taken {done} steps (>= --steps {args.steps}); not resumed', flush=True)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from depthnet_jax.common import atomic, cli
+from depthnet_jax.testing import disk
 from tfds_stillbox import codec
 from tfds_stillbox.render import cli as render_cli
 from tfds_stillbox.render import export, raycast
@@ -33,18 +34,6 @@ def _main(capsys, *argv):
   code = render_cli.main([str(a) for a in argv])
   out, err = capsys.readouterr()
   return code, out, err
-
-
-def _snapshot(root):
-  """Every path under root (hidden ones included) -> file bytes, or None for a folder."""
-  state = {}
-  for folder, dirs, files in os.walk(root):
-    for name in dirs:
-      state[os.path.relpath(os.path.join(folder, name), root)] = None
-    for name in files:
-      with open(os.path.join(folder, name), 'rb') as f:
-        state[os.path.relpath(os.path.join(folder, name), root)] = f.read()
-  return state
 
 
 def _error_line(err):
@@ -156,7 +145,7 @@ def test_usage_errors_are_one_line_and_exit_code_1(capsys, tmp_path, flags, mess
 
 
 def test_out_that_is_a_file(capsys, user_dir):
-  before = _snapshot(user_dir)
+  before = disk.snapshot(user_dir)
   code, out, err = _main(capsys, '--out', user_dir / 'notes.txt', *TINY)
   assert code == 1 and out == ''
   assert err == (f'error: --out {user_dir / "notes.txt"}: is a file, expected a directory (or a path that does not '
@@ -166,7 +155,7 @@ def test_out_that_is_a_file(capsys, user_dir):
                                'file, so the directory cannot be created there\n')
   code, _, err = _main(capsys, '--out', '', *TINY)
   assert code == 1 and err == "error: --out='': expected a folder path\n"
-  assert _snapshot(user_dir) == before
+  assert disk.snapshot(user_dir) == before
 
 
 def test_unwritable_out_and_contact_sheet_folder(capsys, tmp_path):
@@ -183,23 +172,23 @@ def test_unwritable_out_and_contact_sheet_folder(capsys, tmp_path):
 def test_existing_tree_is_refused_even_with_overwrite(capsys, user_dir):
   (user_dir / '16' / '0').mkdir(parents=True)
   (user_dir / '16' / '0' / 'metadata.json').write_text('{"scenes": []}')
-  before = _snapshot(user_dir)
+  before = disk.snapshot(user_dir)
   code, out, err = _main(capsys, '--out', user_dir, *TINY)
   assert code == 1 and out == ''
   assert err == f'error: --out {user_dir}: {user_dir / "16"} exists already; remove it or choose another --out\n'
   code, _, err = _main(capsys, '--out', user_dir, *TINY, '--overwrite', '--contact_sheet', user_dir / 'new.png')
   assert code == 1 and err == (f'error: --out {user_dir}: {user_dir / "16"} exists already; remove it or choose '
                                'another --out (--overwrite only replaces a contact sheet, never a tree)\n')
-  assert _snapshot(user_dir) == before
+  assert disk.snapshot(user_dir) == before
 
 
 def test_existing_contact_sheet_is_refused_before_the_tree_is_rendered(capsys, user_dir):
-  before = _snapshot(user_dir)
+  before = disk.snapshot(user_dir)
   code, out, err = _main(capsys, '--out', user_dir / 'tree', '--contact_sheet', user_dir / 'sheet.png', *TINY)
   assert code == 1 and out == ''
   assert err == (f'error: --contact_sheet {user_dir / "sheet.png"}: exists already; pass --overwrite to replace it, '
                  'or choose another path\n')
-  assert _snapshot(user_dir) == before  # no tree either
+  assert disk.snapshot(user_dir) == before  # no tree either
 
 
 @pytest.mark.parametrize('sheet, message', [
@@ -210,11 +199,11 @@ def test_existing_contact_sheet_is_refused_before_the_tree_is_rendered(capsys, u
 ], ids=['a directory', 'not an image name', 'under a file', 'inside the new tree'])
 def test_bad_contact_sheet_path(capsys, user_dir, sheet, message):
   (user_dir / 'folder').mkdir()
-  before = _snapshot(user_dir)
+  before = disk.snapshot(user_dir)
   code, out, err = _main(capsys, '--out', user_dir / 'tree', '--contact_sheet', user_dir / sheet, *TINY)
   assert code == 1 and out == ''
   assert err.startswith(f'error: --contact_sheet {user_dir / sheet}: {message.format(root=user_dir)}')
-  assert err.count('\n') == 1 and _snapshot(user_dir) == before
+  assert err.count('\n') == 1 and disk.snapshot(user_dir) == before
 
 
 def test_contact_sheet_in_a_missing_folder_and_overwrite(capsys, user_dir):
@@ -249,17 +238,17 @@ def test_interrupted_contact_sheet_keeps_the_users_file(capsys, user_dir, monkey
     raise KeyboardInterrupt
 
   monkeypatch.setattr(iio, 'imwrite', interrupted)
-  before = _snapshot(user_dir)
+  before = disk.snapshot(user_dir)
   code, out, err = _main(capsys, '--contact_sheet', user_dir / 'sheet.png', '--overwrite', *TINY)
   assert code == 130 and out == ''
   assert err == 'error: interrupted (Ctrl-C); temporary files were removed, finished outputs kept\n'
   code, _, _ = _main(capsys, '--contact_sheet', user_dir / 'a' / 'b' / 'sheet.png', *TINY)
-  assert code == 130 and _snapshot(user_dir) == before  # the folders it had created are gone too
+  assert code == 130 and disk.snapshot(user_dir) == before  # the folders it had created are gone too
 
 
 def test_sigterm_and_disk_errors_mid_export_leave_nothing(capsys, user_dir, monkeypatch):
   real = render_scenes.render_scene
-  before = _snapshot(user_dir)
+  before = disk.snapshot(user_dir)
 
   def terminated(seed, *args, **kwargs):
     if seed[1] == 1:
@@ -271,7 +260,7 @@ def test_sigterm_and_disk_errors_mid_export_leave_nothing(capsys, user_dir, monk
   assert code == 143 and out == ''
   assert _error_line(err) == 'error: interrupted (SIGTERM); temporary files were removed, finished outputs kept'
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
-  assert _snapshot(user_dir) == before  # no tree, no .partial, and the folders it created are removed
+  assert disk.snapshot(user_dir) == before  # no tree, no .partial, and the folders it created are removed
 
   def disk_full(*args, **kwargs):
     raise OSError(28, 'No space left on device', str(user_dir / 'tree' / 'RGB_0000_00.jpg'))
@@ -281,7 +270,7 @@ def test_sigterm_and_disk_errors_mid_export_leave_nothing(capsys, user_dir, monk
   code, out, err = _main(capsys, '--out', user_dir, *TINY)
   assert code == 1 and out == ''
   assert _error_line(err) == (f"error: [Errno 28] No space left on device: '{user_dir / 'tree' / 'RGB_0000_00.jpg'}'")
-  assert _snapshot(user_dir) == before
+  assert disk.snapshot(user_dir) == before
 
 
 def _start(out_dir):
@@ -307,7 +296,7 @@ def _wait_for_partial(process, folder, timeout=60.0):
 
 
 def test_sigint_removes_the_partial_folder(user_dir):
-  before = _snapshot(user_dir)
+  before = disk.snapshot(user_dir)
   process = _start(user_dir)
   partial = _wait_for_partial(process, user_dir)
   assert partial.startswith('.32.partial-') and f'-{process.pid}-' in partial  # the writer's PID
@@ -315,7 +304,7 @@ def test_sigint_removes_the_partial_folder(user_dir):
   out, err = process.communicate(timeout=60)
   assert process.returncode == 130 and out == ''
   assert _error_line(err) == 'error: interrupted (Ctrl-C); temporary files were removed, finished outputs kept'
-  assert _snapshot(user_dir) == before
+  assert disk.snapshot(user_dir) == before
 
 
 def test_after_sigkill_the_next_run_sweeps_what_the_dead_process_left(capsys, tmp_path):
