@@ -162,3 +162,30 @@ def test_compare_with_a_published_curve(tiny_run, tmp_path, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and f'{bad}: line 2' in err[0], err
   assert not (tmp_path / 'd.png').exists()
+
+
+def test_train_pys_event_writer_is_read_by_tensorboard(tmp_path):
+  """`train.event_writer` (TensorFlow-free) writes what TensorBoard's own reader takes: scalar tensors, PNG pictures
+  that decode to the pixels written, the hparams plugin's session start; and run_log reads its scalars."""
+  import cv2
+  from tensorboard.backend.event_processing import event_accumulator
+
+  from depthnet_jax.train import event_writer
+  pictures = np.random.default_rng(0).integers(0, 256, (2, 8, 12, 3), dtype=np.uint8)
+  writer = event_writer.EventWriter(str(tmp_path))
+  writer.write_hparams({'learning_rate': 0.01, 'dataset': 'x', 'batch_norm': True})
+  writer.write_scalars(2, {'train_loss': 3.5, 'train_lr': 0.01})
+  writer.write_scalars(4, {'train_loss': 2.25, 'train_lr': 0.01})
+  writer.write_images(4, {'eval_examples': pictures})
+  writer.close()
+  assert run_log.read_scalars(str(tmp_path))['train_loss'] == [(2, 3.5), (4, 2.25)]
+  events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={'tensors': 0})
+  events.Reload()
+  assert {'train_loss', 'train_lr', 'eval_examples', '_hparams_/session_start_info'} <= set(events.Tags()['tensors'])
+  assert events.SummaryMetadata('train_loss').plugin_data.plugin_name == 'scalars'
+  assert events.SummaryMetadata('eval_examples').plugin_data.plugin_name == 'images'
+  (image_event,) = events.Tensors('eval_examples')
+  width, height, *pngs = image_event.tensor_proto.string_val
+  assert (int(width), int(height), len(pngs)) == (12, 8, 2)
+  for png, picture in zip(pngs, pictures):
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1], picture)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from clu import metrics as clu_metrics  # (clu.metric_writers imports TensorFlow: imported when a run starts)
+from clu import metrics as clu_metrics
 from flax import nnx
 
 from depthnet_jax.checkpoints import checkpointing, loading
@@ -35,7 +35,7 @@ from depthnet_jax.evaluation import evaluate, report
 from depthnet_jax.model import losses, models
 from depthnet_jax.model.spec import ModelSpec
 from depthnet_jax.train import checks as train_checks
-from depthnet_jax.train import optim
+from depthnet_jax.train import event_writer, optim
 
 EVAL_METRICS = losses.METRIC_NAMES   # the eval_* scalars: the original protocol's metrics
 
@@ -231,8 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, confi
       params, batch_stats = sharding.replicate(warm, trainer.mesh)
       state = state._replace(params=params, batch_stats=batch_stats)
       print(f'initialised parameters and batch statistics from {config.init_from}', flush=True)
-    from clu import metric_writers  # imports TensorFlow (seconds): not before the checks above
-    writer = metric_writers.create_default_writer(paths.workdir, just_logging=jax.process_index() > 0)
+    writer = event_writer.EventWriter(paths.workdir, just_logging=jax.process_index() > 0)
     try:
       return _train_loop(trainer, ckpts, writer, state, config)
     finally:
