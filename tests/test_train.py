@@ -154,8 +154,10 @@ def test_sigkill_and_resume_ends_with_the_same_parameters(straight, synth_tiny_d
   _assert_close(_final(workdir), _final(straight[0]), atol=0)
 
 
-# 4 devices in one process: the same sharded code as the 2 processes of 2 devices below (a mesh of 4, each
-# process's devices fed its rows), which `make test` runs; this one is in `make test-slow` (40 s of one core).
+# 4 devices in one process, and 2 processes of 2 devices below (a mesh of 4, each process's devices fed its rows):
+# both in `make test-slow` (40 s and 75 s of the 2 cores), so that `make test` stays within its 6 minutes. In
+# `make test`, their parts are tested in one process: each process's rows of every batch (test_input_pipeline),
+# the batch sizes a mesh takes (test_train_faults), the evaluation on a mesh (test_evaluate).
 @pytest.mark.slow
 def test_four_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
   # train.py as a user runs it: the device count is set before JAX starts, for this process only.
@@ -171,6 +173,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_of_two_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
   """2 processes (jax.distributed on 127.0.0.1) of 2 devices each: a mesh of 4 devices across processes, each
   process reading its rows of every batch and feeding them to its own devices."""
