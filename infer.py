@@ -79,7 +79,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--nominal_displacement', type=float, default=None, metavar='M',
                  help="the displacement between a pair's frames that the network's depths assume (default: the "
                       'checkpoint\'s record, else 0.3 m as Still Box)')
-  p.add_argument('--batch_size', type=int, default=8, help='pairs per network call; >= 1, default 8')
+  p.add_argument('--batch_size', type=int, default=8,
+                 help='pairs per network call; >= 1 and at most what the memory holds (checked before the model '
+                      'loads), default 8')
   p.add_argument('--no_resize', action='store_true', help='feed the frames at their own size')
   p.add_argument('--height', type=int, default=None,
                  help=f'network input height, 1 to {options.MAX_SIZE}, given with --width')

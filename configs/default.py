@@ -1,5 +1,6 @@
 """Every config field, each with its default, what it does and its valid range (train.py checks them all at
-start-up, before any work: depthnet_jax/train_checks.py). The other configs import this and override.
+start-up, before any work: depthnet_jax/train/checks.py). The other configs import this and override. Fields that
+size memory are bounded by the work or by the machine's memory, checked before any work: the bound is stated here.
 
     python train.py --config configs/default.py --workdir runs/x --config.batch_size=64
 """
@@ -17,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train_split = 'train'               # split trained on (a split of the dataset).
   c.eval_split = 'validation'           # split evaluated on (a split of the dataset).
   c.shift = 3                           # S, the nominal frame shift of a pair (the original's 3); 1 to frames - 1.
-  c.worker_count = 0                    # grain worker processes, >= 0 (0: threads in the training process).
+  c.worker_count = 0                    # grain worker processes, 0 to 4 per core (0: threads in the training process).
   # Model: DepthNet's options (depthnet_jax/model_spec.py, the one definition), e.g. --config.model.batch_norm=False.
   # model.batch_norm       True/False: BatchNorm after each conv (the published weights use it). Default True.
   # model.depth_activation 'elu' (depth = elu(x) + 1) or 'none' (identity). Default 'elu'.
@@ -41,14 +42,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.lr_schedule = 'torch'               # 'torch' (MultiStepLR x0.3, as torch>=1.1 runs it), '2017', 'constant'.
   c.milestones = (19, 30, 44, 53)       # epochs of the 'torch' schedule's drops: increasing integers >= 0.
   c.gamma = 0.3                         # drop factor of the 'torch' schedule, in (0, 1].
-  c.batch_size = 256                    # global batch over all devices and processes: >= 1, a multiple of the devices.
-  c.num_epochs = 55                     # epochs, >= 1; an epoch visits each training scene once per frame.
-  c.num_train_steps = -1                # -1: train num_epochs; >= 1: stop after this many steps instead.
+  # Global batch over all devices and processes: >= 1, a multiple of the devices, at most the pairs of an epoch
+  # (train scenes x frames) and what the memory holds (a process's share x ~1 kB per pixel of a pair, in training).
+  c.batch_size = 256
+  c.num_epochs = 55                     # epochs, >= 1 (x steps per epoch <= 2**31 - 1); each scene once per frame.
+  c.num_train_steps = -1                # -1: train num_epochs; >= 1 (at most 2**31 - 1): stop after this many steps.
   c.seed = 0                            # seeds the initialisation and the data order; 0 to 2**32 - 1.
   # Evaluation, logging, checkpoints.
-  c.eval_batch_size = 64                # global eval batch, >= 1, a multiple of the devices (tail padded, masked).
+  # Global eval batch, >= 1, a multiple of the devices (tail padded, masked), at most what the memory holds (a
+  # process's share x 320 bytes per pixel of a pair).
+  c.eval_batch_size = 64
   c.eval_every_epochs = 1.0             # evaluate every this many epochs (and at the end), > 0.
-  c.num_eval_images = 4                 # example pictures written to TensorBoard at each eval, >= 0.
+  c.num_eval_images = 4                 # example pictures at each eval, >= 0; at most the first eval batch's pairs.
   c.log_every_steps = 50                # train scalars and the progress line every this many steps, >= 1.
   c.checkpoint_every_steps = 1000       # checkpoint every this many steps, besides every epoch; >= 1.
   c.keep_checkpoints = 3                # latest checkpoints kept, >= 1 (the best is kept apart).

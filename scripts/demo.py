@@ -36,8 +36,11 @@ REFERENCE = os.path.join(ROOT, *REFERENCE_NAME.split('/'))
 
 
 def _run(cmd: list[str]) -> None:
+  """Runs a step's command; its failure ends the demo with its exit code (its own `error:` line is the message)."""
   print('$ ' + ' '.join(cmd), flush=True)
-  subprocess.run(cmd, check=True, cwd=ROOT)
+  code = subprocess.run(cmd, cwd=ROOT).returncode
+  if code:
+    raise SystemExit(code)
 
 
 def _infer(argv: list[str]) -> None:
@@ -53,6 +56,7 @@ def _infer(argv: list[str]) -> None:
 # The demo's dataset, recipe, steps and scene size; --smoke: the test suite's (seconds, not minutes).
 FULL = {'dataset': 'synth64_small', 'config': 'synth64.py', 'steps': 300, 'size': 64}
 SMOKE = {'dataset': 'synth_tiny', 'config': 'test.py', 'steps': 6, 'size': 32}
+MAX_STEPS = 100000   # --steps: the demo trains a few hundred steps; a long run is train.py's (docs/training.md)
 
 
 def _built(data_dir: str, name: str) -> bool:
@@ -84,7 +88,8 @@ def train(config: str, workdir: str, steps: int, overrides: list[str]) -> None:
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--out', default=None, help='output folder (dataset, run, pictures; default demo_out)')
-  p.add_argument('--steps', type=int, default=None, help=f'training steps of 32 pairs (default {FULL["steps"]})')
+  p.add_argument('--steps', type=int, default=None,
+                 help=f'training steps of 32 pairs, 1 to {MAX_STEPS} (default {FULL["steps"]})')
   p.add_argument('--data_dir', default=None, help=f'TFDS data_dir of {FULL["dataset"]} (built there if it is not; '
                  'default <out>/data)')
   p.add_argument('--workdir', default=None, help='the training run (resumed if it exists; default <out>/run)')
@@ -98,12 +103,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def work(args) -> int:
   setting = SMOKE if args.smoke else FULL
-  steps = cli.check_int('--steps', setting['steps'] if args.steps is None else args.steps, 1)
+  steps = cli.check_int('--steps', setting['steps'] if args.steps is None else args.steps, 1, MAX_STEPS,
+                        why='a demo; train.py trains longer runs')
   out = os.path.abspath(args.out or (tempfile.mkdtemp(prefix='depthnet-demo-') if args.smoke else 'demo_out'))
   data_dir = os.path.abspath(args.data_dir or os.path.join(out, 'data'))
   workdir = os.path.abspath(args.workdir or os.path.join(out, 'run'))
   for flag, folder in (('--out', out), ('--data_dir', data_dir), ('--workdir', workdir)):
     cli.check_writable_dir(folder, flag)
+  from depthnet_jax.train import checks as train_checks
+  train_checks.check_paths({'eval_only': False, 'init_from': ''}, workdir)   # train.py's check, before the build
   os.makedirs(out, exist_ok=True)
   dataset = f'tfds_stillbox/{setting["dataset"]}'
   started = time.time()

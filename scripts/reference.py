@@ -6,7 +6,7 @@
    built; DIR defaults to <out>/data);
 2. `train.py --config configs/reference64.py --workdir <out>/run` (resumes if the run exists: stop it at any time
    and run the same command again). `--steps N` stops after N steps instead, on the same schedule: the early part
-   of the curve, to compare with the published one;
+   of the curve, to compare with the published one (N from 1 to the recipe's num_train_steps, 23000);
 3. evaluates the best checkpoint on the validation split with both protocols of `python -m depthnet_jax.evaluate`
    (`original`, training's, and `followup`), beside the constant-depth baseline (the mean training depth
    everywhere) under the same protocols;
@@ -52,8 +52,45 @@ SMOKE_HOLDOUT_SCENES, SMOKE_CONSTANT_BATCHES = 2, 5
 
 
 def _run(cmd: list[str]) -> None:
+  """Runs a step's command; its failure ends this one with its exit code (its own `error:` line is the message)."""
   print('$ ' + ' '.join(cmd), flush=True)
-  subprocess.run(cmd, check=True, cwd=ROOT)
+  code = subprocess.run(cmd, cwd=ROOT).returncode
+  if code:
+    raise SystemExit(code)
+
+
+def schedule_steps(config_file: str) -> int | None:
+  """The `num_train_steps` a config file sets (`c.num_train_steps = N`, N >= 1), read without importing it
+  (configs/ is not installed: a script cannot import `from configs import default`); None if it sets none."""
+  import ast
+  with open(config_file, encoding='utf-8') as f:
+    tree = ast.parse(f.read())
+  steps = [node.value.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+           and isinstance(node.value, ast.Constant) and isinstance(node.value.value, int)
+           and any(isinstance(t, ast.Attribute) and t.attr == 'num_train_steps' for t in node.targets)]
+  return steps[-1] if steps and steps[-1] >= 1 else None
+
+
+def check_args(args) -> tuple[str, str, int | None]:
+  """(dataset, config file, --steps) of the flags, checked before any work (one `error:` line each): --steps from 1
+  to the config's num_train_steps (it stops the same schedule earlier; a config without one: train.py's most)."""
+  dataset, config = (SMOKE_DATASET, SMOKE_CONFIG) if args.smoke else (DATASET, CONFIG)
+  steps = args.steps
+  if steps is not None:
+    most = schedule_steps(config)
+    if most is None:
+      from depthnet_jax.train import checks as train_checks
+      most, why = train_checks.MAX_STEPS, 'the step counter is a 32-bit integer'
+    else:
+      why = f"{os.path.relpath(config, ROOT)}'s num_train_steps: --steps stops its schedule earlier"
+    steps = cli.check_int('--steps', steps, 1, most, why=why)
+  return dataset, config, steps
+
+
+def check_workdir(workdir: str) -> None:
+  """The run's folder: new, empty or a training run's (train.py's own check, before the build, not after it)."""
+  from depthnet_jax.train import checks as train_checks
+  train_checks.check_paths({'eval_only': False, 'init_from': ''}, workdir)
 
 
 def _commit() -> dict:
@@ -140,7 +177,8 @@ def parser() -> cli.ArgumentParser:
   p.add_argument('--data_dir', default=None, help=f'TFDS data_dir of {DATASET} (default <out>/data)')
   p.add_argument('--workdir', default=None, help='the training run (resumed if it exists; default <out>/run)')
   p.add_argument('--steps', type=int, default=None,
-                 help="stop after this many steps (the config's schedule; default: the whole run)")
+                 help="stop after this many steps, 1 to the config's num_train_steps (its schedule; default: the "
+                      'whole run)')
   p.add_argument('--train_only', action='store_true',
                  help='stop after training (no evaluation, export or pictures): e.g. with --steps, to compare '
                       'the early curve with the published one (scripts/learning_curve.py --compare)')
@@ -149,18 +187,17 @@ def parser() -> cli.ArgumentParser:
 
 
 def work(args) -> int:
-  if args.steps is not None:
-    cli.check_int('--steps', args.steps, 1)
+  dataset, config, _ = check_args(args)
   out = os.path.abspath(args.out or (tempfile.mkdtemp(prefix='depthnet-reference-') if args.smoke
                                      else 'reference_out'))
   data_dir = os.path.abspath(args.data_dir or os.path.join(out, 'data'))
   workdir, export = os.path.abspath(args.workdir or os.path.join(out, 'run')), os.path.join(out, 'reference64')
   for flag, folder in (('--out', out), ('--data_dir', data_dir), ('--workdir', workdir)):
     cli.check_writable_dir(folder, flag)
+  check_workdir(workdir)
   if os.path.exists(export) and not args.train_only:
     raise cli.UserError(f'--out {out}: {export} exists already; expected a new folder for the exported model (move '
                         'it away first)')
-  dataset, config = (SMOKE_DATASET, SMOKE_CONFIG) if args.smoke else (DATASET, CONFIG)
   bin_dir = os.path.dirname(sys.executable)
   commit = _commit()   # the code the run trains with (publishing later must not record later edits)
 

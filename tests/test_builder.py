@@ -116,6 +116,24 @@ def _broken_tree(tmp_path, breakage):
   return root, target
 
 
+def _negative_depth(folder, scene):
+  path = folder / scene['depth'][2]
+  depth = np.load(path)
+  depth[5, 7] = -1.5
+  np.save(path, depth)
+  return path
+
+
+def _edit_scene_1(**fields):
+  def edit(folder, scene):
+    path = folder / 'metadata.json'
+    metadata = json.loads(path.read_text())
+    metadata['scenes'][1].update(fields)
+    path.write_text(json.dumps(metadata))   # NaN as Python's json writes it
+    return path
+  return edit
+
+
 BREAKAGES = {
     'missing metadata': (lambda folder, scene: (os.remove(folder / 'metadata.json'), folder / 'metadata.json')[1],
                          'missing: every sub-folder'),
@@ -127,6 +145,12 @@ BREAKAGES = {
                                             folder / scene['imgs'][1])[1], 'not a readable image'),
     'depth shape': (lambda folder, scene: (np.save(folder / scene['depth'][3], np.zeros((32, 32), np.float32)),
                                            folder / scene['depth'][3])[1], r'depth map of shape \(32, 32\)'),
+    'negative depth': (_negative_depth, r'depth map of scene 0/1 holds values below 0 \(min -1.5 m\); expected '
+                                        'depths >= 0 m'),
+    'nan speed': (_edit_scene_1(speed=[0.1, float('nan'), 1.0]),
+                  r"scenes\[1\]: 'speed' \[0.1, nan, 1.0\]: expected 3 finite numbers"),
+    'zero time step': (_edit_scene_1(time_step=0), r"scenes\[1\]: 'time_step' 0: expected a finite number of "
+                                                   'seconds > 0'),
 }
 
 

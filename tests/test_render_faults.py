@@ -59,8 +59,9 @@ def user_dir(tmp_path):
 STEP_RANGE = 'expected a number in (0, 10] (metres per frame)'
 DEPTH_RANGE = 'expected two numbers NEAR,FAR in metres with 0 < NEAR < FAR <= 10000'
 RANGES = [
-    (['--scenes', '0'], "--scenes=0: expected an integer >= 1"),
-    (['--scenes', '-3'], "--scenes=-3: expected an integer >= 1"),
+    (['--scenes', '0'], "--scenes=0: expected an integer from 1 to 10000000"),
+    (['--scenes', '-3'], "--scenes=-3: expected an integer from 1 to 10000000"),
+    (['--scenes', '1000000000'], "--scenes=1000000000: expected an integer from 1 to 10000000"),
     (['--fov', '0'], "--fov=0.0: expected a number of degrees in (0, 180)"),
     (['--fov', '180'], "--fov=180.0: expected a number of degrees in (0, 180)"),
     (['--fov', '-30'], "--fov=-30.0: expected a number of degrees in (0, 180)"),
@@ -78,7 +79,9 @@ RANGES = [
     (['--resolution', '5000'], "--resolution='5000': expected a size like 64 (square) or WIDTHxHEIGHT like "
                                "96x64, each side from 1 to 4096 pixels"),
     (['--seed', '-1'], "--seed=-1: expected an integer >= 0"),
-    (['--jobs', '-1'], "--jobs=-1: expected an integer >= 0 (0: one per core)"),
+    (['--jobs', '-1'], f"--jobs=-1: expected an integer from 0 to {4 * (os.cpu_count() or 1)} (0: one per core; "
+                       "at most 4 per core of this machine)"),
+    (['--jobs', '1000000'], "--jobs=1000000: expected an integer from 0 to"),
     (['--scenes_per_folder', '0'], "--scenes_per_folder=0: expected an integer >= 1"),
     (['--step', '0'], "--step=0.0: " + STEP_RANGE),
     (['--step', '-0.1'], "--step=-0.1: " + STEP_RANGE),
@@ -119,7 +122,8 @@ def test_motion_flags_at_their_bounds_render(capsys, tmp_path):
 
 def test_debug_shows_the_traceback_above_the_line(capsys, tmp_path, monkeypatch):
   code, _, err = _main(capsys, '--out', tmp_path / 'tree', *TINY, '--scenes', '0', '--debug')
-  assert code == 1 and 'Traceback' in err and err.splitlines()[-1] == 'error: --scenes=0: expected an integer >= 1'
+  assert code == 1 and 'Traceback' in err and err.splitlines()[-1] == ('error: --scenes=0: expected '
+                                                                                 'an integer from 1 to 10000000')
   monkeypatch.setenv('DEPTHNET_DEBUG', '1')
   code, _, err = _main(capsys, '--out', tmp_path / 'tree', *TINY, '--fov', '180')
   assert code == 1 and 'Traceback' in err and err.splitlines()[-1].startswith('error: --fov=180.0')
@@ -313,7 +317,9 @@ def test_after_sigkill_the_next_run_sweeps_what_the_dead_process_left(capsys, tm
   partial = _wait_for_partial(process, out_dir)
   process.kill()
   process.communicate(timeout=60)
-  assert os.listdir(out_dir) == [partial]  # SIGKILL cannot be caught: the folder stays, named for its PID
+  # SIGKILL cannot be caught: the folder stays, named for its PID, and so does the tree's lock file (unlocked by the
+  # kernel when the process died: the next run into OUT/32 takes it and removes it on its way out; folder_lock)
+  assert sorted(os.listdir(out_dir)) == sorted([partial, '.32.lock'])
   host = atomic.HOST
   assert partial.startswith(f'.32.partial-{host}-{process.pid}-')
   # A dead process's half-written contact sheet; and temporary paths that must stay: this live process's, and
@@ -334,8 +340,12 @@ def test_after_sigkill_the_next_run_sweeps_what_the_dead_process_left(capsys, tm
       f'wrote 2 scenes to {out_dir / "16"}',
       f'removed {stale_sheet}: left by renderer process {process.pid}, which is no longer running',
       f'wrote a contact sheet to {sheets / "sheet.png"}']
-  assert sorted(os.listdir(out_dir)) == sorted(['16', live[0].name, live[2].name])
+  # the run into OUT/16 holds and removes `.16.lock` only: `.32.lock` is OUT/32's, left for its next run
+  assert sorted(os.listdir(out_dir)) == sorted(['16', '.32.lock', live[0].name, live[2].name])
   assert sorted(os.listdir(sheets)) == sorted(['sheet.png', live[1].name])
+  code, out, err = _main(capsys, '--out', out_dir, '--resolution', '32', '--frames', '2', '--scenes', '1')
+  assert code == 0 and out.splitlines() == [f'wrote 1 scenes to {out_dir / "32"}'], err   # not blocked
+  assert sorted(os.listdir(out_dir)) == sorted(['16', '32', live[0].name, live[2].name])   # its lock file gone
 
 
 # --- The library's own checks (scenes, raycast, export) --------------------------------------------------

@@ -120,5 +120,6 @@ def test_a_usage_error_is_one_error_line(tmp_path):
   result = subprocess.run([sys.executable, 'scripts/reference.py', '--steps', '0', '--out', str(tmp_path / 'x')],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
   assert result.returncode == 1 and result.stderr.strip().splitlines() == [
-      'error: --steps=0: expected an integer >= 1'], result.stderr
+      "error: --steps=0: expected an integer from 1 to 23000 (configs/reference64.py's num_train_steps: --steps "
+      'stops its schedule earlier)'], result.stderr
   assert not (tmp_path / 'x').exists()

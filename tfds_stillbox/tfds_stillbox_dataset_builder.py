@@ -17,12 +17,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
+import shutil
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
+from tensorflow_datasets.core import constants as tfds_constants
 
-from depthnet_jax.common.cli import UserError, check_int
+from depthnet_jax.common import folder_lock
+from depthnet_jax.common.cli import UserError, check_int, report, shown_names
 from tfds_stillbox import tree
 from tfds_stillbox.render import checks, export
 
@@ -149,6 +155,40 @@ def split_scenes(ids: list[str], train_percent: float) -> tuple[set[str], set[st
   return train, set(ordered) - train
 
 
+def remove_interrupted(version_dir: str) -> list[str]:
+  """Removes the folders TFDS's builds of `version_dir` (`<data_dir>/<name>/<config>/<version>`) left beside it,
+  `incomplete.<random>_<version>`; returns them. Only for a build holding the version (no other build runs).
+
+  Listed and tested through `epath`, as TFDS's own file operations (its builder tests forbid `os.listdir` and
+  `os.path.isdir` in a builder's module, for file systems other than the local one)."""
+  parent = epath.Path(os.path.abspath(version_dir)).parent
+  version = os.path.basename(os.path.abspath(version_dir))
+  pattern = re.compile(re.escape(tfds_constants.INCOMPLETE_PREFIX) + r'[A-Za-z0-9]+_' + re.escape(version))
+  try:
+    found = sorted(os.fspath(p) for p in parent.iterdir() if pattern.fullmatch(p.name))
+  except OSError:
+    return []
+  removed = []
+  for folder in found:
+    if not os.path.islink(folder) and epath.Path(folder).is_dir():
+      shutil.rmtree(folder, ignore_errors=True)
+      if not os.path.lexists(folder):
+        removed.append(folder)
+  if removed:
+    print(f'removed {len(removed)} temporary folder{"s" if len(removed) > 1 else ""} of an interrupted build: '
+          f'{shown_names(removed, 3)}', file=sys.stderr, flush=True)
+  return removed
+
+
+def _under_tfds_cli() -> bool:
+  """Whether this process is TFDS's `tfds` command (`tfds build ...`, or `python -m
+  tensorflow_datasets.scripts.cli.main`), whose main module is or imports its `launch_cli`."""
+  main = sys.modules.get('__main__')
+  name = 'tensorflow_datasets.scripts.cli.main'
+  return getattr(getattr(main, '__spec__', None), 'name', None) == name or \
+      getattr(getattr(main, 'launch_cli', None), '__module__', None) == name
+
+
 def _synth_id(config: StillBoxConfig, index: int) -> str:
   return f'synth/{config.folder}/{config.seed}/{index}'
 
@@ -174,6 +214,33 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, file_format=None, **kwargs):
     # ArrayRecord: random access for grain; the CLI's --file_format still wins when given.
     super().__init__(file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD, **kwargs)
+
+  def download_and_prepare(self, **kwargs):
+    """TFDS's, one build of a config's version at a time, and what an interrupted build left removed.
+
+    TFDS lets two builds of one version run side by side (each generates into its own `incomplete.*` folder; the
+    second fails at its rename, after all the work) and never removes the `incomplete.*` folder of a killed build.
+    So the version folder is held for the build (`folder_lock`: `.<version>.lock` beside it; another build is
+    refused at once with a `folder_lock.HeldError` naming it and the holder's pid; under the `tfds build` command,
+    one `error:` line and exit code 1), and while it is held no build of it runs: the `incomplete.*` folders of that
+    version are a killed build's, and are removed (one line says so).
+    """
+    path = os.fspath(self.data_path)
+    download_config = kwargs.get('download_config') or tfds.download.DownloadConfig()
+    if '://' in path or (self.data_path.is_dir() and not download_config.download_mode.overwrite_dataset):
+      return super().download_and_prepare(**kwargs)   # built already (TFDS reuses it), or not on a local disk
+    try:
+      lock = folder_lock.acquire(path, '--data_dir', beside=True)
+    except UserError as e:
+      if _under_tfds_cli():   # TFDS's command prints a traceback for any exception: a refusal is one line there
+        report(e)
+        raise SystemExit(1) from None
+      raise
+    try:
+      remove_interrupted(path)
+      return super().download_and_prepare(**kwargs)
+    finally:
+      lock.release()
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

@@ -5,12 +5,18 @@
 
 Only the metadata lists name files: scene and frame indices are positions in those lists, never parsed from file
 names (the published lists use several zero paddings). Every problem names the file and what was wrong.
+
+The values taken from a tree are checked: a scene's `speed` (three finite numbers, m/s; a component may be negative,
+it is a direction; all three 0 is a camera standing still, valid) and `time_step` (a finite number of seconds > 0)
+by `check_motion`, and each depth map (finite floats >= 0 m, the frames' size) as its scene is read (`load_scene`,
+which checks the motion too): one `StillBoxFormatError` naming the file and the field or value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -95,6 +101,25 @@ def list_scenes(root: str) -> list[SceneRef]:
   return refs
 
 
+def _finite(value) -> bool:
+  """A finite number as JSON (or NumPy) gives it; not a bool, a string or a list."""
+  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) and \
+      math.isfinite(value)
+
+
+def check_motion(ref: SceneRef) -> None:
+  """A scene's `speed` (3 finite numbers) and `time_step` (finite, > 0) as metadata.json gives them, else a
+  StillBoxFormatError naming the file, the scene and the field."""
+  where = f'{os.path.join(ref.folder, "metadata.json")}: scenes[{ref.index}]'
+  speed = ref.scene['speed']
+  numbers = isinstance(speed, (list, tuple, np.ndarray)) and len(speed) == 3 and all(_finite(v) for v in speed)
+  _require(numbers, where, f"'speed' {speed!r}: expected 3 finite numbers (the velocity in m/s; a zero vector is a "
+           'camera standing still)')
+  step = ref.scene['time_step']
+  _require(_finite(step) and step > 0, where,
+           f"'time_step' {step!r}: expected a finite number of seconds > 0 (the time between two frames)")
+
+
 def load_scene(ref: SceneRef, expected_size: tuple[int, int] | None = None) -> dict[str, Any]:
   """Reads and checks one scene; returns its TFDS example (frames as their JPEG bytes, depth encoded).
 
@@ -103,9 +128,11 @@ def load_scene(ref: SceneRef, expected_size: tuple[int, int] | None = None) -> d
     expected_size: (height, width) every frame and depth map must have (default: the first frame's).
 
   Raises:
-    StillBoxFormatError: a listed file missing or unreadable, an undecodable image, frames of different
-      sizes, a depth map of the wrong shape or with non-finite values.
+    StillBoxFormatError: an impossible speed or time step (`check_motion`), a listed file missing or unreadable,
+      an undecodable image, frames of different sizes, a depth map of the wrong shape, with non-finite values or
+      with values below 0 m.
   """
+  check_motion(ref)
   frames, depths = [], []
   size = expected_size
   for name in ref.scene['imgs']:
@@ -135,6 +162,9 @@ def load_scene(ref: SceneRef, expected_size: tuple[int, int] | None = None) -> d
     _require(depth.dtype.kind == 'f' and bool(np.all(np.isfinite(depth))), path,
              f'depth must be finite floats (metres), got {depth.dtype}' +
              ('' if depth.dtype.kind != 'f' else ' with non-finite values'))
+    low = float(np.min(depth)) if depth.size else 0.0
+    _require(low >= 0, path, f'depth map of scene {ref.id} holds values below 0 (min {low:g} m); expected depths '
+             '>= 0 m')
     depths.append(codec.encode_depth(depth))
   return {
       'id': ref.id,

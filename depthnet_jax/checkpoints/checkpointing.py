@@ -41,7 +41,7 @@ from depthnet_jax.checkpoints.integrity import (  # noqa: F401 - re-exported: th
   verify_arrays,
 )
 from depthnet_jax.checkpoints.train_state import TrainState
-from depthnet_jax.common import atomic, cli
+from depthnet_jax.common import atomic, cli, processes
 from depthnet_jax.model import models
 from depthnet_jax.model.spec import FIELDS, ModelSpec
 
@@ -249,6 +249,11 @@ class TrainCheckpoints:
                                              **common))
     self._prepared: set[str] = set()
     self._closed = False
+    # A save starts whole (Ctrl-C and SIGTERM wait for its call to return, so that `close` can finish it); a full
+    # disk: the saves waited for, the temporaries removed, one line (`_disk_full`) instead of Orbax's tracebacks.
+    self._on_disk_full = (self.latest.wait_until_finished, self.best.wait_until_finished, self._remove_unfinished)
+    integrity._quiet_abandoned_reads()   # Orbax's other writes fail afterwards, each with a traceback
+    processes.hide_disk_full_logs(logging.get_absl_logger(), f'{os.sep}orbax{os.sep}')
 
   def __enter__(self) -> 'TrainCheckpoints':
     return self
@@ -263,11 +268,24 @@ class TrainCheckpoints:
     if directory in self._prepared:
       return
     os.makedirs(directory, exist_ok=True)
-    if jax.process_index() == 0:
-      for name in os.listdir(directory):
-        if _ORBAX_TMP.match(name):   # Orbax's own `<step>.orbax-checkpoint-tmp-*`, never finished
-          shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
     self._prepared.add(directory)
+    self._remove_unfinished([directory])   # its own only: the other manager may have a save in flight
+
+  def _remove_unfinished(self, directories=None) -> None:
+    """Removes Orbax's `<step>.orbax-checkpoint-tmp*`, of saves that never finished (killed, failed, interrupted),
+    in `directories` (default: every manager's, once their saves have been waited for)."""
+    for directory in sorted(self._prepared if directories is None else directories) if jax.process_index() == 0 else ():
+      for name in [n for n in os.listdir(directory) if _ORBAX_TMP.match(n)] if os.path.isdir(directory) else ():
+        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+  def _disk_full(self) -> CheckpointError:
+    # The largest finished checkpoint (a latest one holds the optimizer state too, a best one only the model).
+    steps = [os.path.join(d, n) for d in self._prepared if os.path.isdir(d) for n in os.listdir(d) if n.isdigit()]
+    size = max((processes.folder_size(step) for step in steps), default=0)
+    return CheckpointError(
+        f'saving a checkpoint in {self.workdir} failed: the disk is full ({processes.free_space(self.workdir)} on its '
+        f'file system{f"; a checkpoint takes {processes.format_bytes(size)}" if size else ""}); the unfinished '
+        'checkpoint was removed and the earlier ones kept: free some space, then run again to resume')
 
   def save(self, step: int, state: TrainState, info: dict, data_state: dict) -> None:
     """Saves `state` as `checkpoints/<step>/`; `info`: the model_config item (spec fields and provenance)."""
@@ -279,14 +297,15 @@ class TrainCheckpoints:
     # From the arrays handed to Orbax, now: the next (donating) train step must not change what is summed.
     checksums = integrity.checksum_record({MODEL_ITEM: model, 'opt_state': opt_state, 'train': train})
     self._prepare(self.latest)
-    self.latest.save(step, args=ocp.args.Composite(**{
-        MODEL_ITEM: ocp.args.StandardSave(model),
-        CONFIG_ITEM: ocp.args.JsonSave(dict(info, source='training', step=step,
-                                            **{CHECKSUM_KEY: CHECKSUM_ALGORITHM})),
-        'opt_state': ocp.args.StandardSave(opt_state),
-        'train': ocp.args.PyTreeSave(train),
-        'data': ocp.args.JsonSave(data_state),
-        CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
+    with processes.on_disk_full(self._disk_full, *self._on_disk_full), processes.signals_deferred():
+      self.latest.save(step, args=ocp.args.Composite(**{
+          MODEL_ITEM: ocp.args.StandardSave(model),
+          CONFIG_ITEM: ocp.args.JsonSave(dict(info, source='training', step=step,
+                                              **{CHECKSUM_KEY: CHECKSUM_ALGORITHM})),
+          'opt_state': ocp.args.StandardSave(opt_state),
+          'train': ocp.args.PyTreeSave(train),
+          'data': ocp.args.JsonSave(data_state),
+          CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
 
   def save_best(self, step: int, state: TrainState, info: dict, metrics: dict[str, float]) -> None:
     if step in self.best.all_steps():
@@ -294,11 +313,12 @@ class TrainCheckpoints:
     model = _pure_model(state.params, state.batch_stats)
     checksums = integrity.checksum_record({MODEL_ITEM: model})
     self._prepare(self.best)
-    self.best.save(step, metrics=dict(metrics), args=ocp.args.Composite(**{
-        MODEL_ITEM: ocp.args.StandardSave(model),
-        CONFIG_ITEM: ocp.args.JsonSave(dict(info, source='training', step=step, eval_metrics=metrics,
-                                            **{CHECKSUM_KEY: CHECKSUM_ALGORITHM})),
-        CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
+    with processes.on_disk_full(self._disk_full, *self._on_disk_full), processes.signals_deferred():
+      self.best.save(step, metrics=dict(metrics), args=ocp.args.Composite(**{
+          MODEL_ITEM: ocp.args.StandardSave(model),
+          CONFIG_ITEM: ocp.args.JsonSave(dict(info, source='training', step=step, eval_metrics=metrics,
+                                              **{CHECKSUM_KEY: CHECKSUM_ALGORITHM})),
+          CHECKSUM_ITEM: ocp.args.JsonSave(checksums)}))
 
   def restore_latest(self, template: TrainState) -> TrainState | None:
     """The newest usable checkpoint as a state like `template` (same shardings), or None if there is none.
@@ -408,9 +428,11 @@ class TrainCheckpoints:
           step()
         except Exception as e:  # noqa: BLE001 - close every manager whatever happened to the other
           failure = failure or e
+    self._remove_unfinished()   # of a failed save, or of one that Ctrl-C or SIGTERM interrupted as it started
     if failure is None:
       return
-    message = f'saving a checkpoint in {self.workdir} failed: {type(failure).__name__}: {cli.one_line(failure)[:300]}'
+    message = (str(self._disk_full()) if processes.disk_full(failure) else
+               f'saving a checkpoint in {self.workdir} failed: {type(failure).__name__}: {cli.one_line(failure)[:300]}')
     if quiet:
       logging.warning(message)
       return

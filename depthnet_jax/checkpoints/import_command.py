@@ -2,8 +2,10 @@
 
 Parses the flags (cli.ArgumentParser: a usage error is one `error:` line and exit code 1, --debug adds the
 traceback), converts with `torch_import.convert` (which checks OUT_DIR before reading the input, and everything
-read before writing anything) and prints what it read and wrote. The importer itself is
-`depthnet_jax.checkpoints.torch_import`; `depthnet_jax/torch_import.py` is the `python -m` entry point.
+read before writing anything) and prints what it read and wrote. OUT_DIR is held for the whole run (`folder_lock`:
+`.<name>.lock` beside it), so a second import into it is refused at once with one line naming the holder's pid. The
+importer itself is `depthnet_jax.checkpoints.torch_import`; `depthnet_jax/torch_import.py` is the `python -m` entry
+point.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 from typing import Any
 
 from depthnet_jax.checkpoints import torch_import
-from depthnet_jax.common import cli
+from depthnet_jax.common import cli, folder_lock
 from depthnet_jax.model.spec import ModelSpec, normalize_depth_activation
 
 _USAGE = ('python -m depthnet_jax.torch_import CHECKPOINT OUT_DIR [--overwrite] [--depth_activation elu|none] '
@@ -44,7 +46,11 @@ def _work(args: argparse.Namespace) -> int:
     overrides['depth_activation'] = normalize_depth_activation(args.depth_activation)
   if args.clamp is not None:
     overrides['clamp'] = args.clamp
-  result = torch_import.convert(args.checkpoint, args.out_dir, overwrite=args.overwrite, **overrides)
+  # The paths checked, then OUT_DIR held to the end (`folder_lock`, beside it: it is replaced whole): another
+  # command writing it is refused before anything is read.
+  _, out = torch_import.check_paths(args.checkpoint, args.out_dir, overwrite=args.overwrite)
+  with folder_lock.hold(out, 'OUT_DIR', beside=True):
+    result = torch_import.convert(args.checkpoint, args.out_dir, overwrite=args.overwrite, **overrides)
   print(f'read     {result["source"]} ({result["source_format"]} torch format'
         f'{", module. prefix stripped" if result["module_prefix_stripped"] else ""})')
   arch = f'arch {result["arch"]!r}, ' if result['arch'] is not None else ''

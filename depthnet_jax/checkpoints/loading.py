@@ -31,6 +31,10 @@ from depthnet_jax.model.spec import ModelSpec
 # checkpoint and what is wrong with it (PyTorch weights fail with torch_import's errors, the rest with ours).
 LOAD_ERRORS: tuple[type[Exception], ...] = (cli.UserError, FileNotFoundError, torch_import.TorchCheckpointError)
 
+# The largest image side, in pixels, a network input can have: the one definition of the bound, for a checkpoint's
+# recorded training size (`recorded_geometry`) and infer.py's --height/--width (infer.options imports it).
+MAX_IMAGE_SIDE = 16384
+
 
 def _steps(directory: str) -> list[int]:
   """Steps of a checkpoint manager's directory that hold a finished model checkpoint (with model_config/)."""
@@ -38,6 +42,11 @@ def _steps(directory: str) -> list[int]:
     names = os.listdir(directory) if os.path.isdir(directory) else []
   except OSError as e:
     raise CheckpointError(f'{directory} cannot be listed ({e.strerror or e})') from None
+  links = sorted(s for s in names if s.isdigit() and os.path.islink(os.path.join(directory, s)))
+  if links:   # never followed: a run's manager deletes its old steps, and what a link names is not the run's
+    link = os.path.join(directory, links[0])
+    raise CheckpointError(f'{link}: a symbolic link (to {os.readlink(link)}); expected the step folders train.py '
+                          'writes (pass the checkpoint folder itself, or copy it in)')
   return sorted(int(s) for s in names if s.isdigit() and os.path.isdir(os.path.join(directory, s, CONFIG_ITEM)))
 
 
@@ -76,7 +85,8 @@ class CheckpointInfo:
 def checkpoint_info(path: str | os.PathLike, prefer: str = 'best') -> CheckpointInfo:
   """Resolves `path` (a workdir's best or latest step, a checkpoint, a `.pth.tar`) and reads its recorded
   geometry (only the small `model_config` item; no weights). Raises FileNotFoundError for a missing path or a
-  directory that holds no checkpoint."""
+  directory that holds no checkpoint, CheckpointError for a recorded value no training run can have written
+  (`recorded_geometry`)."""
   path = os.path.abspath(os.fspath(path))
   if os.path.isfile(path):
     # PyTorch weights record none of it: 512x512, 90 deg and 0.3 m, Still Box's, are assumed
@@ -84,14 +94,37 @@ def checkpoint_info(path: str | os.PathLike, prefer: str = 'best') -> Checkpoint
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint {path} does not exist')
   resolved = resolve_checkpoint(path, prefer)
-  config = checkpointing.read_model_config(resolved)
-  size = config.get('image_size')
-  displacement = config.get('displacement')
-  recorded = isinstance(displacement, (int, float)) and not isinstance(displacement, bool) and \
-      math.isfinite(displacement) and displacement > 0
-  return CheckpointInfo(path, resolved, tuple(int(x) for x in size) if size else None,
-                        float(config['fov']) if config.get('fov') else None,
-                        float(displacement) if recorded else NOMINAL_DISPLACEMENT, recorded)
+  size, fov, displacement = recorded_geometry(resolved, checkpointing.read_model_config(resolved))
+  return CheckpointInfo(path, resolved, size, fov, NOMINAL_DISPLACEMENT if displacement is None else displacement,
+                        displacement is not None)
+
+
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def recorded_geometry(resolved: str, config: dict) -> tuple[tuple[int, int] | None, float | None, float | None]:
+  """(image size (h, w), FOV in degrees, nominal displacement in metres) a checkpoint's `model_config` records,
+  None where it records none (older checkpoints). A value no training run writes is a CheckpointError naming the
+  file and the field: an image size that is not two integers from 1 to MAX_IMAGE_SIDE (DepthNet takes any size:
+  its decoder crops to the encoder's, so no multiple is needed), a FOV outside (0, 180) degrees, a displacement that
+  is not a finite number > 0."""
+  where = os.path.join(resolved, CONFIG_ITEM, 'metadata')
+  size, fov, displacement = (config.get(k) for k in ('image_size', 'fov', 'displacement'))
+  if size is not None:
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and
+            all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_IMAGE_SIDE for x in size)):
+      raise CheckpointError(f"{where}: 'image_size' {size!r}: expected [height, width], two integers from 1 to "
+                            f'{MAX_IMAGE_SIDE} (the size in pixels the network was trained at)')
+    size = (size[0], size[1])
+  if fov is not None and not (_number(fov) and 0 < fov < 180):
+    raise CheckpointError(f"{where}: 'fov' {fov!r}: expected a number of degrees in (0, 180) (the horizontal field "
+                          'of view the network was trained at)')
+  if displacement is not None and not (_number(displacement) and displacement > 0):
+    raise CheckpointError(f"{where}: 'displacement' {displacement!r}: expected a finite number of metres > 0 (the "
+                          'distance between the two frames of a training pair)')
+  return (size, None if fov is None else float(fov),
+          None if displacement is None else float(displacement))
 
 
 def load_any(path: str | os.PathLike, prefer: str = 'best') -> models.DepthNet:

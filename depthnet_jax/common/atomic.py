@@ -23,7 +23,7 @@ import socket
 import tempfile
 from typing import Callable, Iterator
 
-from depthnet_jax.common import cli
+from depthnet_jax.common import cli, processes
 
 HOST = re.sub(r'[^A-Za-z0-9_.]', '_', socket.gethostname())[:40] or 'host'
 # The host has no '-' (replaced above) and neither has the random part (tempfile's), so the fields split cleanly.
@@ -105,15 +105,17 @@ def write_file(path: str | os.PathLike, write: Callable[[str], object], *, overw
   path = os.path.abspath(os.fspath(path))
   if not overwrite and os.path.lexists(path):
     raise FileExistsError(f'{path} exists already')
-  tmp = temporary_file(path)
+  tmp = ''
   try:
+    with processes.signals_deferred():   # Ctrl-C or SIGTERM between the creation and `try` would leave it
+      tmp = temporary_file(path)
     write(tmp)
     if overwrite:
       os.replace(tmp, path)
     else:
       rename_no_clobber(tmp, path)
   finally:
-    if os.path.lexists(tmp):
+    if tmp and os.path.lexists(tmp):
       _remove(tmp)
   return path
 
@@ -128,8 +130,10 @@ def writing_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
   path = os.path.abspath(os.fspath(path))
   if not overwrite and os.path.lexists(path):
     raise FileExistsError(f'{path} exists already')
-  tmp = temporary_dir(path)
+  tmp = ''
   try:
+    with processes.signals_deferred():   # as in write_file
+      tmp = temporary_dir(path)
     yield tmp
     if overwrite and os.path.lexists(path):
       old = temporary_dir(path)
@@ -140,7 +144,7 @@ def writing_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     else:
       rename_no_clobber(tmp, path)
   finally:
-    if os.path.lexists(tmp):
+    if tmp and os.path.lexists(tmp):
       _remove(tmp)
 
 

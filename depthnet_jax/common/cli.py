@@ -23,6 +23,8 @@ import tempfile
 import traceback
 from typing import Any, Callable, Iterable
 
+from depthnet_jax.common import processes
+
 DEBUG_ENV = 'DEPTHNET_DEBUG'
 
 
@@ -54,14 +56,20 @@ def report(error: BaseException | str, *, debug: bool = False, stream=None) -> N
 
 def run(work: Callable[[], Any], *, debug: bool = False,
         user_errors: tuple[type[BaseException], ...] = ()) -> int:
-  """Runs `work()`; a user error -> one `error:` line and 1, Ctrl-C -> 130; returns work's int result or 0."""
+  """Runs `work()`; a user error -> one `error:` line and 1, Ctrl-C -> 130, SIGTERM -> the same clean-up as Ctrl-C
+  (`processes.sigterm_as_interrupt`, unless the command handles SIGTERM itself) and 143; returns work's int result
+  or 0."""
   debug = debug_enabled(debug)
   try:
-    result = work()
+    with processes.sigterm_as_interrupt():
+      result = work()
+  except processes.Terminated:
+    report(processes.TERMINATED_MESSAGE, debug=debug)
+    return processes.EXIT_TERMINATED
   except KeyboardInterrupt as e:
     report('interrupted (Ctrl-C); temporary files were removed, finished outputs kept', debug=debug)
     del e
-    return 130
+    return processes.EXIT_INTERRUPTED
   except (UserError, *user_errors) as e:
     report(e, debug=debug)
     return 1

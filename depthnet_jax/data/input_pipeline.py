@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 from typing import Any
@@ -34,7 +35,9 @@ import numpy as np
 from absl import flags
 
 # Targets are clipped to [0, MAX_DEPTH]; SHIFT is S, the original's nominal frame shift.
+from depthnet_jax.common import processes
 from depthnet_jax.common.conventions import MAX_DEPTH, SHIFT, normalize
+from depthnet_jax.data import shards
 from tfds_stillbox import codec
 
 
@@ -43,12 +46,16 @@ class DatasetNotBuiltError(FileNotFoundError):
 
 
 def open_source(dataset: str, split: str, data_dir: str | None = None):
-  """`tfds.data_source` of a built Still Box config, e.g. 'tfds_stillbox/synth64'; a one-line error if not built."""
+  """`tfds.data_source` of a built Still Box config, e.g. 'tfds_stillbox/synth64'; a one-line error if not built.
+
+  Every shard file the split lists is checked first (`shards.verify`: there, readable, the record count
+  dataset_info.json records; a `shards.ShardError` names the file), and a record found damaged while reading is a
+  `shards.DamagedRecordError` naming the file and the record (`shards.CheckedSource`)."""
   import tensorflow_datasets as tfds
 
   from tfds_stillbox import tfds_stillbox_dataset_builder as tfds_stillbox  # registers the builder
   try:
-    return tfds.data_source(dataset, split=split, data_dir=data_dir, download=False, try_gcs=False)
+    source = tfds.data_source(dataset, split=split, data_dir=data_dir, download=False, try_gcs=False)
   except (tfds.core.registered.DatasetNotFoundError, KeyError, ValueError) as e:
     # KeyError: a folder with no finished build; ValueError: an unknown config (or split) of the builder.
     name, _, config = dataset.partition('/')
@@ -73,6 +80,7 @@ def open_source(dataset: str, split: str, data_dir: str | None = None):
         f'{" (did you mean " + " or ".join(close) + "?)" if close else ""}: expected one of {", ".join(known)} '
         f'(build it with `tfds build tfds_stillbox --config <name> --data_dir {where}`), or the name of a JSON '
         'config built there') from None
+  return shards.checked(source)
 
 
 def frames_per_scene(source) -> int:
@@ -242,7 +250,8 @@ def make_iterator(ds: grain.MapDataset, worker_count: int = 0, prefetch_buffer_s
 
   Args:
     ds: from `train_dataset` or `eval_dataset`.
-    worker_count: 0 decodes in this process (threads); N > 0 in N worker processes. The batches are the same.
+    worker_count: 0 decodes in this process (threads); N > 0 in N worker processes. The batches are the same. The
+      workers die with this process, however it ends (`processes.init_worker`), and leave Ctrl-C to it.
     prefetch_buffer_size: batches each worker prepares ahead.
     start_step: first batch to yield (resume without a saved state).
   """
@@ -258,5 +267,6 @@ def make_iterator(ds: grain.MapDataset, worker_count: int = 0, prefetch_buffer_s
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                               per_worker_buffer_size=prefetch_buffer_size))
+                                                               per_worker_buffer_size=prefetch_buffer_size),
+                                  worker_init_fn=functools.partial(processes.init_worker, os.getpid()))
   return iter(iter_ds)

@@ -3,7 +3,11 @@ TFDS format (`TreeSource`, `open_tree`), or a built TFDS split (`open_dataset`).
 
 A tree is read with `tfds_stillbox.tree` into records of the TFDS dataset's format, so that `input_pipeline` reads
 both alike; every scene of a tree is evaluated (a built dataset's `validation` split holds only the scenes training
-did not see).
+did not see). The values an evaluation takes from a tree are checked (`tfds_stillbox.tree`, as a build from a tree
+checks them): each scene's `speed` (three finite numbers, m/s; a component may be negative, it is a direction) and
+`time_step` (a finite number of seconds > 0) when the tree is opened, each depth map's values (finite, >= 0 m) when
+its scene is read. A scene whose speed is zero is valid (its camera stands still): the evaluation skips and counts
+its pairs (`evaluate.evaluate`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import os
 import threading
 from typing import Any
 
+import numpy as np
+
 from depthnet_jax.common import cli
-from depthnet_jax.data import input_pipeline
+from depthnet_jax.data import input_pipeline, shards
 from tfds_stillbox import tree
 
 
@@ -34,6 +40,7 @@ class TreeSource:
           f'{os.path.join(odd.folder, "metadata.json")}: scene {odd.id} has {len(odd.scene["imgs"])} frames, '
           f'scene {self._refs[0].id} {len(self._refs[0].scene["imgs"])}; expected the same number in every scene')
     for ref in self._refs:   # every listed file exists (their contents are checked as they are read)
+      tree.check_motion(ref)
       for name in ref.scene['imgs'] + ref.scene['depth']:
         if not os.path.isfile(os.path.join(ref.folder, name)):
           raise tree.StillBoxFormatError(f'{os.path.join(ref.folder, name)}: listed in scene {ref.id} but missing')
@@ -45,6 +52,12 @@ class TreeSource:
 
   def __len__(self) -> int:
     return len(self._refs)
+
+  def still_scenes(self, shift: int) -> list[str]:
+    """The ids of the scenes whose pairs `shift` frames apart have displacement 0 (speed 0: the camera stands
+    still), from the metadata alone; the evaluation skips their pairs."""
+    return [r.id for r in self._refs if input_pipeline.displacement_length(
+        shift * float(r.scene['time_step']) * np.asarray(r.scene['speed'], np.float64)) == 0]
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
@@ -91,12 +104,15 @@ def open_tree(root: str) -> TreeSource:
 
 
 def open_dataset(dataset: str, split: str, data_dir: str | None):
-  """`tfds.data_source` of a built split (as training opens it); a dataset not built or an unknown split is a
-  one-line `cli.UserError` naming the flag."""
+  """`tfds.data_source` of a built split (as training opens it, its shards checked); a dataset not built or an
+  unknown split is a one-line `cli.UserError` naming the flag, a damaged shard a `shards.ShardError` naming the
+  file."""
   try:
     source = input_pipeline.open_source(dataset, split, data_dir or None)
   except input_pipeline.DatasetNotBuiltError as e:
     raise cli.UserError(f'--dataset={dataset!r}: {cli.one_line(e)}') from e
+  except shards.ShardError:   # a shard missing, unreadable or of another length: its line names the file
+    raise
   except ValueError as e:   # an unknown split
     raise cli.UserError(f'--split={split!r}: {cli.one_line(e)}') from e
   if len(source) == 0:

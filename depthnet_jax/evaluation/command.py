@@ -10,23 +10,30 @@ of the TFDS format (`tree_source.TreeSource`) and every scene of it is evaluated
 Outputs: the two tables on stdout (`report.report`); `--json PATH`: metrics, bins, checkpoint, data, protocol,
 shift, numbers of pairs and pixels, the scale factor (`report.to_json`); `--plot PATH.png`: the mean absolute
 error against true depth over the pixel count (`charts.error_by_depth`). Files are written atomically and an
-existing one is replaced only with `--overwrite`. Progress (pairs done, rate, ETA) goes to stderr.
+existing one is replaced only with `--overwrite`; each is held for the whole run (`folder_lock`: a hidden
+`.<name>.lock` beside it), so another command writing the same file is refused at once. Progress (pairs done,
+rate, ETA) goes to stderr.
 
 Every user error (a missing checkpoint, an unknown dataset or split, a tree that is not Still Box, a flag out of
 range, an existing output without --overwrite) is one `error:` line and exit code 1, found before the model
 runs or anything is written; `--debug` (or DEPTHNET_DEBUG=1) adds the traceback. JAX is imported only after the
-flags are checked.
+flags are checked. The data is checked before the checkpoint is read (a split's shards, `data.shards`; a tree's
+speeds and time steps, `tree_source`), the checkpoint's recorded geometry before its weights
+(`loading.recorded_geometry`); a record or depth map found damaged while evaluating is one line too. Data of
+another size or FOV than the checkpoint's training one is evaluated as it is, with a `note:` line on stderr
+(`geometry_note`); pairs whose camera stands still are skipped and counted (`evaluate.evaluate`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 
-from depthnet_jax.common import atomic, cli, compile_cache
+from depthnet_jax.common import atomic, cli, compile_cache, folder_lock, memory
 from depthnet_jax.common.conventions import SHIFT
 from depthnet_jax.evaluation import report
 from depthnet_jax.evaluation.report import DEFAULT_BATCH_SIZE, PROTOCOLS
@@ -56,7 +63,8 @@ def parser() -> cli.ArgumentParser:
   p.add_argument('--shift', type=int, default=SHIFT, help=f'pairs are (i, i + shift); 1 to frames - 1, '
                  f'default {SHIFT}')
   p.add_argument('--batch_size', type=int, default=DEFAULT_BATCH_SIZE,
-                 help=f'pairs per network call, >= 1 and a multiple of the devices; default {DEFAULT_BATCH_SIZE}')
+                 help=f'pairs per network call, >= 1 and a multiple of the devices, at most what the memory holds '
+                      f'(more than the data\'s pairs: its pairs); default {DEFAULT_BATCH_SIZE}')
   p.add_argument('--json', default=None, metavar='PATH', help='write the metrics, bins and settings as JSON')
   p.add_argument('--plot', default=None, metavar='PNG', help='draw the error against true depth (a .png)')
   p.add_argument('--overwrite', action='store_true', help='replace an existing --json or --plot file')
@@ -146,8 +154,34 @@ def _open_data(args: Args):
   if args.shift >= frames:
     raise cli.UserError(f'--shift={args.shift}: expected an integer from 1 to {frames - 1} (the scenes of '
                         f'{name} have {frames} frames)')
+  if args.tree and len(source.still_scenes(args.shift)) == len(source):   # from the metadata: before the model
+    _refuse_all_still(args, len(source) * (frames - args.shift))
   data.update(scenes=len(source), frames=frames, height=int(first['height']), width=int(first['width']))
   return source, name, data
+
+
+def geometry_note(info, data: dict, fov: float) -> str | None:
+  """A one-line note when the data's image size (`data`'s height and width) or FOV is not the checkpoint's
+  training one, else None.
+
+  The evaluation runs at the data's own size, unresized (the protocols compare with the ground truth at its
+  resolution), and says so: the network's depths assume the focal length in pixels it learned, so on frames of
+  another focal length they come out scaled by about f_train / f_data (infer.py resizes footage to the training
+  focal length instead: docs/evaluation.md)."""
+  from depthnet_jax.common import geometry
+  differ = []
+  if info.train_size and tuple(info.train_size) != (data['height'], data['width']):
+    differ.append(f'trained at {info.train_size[1]}x{info.train_size[0]}, the data is {data["width"]}x'
+                  f'{data["height"]} (width x height)')
+  if info.train_fov and abs(info.train_fov - fov) > 1e-6:
+    differ.append(f'trained at a FOV of {info.train_fov:g} deg, the data\'s is {fov:g} deg')
+  if not differ:
+    return None
+  ratio = (geometry.focal_length(info.train_size[1] if info.train_size else data['width'],
+                                 info.train_fov or fov) / geometry.focal_length(data['width'], fov))
+  return (f'note: --checkpoint {info.resolved} was {"; ".join(differ)}: evaluated at the data\'s size, not resized; '
+          f'its depths assume the focal length it learned, so expect them scaled by about {ratio:.3g} '
+          '(f_train / f_data; infer.py resizes to the training focal length)')
 
 
 def _load(args: Args):
@@ -173,23 +207,49 @@ def run(args: Args, *, stdout=None) -> report.Evaluation:
   from depthnet_jax.evaluation import evaluate
   from depthnet_jax.model import models
   source, data_name, data = _open_data(args)
+  bounded_batch(args, data)   # before the model loads
   info, model = _load(args)
+  note = geometry_note(info, data, float(source[0]['fov']))
+  if note:
+    print(note, file=sys.stderr, flush=True)
   mesh = sharding.make_mesh()
   sharding.check_batch_size(args.batch_size, mesh, '--batch_size')
+  batch_size = bounded_batch(args, data, mesh.size)
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   params, batch_stats = sharding.replicate((params, batch_stats), mesh)
   result = evaluate.evaluate(graphdef, params, batch_stats, source, protocol=args.protocol, shift=args.shift,
-                             batch_size=args.batch_size, nominal=info.displacement, mesh=mesh, show_progress=True)
+                             batch_size=batch_size, nominal=info.displacement, mesh=mesh, show_progress=True)
+  if result.skipped == result.pairs:   # a built split's speeds are known once its records are read
+    _refuse_all_still(args, result.pairs)
   oh, ow = models.output_sizes(data['height'], data['width'])[0]
   resolution = f'input {data["width"]}x{data["height"]}, network output {ow}x{oh}'
   print(report.report(result, info.resolved, data_name, args.shift, resolution), file=stdout, flush=True)
   checkpoint = {'path': args.checkpoint, 'resolved': info.resolved, 'nominal_displacement': info.displacement,
-                'displacement_recorded': info.displacement_recorded, **model.options()}
+                'displacement_recorded': info.displacement_recorded, 'train_size': info.train_size,
+                'train_fov': info.train_fov, **model.options()}
   document = report.to_json(result, checkpoint=checkpoint, data=data, shift=args.shift)
   title = f'{_short(info.resolved)} - {args.protocol} protocol, {data_name}'
   for path in _write_outputs(args, document, result.bins, title):
     print(f'wrote {path}', file=stdout, flush=True)
   return result
+
+
+def bounded_batch(args: Args, data: dict, devices: int = 1) -> int:
+  """--batch_size bounded by the work (a batch of more pairs than the data holds would be padding: at most its
+  pairs, rounded up to a multiple of the devices; the metrics are the same) and by the machine's memory
+  (`memory.check_count`: a `cli.UserError` stating the bound)."""
+  pairs = data['scenes'] * (data['frames'] - args.shift)
+  batch = min(args.batch_size, -(-pairs // devices) * devices)
+  h, w = data['height'], data['width']
+  memory.check_count('--batch_size', args.batch_size, memory.EVAL_BYTES_PER_PIXEL * h * w, f'a pair of {w}x{h} frames',
+                     used=batch)
+  return batch
+
+
+def _refuse_all_still(args: Args, pairs: int) -> None:
+  flag = f'--stillbox_tree {args.tree}' if args.tree else f'--dataset={args.dataset!r} --split={args.split!r}'
+  raise cli.UserError(f'{flag}: the camera of every scene stands still (speed 0: all {pairs} pairs skipped, nothing '
+                      'to measure); expected scenes whose camera moves')
 
 
 def _write_outputs(args: Args, document: dict, bins: list[dict], title: str) -> list[str]:
@@ -217,10 +277,14 @@ def _short(path: str, parts: int = 3) -> str:
 
 def _work(namespace: argparse.Namespace) -> int:
   args = check_args(namespace)
-  try:
-    run(args)
-  except tree.StillBoxFormatError as e:   # a file of the tree found damaged while reading it
-    raise cli.UserError(f'--stillbox_tree {args.tree}: {cli.one_line(e)}') from e
+  with contextlib.ExitStack() as held:
+    for flag, path in (('--json', args.json), ('--plot', args.plot)):
+      if path:   # one writer per output (`folder_lock`, beside the file): another command writing it is refused
+        held.enter_context(folder_lock.hold(path, flag, beside=True))
+    try:
+      run(args)
+    except tree.StillBoxFormatError as e:   # a file of the tree found damaged while reading it
+      raise cli.UserError(f'--stillbox_tree {args.tree}: {cli.one_line(e)}') from e
   return 0
 
 

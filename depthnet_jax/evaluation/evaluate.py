@@ -36,6 +36,11 @@ prediction as `depth_error`; `followup`: at the ground truth's resolution after 
 clamp). So the bins' pixel counts sum to the evaluated pixels, and their pixel-weighted mean error is the
 pixel-pooled mean error, which differs from the per-image mean of the metrics table.
 
+A pair whose camera did not move (a scene of speed zero, or of time step zero in a built split: displacement 0)
+holds no depth to see and has no metric scale: it is skipped (masked like padding) and counted
+(`Evaluation.skipped`; the command prints the count), not averaged in, as infer.py skips pairs of zero
+displacement.
+
 `images=N` adds N example pictures of the first batch to the result (frame 1, frame 2, ground truth and the
 network's prediction; what training logs as `eval_examples`), from this process's rows of it.
 """
@@ -68,10 +73,12 @@ def _forward(graphdef, params, batch_stats, batch):
 
 
 def _pair_ranges(batch) -> dict:
-  """Min and max over the real pairs of their displacement and scale factor (padding rows excluded)."""
+  """Min and max over the evaluated pairs of their displacement and scale factor (padding and skipped rows
+  excluded), and the number of pairs skipped (a camera standing still)."""
   real = batch['mask'] > 0
-  return {f'{k}_{f.__name__}': f(jnp.where(real, batch[k], fill)) for k in ('distance', 'scale')
-          for f, fill in ((jnp.min, jnp.inf), (jnp.max, -jnp.inf))}
+  return {'skipped': jnp.sum(batch['skipped']),
+          **{f'{k}_{f.__name__}': f(jnp.where(real, batch[k], fill)) for k in ('distance', 'scale')
+             for f, fill in ((jnp.min, jnp.inf), (jnp.max, -jnp.inf))}}
 
 
 def _original_step(graphdef, params, batch_stats, batch):
@@ -153,10 +160,13 @@ def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original
 
 def _with_scale(local: dict[str, np.ndarray], nominal: float | None) -> dict[str, np.ndarray]:
   """A host batch with each pair's real displacement `distance` (metres) and its `scale` d / nominal (1 if
-  `nominal` is None: the original protocol does not rescale)."""
+  `nominal` is None: the original protocol does not rescale); a pair of displacement 0 masked out and marked in
+  `skipped`."""
   distance = input_pipeline.displacement_length(local['displacement'])
+  still = (local['mask'] > 0) & (distance == 0)
   scale = distance / nominal if nominal is not None else np.ones_like(distance)
-  return dict(local, distance=distance.astype(np.float32), scale=scale.astype(np.float32))
+  return dict(local, mask=np.where(still, 0, local['mask']).astype(np.float32), skipped=still.astype(np.float32),
+              distance=distance.astype(np.float32), scale=scale.astype(np.float32))
 
 
 class _Totals:
@@ -171,6 +181,7 @@ class _Totals:
     self.bins = {k: np.zeros(len(losses.DEPTH_BIN_EDGES) - 1, np.float64) for k in ('pixels', 'abs_error',
                                                                                       'rel_error')}
     self.ranges = {'distance': [math.inf, -math.inf], 'scale': [math.inf, -math.inf]}
+    self.skipped = 0
 
   def add(self, out) -> None:
     """A batch's results (the step's replicated sums)."""
@@ -181,16 +192,20 @@ class _Totals:
       self.bins[k] += np.asarray(out['bins'][k], np.float64)
     for k, (low, high) in self.ranges.items():
       self.ranges[k] = [min(low, float(out[f'{k}_min'])), max(high, float(out[f'{k}_max']))]
+    self.skipped += int(round(float(out['skipped'])))
 
   def result(self, pairs: int, nominal: float, pictures: np.ndarray | None) -> Evaluation:
     # no evaluated pixel in the whole split (e.g. followup on scenes all beyond 80 m): NaN, as a mean of nothing
     metrics = {k: math.nan if not self.count else float(v / self.count) for k, v in self.sums.items()}
     original = self.protocol == 'original'
+    # every pair skipped (no camera moved): no range of displacements or scales, (0, 0)
+    ranges = {k: (0.0, 0.0) if low > high else (round(low, 6), round(high, 6))
+              for k, (low, high) in self.ranges.items()}
     return Evaluation(
         protocol=self.protocol, metrics=metrics, images=int(round(float(self.count))), pairs=pairs,
         pixels=int(round(self.bins['pixels'].sum())), bins=_bin_table(self.bins), nominal=float(nominal),
-        displacement=tuple(round(v, 6) for v in self.ranges['distance']),
-        scale=None if original else tuple(round(v, 6) for v in self.ranges['scale']), pictures=pictures)
+        displacement=ranges['distance'], scale=None if original else ranges['scale'], pictures=pictures,
+        skipped=self.skipped)
 
 
 def _bin_table(bins) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ class Evaluation:
   scale: tuple[float, float] | None   # (min, max) factor d / nominal applied (followup), None if not applied
   # [N, H, 4W, 3] uint8 example pictures of the first batch (`evaluate(images=N)`), else None
   pictures: np.ndarray | None = None
+  skipped: int = 0                # pairs of `pairs` skipped: the camera did not move (displacement 0)
 
 
 def metrics_table(result: Evaluation) -> list[str]:
@@ -73,6 +74,8 @@ def report(result: Evaluation, checkpoint: str, data: str, shift: int, resolutio
   lines = [f'# {result.protocol} protocol: {checkpoint}',
            f'# on {data}: {result.pairs} pairs (i, i + {shift}), {result.images} averaged in the metrics'
            + (f' ({resolution})' if resolution else ''),
+           *([f'# {result.skipped} pairs skipped: their camera did not move (speed 0), so they hold no depth to '
+              'measure'] if result.skipped else []),
            f'# {scale_line(result)}',
            *metrics_table(result), '',
            f'# error by true depth over {result.pixels} pixels, pooled ({pixels_where})',
@@ -93,6 +96,7 @@ def to_json(result: Evaluation, *, checkpoint: dict[str, Any], data: dict[str, A
       'shift': shift,
       'pairs': result.pairs,
       'images': result.images,
+      'skipped_pairs': result.skipped,
       'pixels': result.pixels,
       'scale_factor': {'applied': result.scale is not None,
                        'min': result.scale[0] if result.scale else None,

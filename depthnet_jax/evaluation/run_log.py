@@ -2,10 +2,13 @@
 
     curves = run_log.read_scalars('runs/reference64')   # {'train_loss': [(step, value), ...], 'eval_depth_error': ...}
 
-The files are TFRecord frames (little-endian u64 length, u32 masked CRC, an `Event` protobuf, u32 masked CRC);
-the protobuf classes come from the `tensorboard` package, so reading needs no TensorFlow. A resumed run appends a
-new event file and logs again the steps after its last checkpoint: for a step logged more than once the last
-value written wins (files in the order they were written).
+The files are TFRecord frames (little-endian u64 length, u32 masked CRC-32C of the length, an `Event` protobuf,
+u32 masked CRC-32C of the data); both checksums are verified (`common.crc32c`), and a record that fails one is a
+`RunLogError` naming the file and the record's byte offset. A record cut short at the end of a file (the file of a
+running training, or of one killed while writing) is where the file ends, not an error. The protobuf classes come
+from the `tensorboard` package, so reading needs no TensorFlow. A resumed run appends a new event file and logs
+again the steps after its last checkpoint: for a step logged more than once the last value written wins (files in
+the order they were written).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import struct
 
 import numpy as np
 
-from depthnet_jax.common import cli
+from depthnet_jax.common import cli, crc32c
 
 
 class RunLogError(cli.UserError):
@@ -34,16 +37,44 @@ def event_files(workdir: str) -> list[str]:
 
 
 def _records(path: str):
+  """(offset, data) of each whole record of a TFRecord file, both checksums verified; a RunLogError names the
+  first record that fails one. A record cut short at the end (a writer still running, or killed) ends the file."""
   with open(path, 'rb') as f:
     data = f.read()
   offset = 0
   while offset + 12 <= len(data):
     (length,) = struct.unpack_from('<Q', data, offset)
+    (length_crc,) = struct.unpack_from('<I', data, offset + 8)
+    if crc32c.masked(data[offset:offset + 8]) != length_crc and not _frame_after(data, offset + 1):
+      return   # nothing intact after it: what a writer left unfinished (e.g. blocks a crash left as zeros)
+    _check(path, offset, 'length', crc32c.masked(data[offset:offset + 8]), length_crc)
     start, end = offset + 12, offset + 12 + length
     if end + 4 > len(data):   # the tail a running (or killed) writer has not finished: ignored
       return
-    yield data[start:end]
+    (data_crc,) = struct.unpack_from('<I', data, end)
+    _check(path, offset, 'data', crc32c.masked(data[start:end]), data_crc)
+    yield offset, data[start:end]
     offset = end + 4
+
+
+def _frame_after(data: bytes, start: int, chunk: int = 1 << 22) -> bool:
+  """Whether an intact frame header (8 bytes of length, then their masked CRC-32C) starts anywhere from `start`:
+  a record whose length fails its checksum is damage if one does, the unfinished end of the file if none does."""
+  array = np.frombuffer(data, np.uint8)
+  for begin in range(start, len(array) - 11, chunk):
+    window = array[begin:min(len(array), begin + chunk + 11)]
+    stored = np.lib.stride_tricks.sliding_window_view(window[8:], 4).copy().view('<u4').ravel()
+    if np.any(crc32c.masked_windows(window[:len(stored) + 7], 8) == stored):
+      return True
+  return False
+
+
+def _check(path: str, offset: int, what: str, computed: int, stored: int) -> None:
+  if computed != stored:
+    raise RunLogError(f'{path}: not a readable TensorBoard event file: the record at byte {offset} fails the '
+                      f'checksum of its {what} (stored masked CRC-32C {stored:#010x}, computed {computed:#010x}); '
+                      'expected an intact TFRecord frame (the file is damaged: restore it or move it out of the '
+                      'workdir)')
 
 
 def _value(value) -> float | None:
@@ -78,13 +109,14 @@ def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
                       'train.py run')
   by_tag: dict[str, dict[int, float]] = {}
   for path in files:
-    try:
-      for record in _records(path):
+    for offset, record in _records(path):
+      try:
         event = event_pb2.Event.FromString(record)
-        for value in event.summary.value:
-          x = _value(value)
-          if x is not None:
-            by_tag.setdefault(value.tag, {})[int(event.step)] = x
-    except Exception as e:   # a damaged file: one line naming it
-      raise RunLogError(f'{path}: not a readable TensorBoard event file ({type(e).__name__}: {e})') from e
+        scalars = [(value.tag, _value(value)) for value in event.summary.value]
+      except Exception as e:   # checksums that hold on a record that is no Event (not TensorBoard's): one line
+        raise RunLogError(f'{path}: not a readable TensorBoard event file: the record at byte {offset} is not an '
+                          f'Event ({type(e).__name__}: {cli.one_line(e)})') from e
+      for tag, x in scalars:
+        if x is not None:
+          by_tag.setdefault(tag, {})[int(event.step)] = x
   return {tag: sorted(steps.items()) for tag, steps in by_tag.items()}

@@ -7,8 +7,11 @@ any file or folder (the flags were checked before, by `options.from_flags`): a u
 
 The stages, in this order:
 1. the input's kind (`frames.is_video`), the flight's motion (`motion`), the pairs each frame gets
-   (`pairs.Plan`), the output folder's path, the checkpoint's record (`checkpoint_input`);
-2. the input opened (`frames.open_input`: its size, identity, frames), the network input size;
+   (`pairs.Plan`), the output folder's path; the folder held (`folder_lock`: `<output>/.depthnet-lock`, created
+   with the folder and removed again if the run writes nothing): another command writing there is refused at
+   once; the checkpoint's record (`checkpoint_input`);
+2. the input opened (`frames.open_input`: its size, identity, frames; a video's key frames checked for one
+   size), the network input size, --batch_size against the machine's memory (`options.check_batch_memory`);
 3. the outputs planned (`output_plan`: the settings, their keys, every target checked against the folder);
 4. the model loaded (the first compile), then frames -> `pairs.PairBatcher` -> batches ->
    `results.ResultWriter` -> the files, `shifts.csv` and the summary line.
@@ -18,11 +21,11 @@ The output folder (its manifest `depthnet_infer.json`, what may be replaced, tem
 
 from __future__ import annotations
 
-from depthnet_jax.common import cli, compile_cache, geometry, progress
+from depthnet_jax.common import cli, compile_cache, folder_lock, geometry, progress
 from depthnet_jax.common.conventions import STILLBOX_FOV
 from depthnet_jax.infer import checkpoint_input, frames, motion, output_plan, pairs, results
 from depthnet_jax.infer import predictor as inference
-from depthnet_jax.infer.options import InferOptions
+from depthnet_jax.infer.options import InferOptions, check_batch_memory
 from depthnet_jax.infer.outputs import OutputFolder
 from depthnet_jax.model import models
 
@@ -32,17 +35,26 @@ def run(opts: InferOptions) -> str:
 
   Raises:
     cli.UserError (FootageError, CheckpointInputError, OutputError, motion.MotionError): a user error, found
-      before any file is written when it can be (see the module docstring).
+      before any file is written when it can be (see the module docstring); `folder_lock.HeldError`: another
+      command is writing into the output folder.
   """
   video = frames.is_video(opts.source)
-  flight = _flight(opts)
+  flight = _flight(opts, video)
   plan = pairs.Plan(opts.frame_shift, opts.max_shift, flight)
   output = cli.check_writable_dir(opts.output, '--output')
+  # One writer per output folder (`folder_lock`): held from before its manifest is read to the last file.
+  with folder_lock.hold(output, '--output'):
+    return _run_held(opts, video, flight, plan, output)
+
+
+def _run_held(opts: InferOptions, video: bool, flight: motion.Motion | None, plan: pairs.Plan, output: str) -> str:
+  """`run`'s stages from the checkpoint's record on, the output folder held."""
   recorded = checkpoint_input.info(opts.checkpoint, opts.prefer)
   checkpoint_input.check_output_outside(output, recorded)
   nominal = checkpoint_input.nominal(opts.nominal_displacement, recorded)
   footage = frames.open_input(opts.source, video, opts.extensions, plan)
   size = network_size(opts, recorded.train_size, recorded.train_fov, footage.size)
+  check_batch_memory(opts.batch_size, len(plan.shifts), size or footage.size, footage.size, footage.total)
   checkpoint_id = checkpoint_input.identity(recorded, opts.checkpoint)
   settings = output_plan.result_settings(opts, footage, recorded.resolved, checkpoint_id, size, flight, nominal)
   planned = output_plan.plan_outputs(opts, output, footage, plan, settings)
@@ -54,13 +66,23 @@ def run(opts: InferOptions) -> str:
   return _predict(opts, plan, footage, predictor, planned.open(opts.fps), size, nominal)
 
 
-def _flight(opts: InferOptions) -> motion.Motion | None:
-  """The flight's motion: --displacement, or --motion read (every problem of the log found here)."""
+def _flight(opts: InferOptions, video: bool) -> motion.Motion | None:
+  """The flight's motion: --displacement, or --motion read (every problem of the log found here). Where the
+  input's frames are counted first (a folder's files; a video whose container records its count), only the rows
+  of those frames are kept: memory for the rows used, however long the log."""
   if opts.displacement is not None:
     return motion.constant(opts.displacement)
-  if opts.motion_log is not None:
-    return motion.read_log(opts.motion_log)
-  return None
+  if opts.motion_log is None:
+    return None
+  count = None
+  if video:
+    count = frames.recorded_length(opts.source)
+  else:
+    try:
+      count = len(frames.list_frames(opts.source, opts.extensions))
+    except cli.UserError:   # reported when the input is opened, after the log's own problems
+      pass
+  return motion.read_log(opts.motion_log, count)
 
 
 def network_size(opts: InferOptions, train_size: tuple[int, int] | None, train_fov: float | None,

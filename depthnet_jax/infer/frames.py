@@ -1,15 +1,19 @@
 """The input footage: frames read as people have them, and the input opened (`open_input`) before any work.
 
-Frames are read as people have them: grayscale, RGBA and 16-bit images are converted to 8-bit RGB. A folder must
-hold frames of one size; its frames are its image files sorted by name, except hidden files (our temporaries) and
-the outputs of infer.py its manifest lists. Opening a folder decodes every frame (all readable, one size) and
-checks that no two frames would write outputs of one name; opening a video decodes its first frame. Either way
-the input's identity (a digest of its bytes) is taken, and with the flight's motion the log must cover every
-frame. Every problem is a `FootageError` (a `cli.UserError`) naming the file.
+Frames are read as people have them: every colour mode `common.images` decodes (grayscale, palette, RGBA, CMYK,
+16-bit, 1-bit, ...) becomes 8-bit RGB, and a mode it refuses is one line naming the file and the mode. A folder
+must hold frames of one size; its frames are its image files sorted by name, except hidden files (our temporaries)
+and the outputs of infer.py its manifest lists. Opening a folder decodes every frame (all readable, one size) and
+checks that no two frames would write outputs of one name; opening a video decodes its first frame and its key
+frames (`check_video_size`): a frame of another size than the first is refused before any work, naming its index
+and both sizes. Either way the input's identity (a digest of its bytes) is taken, and with the flight's motion
+the log must cover every frame (a log longer than the input is a note, `motion.Motion.check_covers`). Every
+problem is a `FootageError` (a `cli.UserError`) naming the file.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import itertools
@@ -18,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from depthnet_jax.common import cli
+from depthnet_jax.common import cli, images
 from depthnet_jax.infer.outputs import MANIFEST, Manifest, digest, tree_identity
 from depthnet_jax.infer.pairs import Plan
 
@@ -31,44 +35,13 @@ class FootageError(cli.UserError):
 
 # --- Reading frames --------------------------------------------------------------------------------------------
 
-def to_rgb8(image: np.ndarray, path: str) -> np.ndarray:
-  """Any decoded image -> uint8 RGB `[H, W, 3]` (gray expanded, alpha dropped, 16-bit and float scaled)."""
-  a = np.asarray(image)
-  if a.ndim == 2:
-    a = a[..., None]
-  if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4) or 0 in a.shape:
-    raise FootageError(f'{path}: expected an image [H, W] or [H, W, 1-4 channels]; got an array of shape {a.shape}')
-  if a.dtype == np.uint16:
-    a = ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-  elif a.dtype == np.bool_:
-    a = a.astype(np.uint8) * 255
-  elif np.issubdtype(a.dtype, np.floating):
-    scale = 255.0 if np.nanmax(a) <= 1.0 else 1.0
-    a = np.clip(np.nan_to_num(a) * scale + 0.5, 0, 255).astype(np.uint8)
-  elif a.dtype != np.uint8:
-    raise FootageError(f'{path}: unsupported pixel type {a.dtype}; expected 8- or 16-bit or float images')
-  channels = a.shape[-1]
-  if channels in (1, 2):       # gray, gray + alpha
-    a = np.repeat(a[..., :1], 3, axis=-1)
-  elif channels == 4:          # RGBA
-    a = a[..., :3]
-  return np.ascontiguousarray(a)
-
-
 def read_image(path: str, data: bytes | None = None) -> np.ndarray:
-  """The image at `path` (or its bytes `data`, already read) as uint8 RGB."""
-  import imageio.v3 as iio
+  """The image at `path` (or its bytes `data`, already read) as uint8 RGB: `images.decode`, whatever the file's
+  colour mode (a mode it refuses, or an unreadable file, is a `FootageError` naming the file and the mode)."""
   try:
-    if data is None:
-      image = iio.imread(path)
-    else:   # the bytes carry no name: the extension picks the plugin as it does for the path
-      image = iio.imread(data, extension=os.path.splitext(path)[1].lower() or None)
-  except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault here
-    raise FootageError(f'{path}: cannot read the image ({type(e).__name__}: {cli.one_line(e)[:300]}); expected '
-                       'a readable image file') from None
-  if image.ndim == 4:   # an animated image: its first frame
-    image = image[0]
-  return to_rgb8(image, path)
+    return images.read(path) if data is None else images.decode(data, path)
+  except images.ImageError as e:
+    raise FootageError(str(e)) from None
 
 
 def stem(path: str) -> str:
@@ -135,26 +108,87 @@ def folder_frames(paths: list[str]) -> Frames:
 
 
 def video_frames(path: str) -> Frames:
+  """A video's frames in decoding order, as uint8 RGB (FFmpeg converts every pixel format to rgb24); a frame of
+  another size than the first is a `FootageError` naming its index and both sizes (`check_video_size` finds it
+  before any work; this, raised when the frame is met, is the last guard: the outputs before it stay whole)."""
   import imageio.v3 as iio
+  first = None
   try:
     for i, frame in enumerate(iio.imiter(path, plugin='pyav')):
-      yield f'{i:06d}', to_rgb8(frame, path)
+      try:
+        image = images.to_rgb8(frame, f'--input {path}, frame {i}')
+      except images.ImageError as e:
+        raise FootageError(str(e)) from None
+      if first is None:
+        first = image.shape
+      elif image.shape != first:
+        raise _video_size_error(path, i, image.shape[1::-1], first[1::-1])
+      yield f'{i:06d}', image
   except FootageError:
     raise
   except Exception as e:  # noqa: BLE001
-    raise FootageError(f'--input {path}: cannot read the video ({type(e).__name__}: {cli.one_line(e)[:300]}); '
-                       'expected a video file FFmpeg can decode') from None
+    raise _video_error(path, e) from None
+
+
+def _video_error(path: str, e: Exception) -> FootageError:
+  return FootageError(f'--input {path}: cannot read the video ({type(e).__name__}: {cli.one_line(e)[:300]}); '
+                      'expected a video file FFmpeg can decode')
+
+
+def _video_size_error(path: str, index: int, size: tuple[int, int], first: tuple[int, int]) -> FootageError:
+  """Frame `index` of (width, height) `size` differs from frame 0's `first`."""
+  return FootageError(f'--input {path}, frame {index}: frame size {size[0]}x{size[1]} differs from frame 0\'s '
+                      f'{first[0]}x{first[1]}; expected every frame of a video to have one size (re-encode it at '
+                      'one size, e.g. ffmpeg -vf scale=W:H)')
+
+
+def check_video_size(path: str) -> None:
+  """A `FootageError` naming the first frame whose size differs from frame 0's, found before any work by decoding
+  the key frames only (FFmpeg's `skip_frame=NONKEY`): a video's frame size changes only at a key frame (a new
+  size comes with a new sequence header, which only a key frame can follow: H.264, HEVC, VP9, AV1, MPEG-2 alike;
+  an intra-only codec's frames are all key frames). Such a key frame starts a closed group: the packets before it
+  in decoding order are the frames before it in display order, so its index is their count. This reads the file
+  once more (as its identity digest does) and decodes a key frame every few seconds of video (all frames of an
+  intra-only codec), less than the run decodes."""
+  import av
+  try:
+    with av.open(path) as container:
+      stream = container.streams.video[0]
+      stream.codec_context.skip_frame = 'NONKEY'
+      packets, keys, first, decoded, every = 0, collections.deque(), None, 0, False
+      for packet in container.demux(stream):
+        if packet.size:
+          if packet.is_keyframe:
+            keys.append(packets)
+          packets += 1
+        for frame in packet.decode():   # key frames only, in order: one per key packet
+          every = every or not frame.key_frame   # a decoder that ignores skip_frame: frames counted as decoded
+          index = decoded if every else keys.popleft() if keys else packets - 1
+          decoded += 1
+          if first is None:
+            first = (frame.width, frame.height)
+          elif (frame.width, frame.height) != first:
+            raise _video_size_error(path, index, (frame.width, frame.height), first)
+  except FootageError:
+    raise
+  except Exception as e:  # noqa: BLE001 - a file FFmpeg cannot demux: the same line as decoding it gives
+    raise _video_error(path, e) from None
+
+
+def recorded_length(path: str) -> int | None:
+  """The number of frames a video's container records (MP4, MOV, AVI do; MPEG-TS, MKV do not), read from its
+  header without decoding; None if it records none or cannot be opened."""
+  try:
+    import av
+    with av.open(path) as container:
+      return int(container.streams.video[0].frames or 0) or None
+  except Exception:  # noqa: BLE001 - the decoding that follows reports a bad file
+    return None
 
 
 def video_length(path: str) -> int:
   """The number of frames of a video: its container's count when it records one, else by decoding."""
-  try:
-    import av
-    with av.open(path) as container:
-      recorded = int(container.streams.video[0].frames or 0)
-  except Exception:  # noqa: BLE001 - counted by decoding below, which reports a bad file
-    recorded = 0
-  return recorded or sum(1 for _ in video_frames(path))
+  return recorded_length(path) or sum(1 for _ in video_frames(path))
 
 
 # --- Opening the input -----------------------------------------------------------------------------------------
@@ -209,6 +243,7 @@ def _open_video(source: str, plan: Plan) -> Footage:
   first = next(frames, None)
   if first is None:
     raise FootageError(f'--input {source}: no frames in the video; expected at least {plan.need}')
+  check_video_size(source)   # every frame of one size, before any work
   try:
     identity = tree_identity(source)
   except OSError as e:

@@ -19,25 +19,36 @@ authors' later evaluation code does this with ground-truth poses). Where d comes
   skipped. An empty cell in x/y/z (vx/vy/vz) means the value is unknown there: pairs that
   need it have no displacement and are skipped (counted), never divided by zero. Anything else that is not a number
   (a missing column, a non-numeric value, times that do not increase, fewer rows than frames) is a `MotionError`
-  naming the file, the line and the column.
+  naming the file, the line and the column; more rows than the input has frames is a note stating both counts.
+  The log is streamed, never held as text: a large one shows the progress of its reading, and of a folder's
+  frames (whose number is known before) only the rows of its frames are kept, as floats (3 million rows: see
+  docs/inference.md for the time and memory).
 
 Standard library and NumPy only (imported before JAX starts).
 """
 
 from __future__ import annotations
 
+import array
 import csv
 import dataclasses
+import io
+import itertools
 import math
+import operator
 import os
+import sys
+from typing import Iterator
 
 import numpy as np
 
-from depthnet_jax.common import cli
+from depthnet_jax.common import cli, progress
 
 MAX_DISPLACEMENT = 1000.0      # metres per frame beyond which --displacement is a typo
 # Displacements at or below this (metres) count as zero: a hovering camera, whose pairs hold no parallax.
 MIN_DISPLACEMENT = 1e-6
+
+PROGRESS_BYTES = 16 * 2**20   # logs of this size or more show the progress of their reading (stderr)
 
 POSITION_COLUMNS = ('frame', 'x', 'y', 'z')
 VELOCITY_COLUMNS = ('time', 'vx', 'vy', 'vz')
@@ -57,6 +68,7 @@ class Motion:
     per_frame: metres per frame ('constant').
     positions: [N, 3] metres per frame, NaN where unknown ('positions').
     steps: [N - 1, 3] metres travelled from frame i to i + 1, NaN where unknown ('velocities').
+    rows: the log's rows below its header, those not kept included (a log; None otherwise).
   """
   source: str
   kind: str
@@ -64,6 +76,7 @@ class Motion:
   positions: np.ndarray | None = None
   steps: np.ndarray | None = None
   path: str | None = None
+  rows: int | None = None
 
   @property
   def frames(self) -> int | None:
@@ -85,8 +98,9 @@ class Motion:
       return float(np.linalg.norm(self.positions[j] - self.positions[i]))
     return float(np.linalg.norm(self.steps[i:j].sum(axis=0)))
 
-  def check_covers(self, frames: int, what: str) -> None:
-    """A `MotionError` if the log has fewer rows than the input has frames (`what` names the input)."""
+  def check_covers(self, frames: int, what: str) -> str | None:
+    """A `MotionError` if the log has fewer rows than the input has frames (`what` names the input); if it has
+    more, a note on stderr stating both counts (the rows past the input's last frame are not used), returned."""
     if self.frames is not None and self.frames < frames:
       if self.kind == 'positions':
         raise MotionError(f'--motion {self.path}: no row for frame {self.frames}: the log covers frames 0 to '
@@ -94,6 +108,12 @@ class Motion:
                           '(frame numbers from 0 in the input\'s order)')
       raise MotionError(f'--motion {self.path}: {self.frames} rows of velocities but {what} has {frames} frames; '
                         'expected one row per frame (row i is frame i)')
+    if self.rows is None or self.rows <= frames:
+      return None
+    note = (f'note: --motion {self.path}: {self.rows} rows for the {frames} frames of {what}; the rows of frames '
+            f'{frames} and later are not used')
+    print(note, file=sys.stderr, flush=True)
+    return note
 
 
 def usable(d: float) -> bool:
@@ -140,37 +160,106 @@ def _header_error(path: str, line: int, names: list[str]) -> MotionError:
                      's, velocities in m/s)')
 
 
-def read_log(path: str) -> Motion:
-  """Reads a motion log (see the module docstring); every problem is a `MotionError` naming file, line, column."""
+def read_log(path: str, frames: int | None = None) -> Motion:
+  """Reads a motion log (see the module docstring); every problem is a `MotionError` naming file, line, column.
+
+  The file is streamed (its text is never held whole; progress on stderr for a large one) and only the columns
+  used are kept, as floats. `frames`: the number of frames of the input, when known: rows for frames at or past it
+  are counted (`Motion.rows`) but not kept, so the memory is proportional to the rows used.
+  """
   path = os.path.abspath(os.fspath(path))
-  rows = _rows(path)
-  header_line, header = rows[0]
-  kind, columns, index = _header(path, header_line, header)
-  values = _values(path, rows[1:], columns, index, len(header))
-  return _positions(path, values) if kind == 'positions' else _velocities(path, values)
-
-
-def _rows(path: str) -> list[tuple[int, list[str]]]:
-  """(line number, fields) of every line that is neither blank nor a comment; the header first."""
   if os.path.isdir(path):
     raise MotionError(f'--motion {path}: is a directory; expected a CSV file')
   try:
-    with open(path, newline='', encoding='utf-8-sig') as f:
-      lines = f.read().splitlines()
+    f = open(path, 'rb')
   except FileNotFoundError:
     raise MotionError(f'--motion {path}: no such file; expected a CSV motion log') from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise MotionError(f'--motion {path}: cannot read it ({getattr(e, "strerror", None) or cli.one_line(e)}); '
-                      'expected a CSV text file') from None
-  # the delimiter that splits the header (the first line that is not blank or a comment) most: ',' ';' or tab
-  header_text = next((t for t in lines if t.strip() and not t.lstrip().startswith('#')), '')
-  delimiter = max((',', ';', '\t'), key=header_text.count)
-  rows = [(n, row) for n, row in zip(range(1, len(lines) + 1), csv.reader(lines, delimiter=delimiter))
-          if row and any(c.strip() for c in row) and not row[0].lstrip().startswith('#')]
-  if not rows:
-    raise MotionError(f'--motion {path}: empty; expected a header line ({",".join(POSITION_COLUMNS)} or '
-                      f'{",".join(VELOCITY_COLUMNS)}) and one row per frame')
-  return rows
+  except OSError as e:
+    raise MotionError(f'--motion {path}: cannot read it ({e.strerror or e}); expected a CSV text file') from None
+  with f, _reading_progress(path) as shown:
+    log = _Log(path, f, shown)
+    try:
+      log.read_header()
+      return (_positions if log.kind == 'positions' else _velocities)(log, frames)
+    except UnicodeDecodeError as e:
+      raise MotionError(f'--motion {path}, line {log.line + 1}: not UTF-8 text ({e.reason}); expected a CSV text '
+                        'file') from None
+    except OSError as e:
+      raise MotionError(f'--motion {path}: cannot read it ({e.strerror or e}); expected a CSV text file') from None
+
+
+def _reading_progress(path: str) -> progress.Progress:
+  """MiB read of the log, shown for a log of PROGRESS_BYTES or more."""
+  try:
+    size = os.path.getsize(path)
+  except OSError:
+    size = 0
+  return progress.Progress(-(-size // 2**20), 'MiB', desc=f'reading --motion {os.path.basename(path)}',
+                           enabled=size >= PROGRESS_BYTES)
+
+
+class _Log:
+  """A log's header read (`kind`, `columns`), and its data rows as (line number, floats of `columns`): `rows()`."""
+
+  def __init__(self, path: str, f, shown: progress.Progress):
+    self.path, self._f, self._shown, self._counted = path, f, shown, 0
+    self.line = 0   # of the last line read
+
+  def read_header(self) -> None:
+    # kept: the wrapper closes the file when it is collected, as the reader drops it at the end
+    path, first = self.path, ''
+    self._text = text = io.TextIOWrapper(self._f, encoding='utf-8-sig', newline='')
+    for first in iter(text.readline, ''):   # the header: the first line that is neither blank nor a comment
+      self.line += 1
+      if first.strip() and not first.lstrip().startswith('#'):
+        break
+    else:
+      raise MotionError(f'--motion {path}: empty; expected a header line ({",".join(POSITION_COLUMNS)} or '
+                        f'{",".join(VELOCITY_COLUMNS)}) and one row per frame')
+    self._offset = self.line - 1
+    delimiter = max((',', ';', '\t'), key=first.count)   # the one that splits the header most
+    self._reader = csv.reader(itertools.chain([first], text), delimiter=delimiter)
+    header = next(self._reader)
+    self.kind, self.columns, index = _header(path, self.line, header)
+    self._fields = [index[c] for c in self.columns]
+    self._width = len(header)
+
+  def rows(self, blank_ok: tuple[bool, ...], units: tuple[str, ...]) -> Iterator[tuple[int, list[float]]]:
+    """(line number, the row's values of `columns`) of every data row; an empty cell is NaN where `blank_ok`."""
+    pick, last, reader = operator.itemgetter(*self._fields), max(self._fields), self._reader
+    for n, row in enumerate(reader):
+      if not n & 0xFFFF:
+        self._progress()
+      self.line = self._offset + reader.line_num
+      try:
+        values = list(map(float, pick(row)))
+        if all(map(math.isfinite, values)) and not row[0].lstrip().startswith('#'):
+          yield self.line, values
+          continue
+      except (ValueError, IndexError):
+        pass
+      values = self._slow(row, last, blank_ok, units)
+      if values is not None:
+        yield self.line, values
+    self._progress()
+
+  def _slow(self, row: list[str], last: int, blank_ok, units) -> list[float] | None:
+    """A row that is not all finite numbers: None for a blank or comment line, else its values (NaN for an empty
+    cell where that is allowed) or the `MotionError` of its first bad cell."""
+    if not row or not any(c.strip() for c in row) or row[0].lstrip().startswith('#'):
+      return None
+    if len(row) <= last:
+      missing = [c for c, i in zip(self.columns, self._fields) if i >= len(row)]
+      raise MotionError(f'--motion {self.path}, line {self.line}, column {missing[0]!r}: missing ({len(row)} '
+                        f'field(s) for the header\'s {self._width}); expected a value in every column of the header')
+    return [_number(self.path, self.line, c, row[i], blank_ok=b, unit=u)
+            for c, i, b, u in zip(self.columns, self._fields, blank_ok, units)]
+
+  def _progress(self) -> None:
+    done = -(-self._f.tell() // 2**20)
+    if done > self._counted:
+      self._shown.update(done - self._counted)
+      self._counted = done
 
 
 def _header(path: str, line: int, header: list[str]) -> tuple[str, tuple[str, ...], dict[str, int]]:
@@ -185,62 +274,69 @@ def _header(path: str, line: int, header: list[str]) -> tuple[str, tuple[str, ..
   return kind, columns, {c: names.index(c) for c in columns}
 
 
-def _values(path: str, data: list[tuple[int, list[str]]], columns: tuple[str, ...], index: dict[str, int],
-            width: int) -> list[tuple[int, list[str]]]:
-  """(line number, its cells of `columns`) of every row below the header (of `width` fields)."""
-  if not data:
-    raise MotionError(f'--motion {path}: a header and no rows; expected one row per frame')
-  values = []
-  for line, row in data:
-    if len(row) <= max(index.values()):
-      missing = [c for c in columns if index[c] >= len(row)]
-      raise MotionError(f'--motion {path}, line {line}, column {missing[0]!r}: missing ({len(row)} field(s) for '
-                        f'the header\'s {width}); expected a value in every column of the header')
-    values.append((line, [row[index[c]] for c in columns]))
-  return values
+def _no_rows(path: str) -> MotionError:
+  return MotionError(f'--motion {path}: a header and no rows; expected one row per frame')
 
 
-def _positions(path: str, values: list[tuple[int, list[str]]]) -> Motion:
-  """Rows `frame,x,y,z` (any order, one per frame, numbered from 0 without gaps) -> positions per frame."""
-  by_frame: dict[int, tuple[int, list[float]]] = {}
-  for line, (frame_text, *xyz) in values:
-    frame = _number(path, line, 'frame', frame_text, blank_ok=False, unit='the frame index, 0 for the first')
+_FRAME_UNIT = 'the frame index, 0 for the first'
+
+
+def _positions(log: _Log, limit: int | None) -> Motion:
+  """Rows `frame,x,y,z` (any order, one per frame, numbered from 0 without gaps) -> positions per frame; rows of
+  frames >= `limit` are counted, not kept."""
+  path, frames, lines, xyz, rows = log.path, array.array('q'), array.array('q'), array.array('d'), 0
+  for line, (frame, *values) in log.rows((False, True, True, True), (_FRAME_UNIT, 'metres', 'metres', 'metres')):
+    rows += 1
     if frame < 0 or frame != int(frame):
-      raise MotionError(f'--motion {path}, line {line}, column \'frame\': {frame_text.strip()!r}; expected an '
-                        'integer >= 0 (the frame\'s index in the input\'s order, 0 for the first)')
-    frame = int(frame)
-    if frame in by_frame:
-      raise MotionError(f'--motion {path}, line {line}, column \'frame\': frame {frame} again (first on line '
-                        f'{by_frame[frame][0]}); expected one row per frame')
-    by_frame[frame] = (line, [_number(path, line, c, v, blank_ok=True, unit='metres')
-                              for c, v in zip(POSITION_COLUMNS[1:], xyz)])
-  count = 0
-  while count in by_frame:
-    count += 1
-  if count == 0:
+      shown = str(int(frame) if frame == int(frame) else frame)
+      raise MotionError(f'--motion {path}, line {line}, column \'frame\': {shown!r}; expected an integer >= 0 (the '
+                        'frame\'s index in the input\'s order, 0 for the first)')
+    if limit is None or frame < limit:
+      frames.append(int(frame))
+      lines.append(line)
+      xyz.extend(values)
+  if not rows:
+    raise _no_rows(path)
+  frame, line = np.frombuffer(frames, np.int64), np.frombuffer(lines, np.int64)
+  order = np.argsort(frame, kind='stable')   # stable: of one frame's rows, the first in the file comes first
+  by_frame = frame[order]
+  again = np.flatnonzero(by_frame[1:] == by_frame[:-1]) + 1
+  if len(again):
+    k = again[np.argmin(line[order[again]])]   # the repeat met first in the file
+    first = line[order[np.searchsorted(by_frame, by_frame[k])]]
+    raise MotionError(f'--motion {path}, line {line[order[k]]}, column \'frame\': frame {by_frame[k]} again (first '
+                      f'on line {first}); expected one row per frame')
+  if not len(by_frame) or by_frame[0] != 0:
     raise MotionError(f'--motion {path}: no row for frame 0 (the first frame); expected frame numbers from 0 '
                       'in the input\'s order')
-  gap = [f for f in by_frame if f > count]
-  if gap:   # rows after a missing frame number: the log is not per frame of this input
-    raise MotionError(f'--motion {path}, line {by_frame[min(gap)][0]}, column \'frame\': frame {min(gap)} but '
+  gaps = np.flatnonzero(by_frame != np.arange(len(by_frame)))
+  if len(gaps):   # rows after a missing frame number: the log is not per frame of this input
+    count = int(gaps[0])
+    raise MotionError(f'--motion {path}, line {line[order[count]]}, column \'frame\': frame {by_frame[count]} but '
                       f'no row for frame {count}; expected one row per frame, numbered from 0 without gaps')
-  positions = np.array([by_frame[frame][1] for frame in range(count)], np.float64).reshape(count, 3)
-  return Motion(source=f'--motion {os.path.basename(path)}', kind='positions', positions=positions, path=path)
+  positions = np.frombuffer(xyz, np.float64).reshape(-1, 3)[order]
+  return Motion(source=f'--motion {os.path.basename(path)}', kind='positions', positions=positions, path=path,
+                rows=rows)
 
 
-def _velocities(path: str, values: list[tuple[int, list[str]]]) -> Motion:
-  """Rows `time,vx,vy,vz` (row i = frame i, times increasing) -> the steps between frames (trapezoid rule)."""
-  times, velocities = [], []
-  for line, (time_text, *v) in values:
-    t = _number(path, line, 'time', time_text, blank_ok=False, unit='seconds')
-    if times and t <= times[-1][1]:
-      raise MotionError(f'--motion {path}, line {line}, column \'time\': {time_text.strip()!r} is not after the '
-                        f'previous row\'s {times[-1][1]!r} (line {times[-1][0]}); expected increasing times in '
-                        'seconds, one row per frame')
-    times.append((line, t))
-    velocities.append([_number(path, line, c, x, blank_ok=True, unit='metres per second')
-                       for c, x in zip(VELOCITY_COLUMNS[1:], v)])
-  t = np.array([x for _, x in times])
-  v = np.array(velocities, np.float64).reshape(-1, 3)
+def _velocities(log: _Log, limit: int | None) -> Motion:
+  """Rows `time,vx,vy,vz` (row i = frame i, times increasing) -> the steps between frames (trapezoid rule); rows
+  from `limit` on are counted, not kept."""
+  path, values, rows, previous = log.path, array.array('d'), 0, (0, -math.inf)
+  speed = 'metres per second'
+  for line, row in log.rows((False, True, True, True), ('seconds', speed, speed, speed)):
+    rows += 1
+    if limit is not None and rows > limit:
+      continue
+    if row[0] <= previous[1]:
+      raise MotionError(f'--motion {path}, line {line}, column \'time\': {str(row[0])!r} is not after the previous '
+                        f'row\'s {previous[1]!r} (line {previous[0]}); expected increasing times in seconds, one row '
+                        'per frame')
+    previous = (line, row[0])
+    values.extend(row)
+  if not rows:
+    raise _no_rows(path)
+  tv = np.frombuffer(values, np.float64).reshape(-1, 4)
+  t, v = tv[:, 0], tv[:, 1:]
   steps = (t[1:] - t[:-1])[:, None] * (v[1:] + v[:-1]) / 2.0   # trapezoid rule; NaN where a velocity is unknown
-  return Motion(source=f'--motion {os.path.basename(path)}', kind='velocities', steps=steps, path=path)
+  return Motion(source=f'--motion {os.path.basename(path)}', kind='velocities', steps=steps, path=path, rows=rows)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from depthnet_jax.common import cli, compile_cache
+from depthnet_jax.checkpoints.loading import MAX_IMAGE_SIDE
+from depthnet_jax.common import cli, compile_cache, memory
 from depthnet_jax.common.conventions import MAX_DEPTH
 from depthnet_jax.infer import motion
 from depthnet_jax.infer.predictor import STATISTICS, TARGET_DEPTH
 
 IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'bmp')
-MAX_SIZE = 16384             # --height/--width beyond this are typos, not network inputs
+MAX_SIZE = MAX_IMAGE_SIDE    # --height/--width beyond this are typos, not network inputs (16384)
 MAX_SHIFT = 10               # --max_shift's default: the authors' frame picker looks at most 10 frames back
 MAX_SHIFT_LIMIT = 100        # --max_shift beyond this are typos (and K pairs per frame go through the network)
 
@@ -177,3 +178,21 @@ def _auto_shift(frame_shift, flags) -> tuple[int, float, str]:
   target_depth = cli.check_float('--target_depth', TARGET_DEPTH if flags.target_depth is None else flags.target_depth,
                                  0, MAX_DEPTH, low_open=True)
   return max_shift, target_depth, cli.check_choice('--shift_statistic', flags.shift_statistic, STATISTICS)
+
+
+# Bytes per pixel of the input frames that a pair holds besides the network's: the two uint8 RGB frames, their
+# resized copies, the depth upsampled to the frames' size (float32) and the pictures written from it.
+FRAME_BYTES_PER_PIXEL = 24
+
+
+def check_batch_memory(batch_size: int, shifts: int, network: tuple[int, int], frame: tuple[int, int],
+                       frames: int | None) -> int:
+  """--batch_size bounded by the work and the machine's memory, before the model loads: the pairs held at once
+  (at most --batch_size; for a folder, at most its frames x `shifts` candidate pairs) must fit in the memory,
+  besides the frames held back for later pairs (`shifts` + 1 at the frames' size). A `cli.UserError` stating the
+  bound otherwise; the value, checked."""
+  (h, w), (fh, fw) = network, frame
+  used = batch_size if frames is None else min(batch_size, max(1, frames * shifts))
+  each = memory.INFER_BYTES_PER_PIXEL * h * w + FRAME_BYTES_PER_PIXEL * fh * fw
+  return memory.check_count('--batch_size', batch_size, each, f'a pair at network input {w}x{h} (frames {fw}x{fh})',
+                            used=used, reserve=(shifts + 1) * 3 * fh * fw, reserved='the frames held back')

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from depthnet_jax.common import atomic, cli
+from depthnet_jax.common import atomic, cli, processes
 
 MANIFEST = 'depthnet_infer.json'
 MANIFEST_KIND = 'depthnet-jax infer.py outputs'
@@ -332,14 +332,15 @@ class OutputFolder:
     self._end('complete', None, pairs)
 
   def abort(self, error: BaseException, pairs: int) -> None:
-    """After `error`: temporaries removed, the manifest's status 'failed' (or 'incomplete' for Ctrl-C)."""
+    """After `error`: temporaries removed, the manifest's status 'failed' (or 'incomplete' for Ctrl-C, SIGTERM)."""
     if self.animation:
       self.animation.abort()
     if not self.started:
       return
     try:
       if isinstance(error, KeyboardInterrupt):
-        self._end('incomplete', f'interrupted (Ctrl-C) after {pairs} pairs', pairs)
+        what = 'terminated (SIGTERM)' if isinstance(error, processes.Terminated) else 'interrupted (Ctrl-C)'
+        self._end('incomplete', f'{what} after {pairs} pairs', pairs)
       else:
         self._end('failed', cli.one_line(error), pairs)
     except Exception:  # noqa: BLE001 - e.g. the disk is full: the error being raised is the one to report

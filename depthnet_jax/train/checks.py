@@ -14,9 +14,11 @@ import json
 import math
 import os
 import re
+import socket
+import sys
 from typing import Any, Callable
 
-from depthnet_jax.common import cli
+from depthnet_jax.common import cli, folder_lock, memory
 from depthnet_jax.model.spec import COMPUTE_DTYPES, CONV_IMPLS, LOSSES
 from depthnet_jax.model.spec import FIELDS as MODEL_FIELDS
 
@@ -28,6 +30,8 @@ EVAL_CHECKPOINTS = ('best', 'latest')
 NUM_SCALES = 5
 DATASET_BUILDER = 'tfds_stillbox'
 MAX_SEED = 2**32 - 1
+MAX_STEPS = 2**31 - 1        # TrainState.step is int32
+WORKERS_PER_CORE = 4         # --config.worker_count: at most this many grain worker processes per core
 
 # Short-lived files of a starting run (cli.check_writable_dir's probe, write_config's temporary file).
 _TRANSIENT = ('.depthnet-write-probe-', '.config.json.partial-')
@@ -139,8 +143,22 @@ def _milestones(field: str, value: Any) -> None:
 
 
 def _num_train_steps(field: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or not (value == -1 or value >= 1):
-    raise _fail(field, value, '-1 (train num_epochs epochs) or an integer >= 1')
+  if isinstance(value, bool) or not isinstance(value, int) or not (value == -1 or 1 <= value <= MAX_STEPS):
+    raise _fail(field, value, f'-1 (train num_epochs epochs) or an integer >= 1, at most {MAX_STEPS} (the step '
+                'counter is a 32-bit integer)')
+
+
+def _worker_count(field: str, value: Any) -> None:
+  try:
+    cli.check_int(_name(field), value, 0, max_workers())
+  except cli.UserError:
+    raise _fail(field, value, f'an integer >= 0, at most {max_workers()} ({WORKERS_PER_CORE} per core of this '
+                'machine: each worker is a process with its own copy of the input pipeline)') from None
+
+
+def max_workers() -> int:
+  """The most grain worker processes a run may start: WORKERS_PER_CORE per core."""
+  return WORKERS_PER_CORE * (os.cpu_count() or 1)
 
 
 def _coordinator_address(field: str, value: Any) -> None:
@@ -159,7 +177,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], None]] = {
     'train_split': lambda f, v: _string(f, v, empty=False),
     'eval_split': lambda f, v: _string(f, v, empty=False),
     'shift': _int(1),
-    'worker_count': _int(0),
+    'worker_count': _worker_count,
     'model': _model,
     'conv_impl': _choice(CONV_IMPLS),
     'compute_dtype': _choice(COMPUTE_DTYPES),
@@ -230,6 +248,30 @@ def validate_config(config, source: str = 'the config') -> None:
                 f'{processes})')
 
 
+def check_data_sizes(config, *, pairs_per_epoch: int, height: int, width: int, processes: int = 1) -> None:
+  """The fields that size memory and the step counter, checked against the data once its splits are open (before
+  the model is built or anything written; `validate_config` checks what needs no data):
+
+  - batch_size, eval_batch_size: this process's share of a batch (the batch / processes) times what a pair at
+    height x width takes (`memory.TRAIN_BYTES_PER_PIXEL`, `EVAL_BYTES_PER_PIXEL`: the evaluation pads its last
+    batch to the full size) must fit in the machine's memory;
+  - the run's steps (num_train_steps, or num_epochs x the steps of an epoch of `pairs_per_epoch` pairs) at most
+    MAX_STEPS.
+  A `cli.UserError` naming the field, its value and the bound otherwise.
+  """
+  pixels, share = height * width, max(1, processes)
+  for field, each in (('batch_size', memory.TRAIN_BYTES_PER_PIXEL), ('eval_batch_size', memory.EVAL_BYTES_PER_PIXEL)):
+    value = config[field]
+    what = f'a {"training" if field == "batch_size" else "evaluation"} pair at {width}x{height}'
+    if share > 1:
+      what += f' (1/{share} of it on each of the {share} processes)'
+    memory.check_count(_name(field), value, -(-each * pixels // share), what)
+  per_epoch = max(1, pairs_per_epoch // config['batch_size'])
+  if config['num_train_steps'] <= 0 and config['num_epochs'] * per_epoch > MAX_STEPS:
+    raise _fail('num_epochs', config['num_epochs'], f'at most {MAX_STEPS // per_epoch} ({per_epoch} steps an epoch; '
+                'the step counter is a 32-bit integer)')
+
+
 def did_you_mean(name: str, candidates) -> str:
   close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
   return f' (did you mean {", ".join(close)}?)' if close else ''
@@ -246,11 +288,18 @@ class RunPaths:
 
 
 def checkpoint_steps(directory: str) -> list[int]:
-  """Steps of a checkpoint manager's directory that hold a finished model checkpoint."""
+  """Steps of a checkpoint manager's directory that hold a finished model checkpoint; a step that is a symbolic
+  link is a `cli.UserError` naming it (never followed: the run's manager deletes old steps, and a link's target is
+  not the run's to delete; `checkpoints.loading` refuses it the same way)."""
   if not os.path.isdir(directory):
     return []
-  return sorted(int(s) for s in os.listdir(directory)
-                if s.isdigit() and os.path.isdir(os.path.join(directory, s, 'model_config')))
+  names = os.listdir(directory)
+  links = sorted(s for s in names if s.isdigit() and os.path.islink(os.path.join(directory, s)))
+  if links:
+    link = os.path.join(directory, links[0])
+    raise cli.UserError(f'{link}: a symbolic link (to {os.readlink(link)}); expected the step folders train.py '
+                        'writes (copy the checkpoint in, or give its folder itself as --config.init_from)')
+  return sorted(int(s) for s in names if s.isdigit() and os.path.isdir(os.path.join(directory, s, 'model_config')))
 
 
 def is_training_workdir(path: str) -> bool:
@@ -297,6 +346,7 @@ def check_paths(config, workdir: Any) -> RunPaths:
           'train.py writes config.json, checkpoints/, best/ and TensorBoard events there: expected a new or empty '
           'folder, or the workdir of a previous run to resume')
   cli.check_writable_dir(path, '--workdir')
+  checkpoint_steps(os.path.join(path, 'best'))   # a linked step is refused here too: the run replaces its best
   resuming = bool(checkpoint_steps(os.path.join(path, 'checkpoints')))
   init_from = None
   if config['init_from'] and not resuming:
@@ -316,4 +366,31 @@ def check_init_from(value: str) -> str:
                                   or checkpoint_steps(os.path.join(path, 'best'))
                                   or checkpoint_steps(os.path.join(path, 'checkpoints'))):
     raise cli.UserError(f'{name}: {path} holds no checkpoint; {expected}')
+  return _still_writing(value, path)
+
+
+_NOTED: set[str] = set()   # notes printed by this process (train.py checks the paths twice)
+
+
+def _still_writing(value: str, path: str) -> str:
+  """`path`, or when it is (a step of) a training workdir that a run is still writing (`folder_lock`'s record of a
+  live holder), the step it is read from now, fixed and named in a note on stderr: a later best would otherwise
+  be taken silently, or a step deleted by the run's rotation while this one starts."""
+  step_of = os.path.isdir(os.path.join(path, 'model_config'))
+  run = os.path.dirname(os.path.dirname(path)) if step_of else path
+  if step_of and not (os.path.basename(path).isdigit()
+                      and os.path.basename(os.path.dirname(path)) in ('best', 'checkpoints')):
+    return path
+  holder = folder_lock.read_holder(run, beside=True)
+  pid = holder.get('pid') if holder else None
+  if not isinstance(pid, int) or (holder.get('host') == socket.gethostname() and not cli.pid_alive(pid)):
+    return path   # no run holds it, or its holder is dead (a killed run leaves its lock file)
+  if not step_of:
+    sub = next(d for d in ('best', 'checkpoints') if checkpoint_steps(os.path.join(run, d)))
+    path = os.path.join(run, sub, str(checkpoint_steps(os.path.join(run, sub))[-1]))   # best/: the newest is best
+  note = (f'note: --config.init_from={value!r}: initialised from step {os.path.basename(path)} of {run}, a run still '
+          f'writing ({folder_lock.describe(holder)}): {path} as it is now')
+  if note not in _NOTED:
+    _NOTED.add(note)
+    print(note, file=sys.stderr, flush=True)
   return path

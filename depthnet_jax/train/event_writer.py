@@ -2,8 +2,9 @@
 
 clu's metric writers (`clu.metric_writers`) import TensorFlow, 7 to 8 s of every train.py start on 2 CPU cores,
 only to write a few scalars and pictures. This writer writes the same events as theirs, with TensorBoard's own
-protobufs and record writer (`tensorboard.summary.writer.record_writer`: TFRecord framing with its CRCs; not
-TensorBoard's `EventFileWriter`, which imports TensorFlow when it is installed), in a file named
+protobufs in TFRecord framing with its CRCs (`common.crc32c`, what `run_log` verifies; not TensorBoard's
+`EventFileWriter`, which imports TensorFlow when it is installed, and whose CRC is a byte-by-byte Python loop), in a
+file named
 `events.out.tfevents.<start time>.<host>.<pid>.<n>.v2` as TensorFlow's, flushed after every write (a learning curve
 read during the run sees every point logged), so TensorBoard, `run_log` and `scripts/learning_curve.py` read them
 as before:
@@ -22,6 +23,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import struct
 import time
 from typing import Any, Mapping
 
@@ -32,7 +34,8 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.summary.writer.record_writer import RecordWriter
+
+from depthnet_jax.common import crc32c
 
 _FILES = itertools.count()   # the <n> of the file name: a second writer in one process and second gets its own
 
@@ -46,12 +49,15 @@ class EventWriter:
     if not just_logging:
       os.makedirs(logdir, exist_ok=True)
       name = f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_FILES)}.v2'
-      self._file = RecordWriter(open(os.path.join(logdir, name), 'xb'))   # noqa: SIM115 (closed by close())
+      self._file = open(os.path.join(logdir, name), 'xb')   # noqa: SIM115 (closed by close())
       self._add(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
 
   def _add(self, event) -> None:
-    if self._file is not None:
-      self._file.write(event.SerializeToString())
+    if self._file is not None:   # a TFRecord: length, its masked CRC-32C, the data, its masked CRC-32C
+      data = event.SerializeToString()
+      length = struct.pack('<Q', len(data))
+      self._file.write(length + struct.pack('<I', crc32c.masked(length)) + data +
+                       struct.pack('<I', crc32c.masked(data)))
       self._file.flush()
 
   def _write(self, step: int, values: list) -> None:

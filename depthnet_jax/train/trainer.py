@@ -12,6 +12,7 @@ config's eval split (`Trainer.evaluate`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -29,8 +30,8 @@ from flax import nnx
 
 from depthnet_jax.checkpoints import checkpointing, loading
 from depthnet_jax.checkpoints.train_state import TrainState
-from depthnet_jax.common import cli, progress
-from depthnet_jax.data import input_pipeline, sharding
+from depthnet_jax.common import cli, folder_lock, progress
+from depthnet_jax.data import input_pipeline, sharding, shards
 from depthnet_jax.evaluation import evaluate, report
 from depthnet_jax.model import losses, models
 from depthnet_jax.model.spec import ModelSpec
@@ -121,6 +122,8 @@ class Trainer:
       raise cli.UserError(f'--config.batch_size={config.batch_size}: expected at most {pairs} (an epoch of {where} '
                           f'is {len(self.train_source)} scenes x {self.frames} frames), or build more scenes')
     first = self.train_source[0]
+    train_checks.check_data_sizes(config, pairs_per_epoch=pairs, height=int(first['height']),
+                                  width=int(first['width']), processes=jax.process_count())
     # Recorded in every checkpoint: inference resizes footage to the focal length the network learned, and
     # scales its depths by the real displacement over the one it learned (the pair's shift x time step x speed).
     self.image_info = {'image_size': [int(first['height']), int(first['width'])], 'fov': float(first['fov']),
@@ -189,6 +192,8 @@ def _open_source(config, split_field: str):
     source = input_pipeline.open_source(config.dataset, split, config.data_dir or None)
   except input_pipeline.DatasetNotBuiltError as e:
     raise input_pipeline.DatasetNotBuiltError(f'--config.dataset: {e}') from e
+  except shards.ShardError:  # a shard missing, unreadable or of another length: its line names the file
+    raise
   except ValueError as e:  # an unknown split
     raise cli.UserError(f'--config.{split_field}={split!r}: {cli.one_line(e)}') from e
   if len(source) == 0:
@@ -204,15 +209,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, confi
   The config and the paths are checked first (`train_checks`), before JAX's distributed start-up, the dataset
   or anything written: a mistake raises `cli.UserError` and leaves the disk as it was. Orbax's checkpoint
   managers and the metric writer are closed on every way out, errors included (a pending save is finished).
-  `train_source`, `eval_source`: the data, if not the config's dataset (see `Trainer`).
+  A training run holds its workdir from before its first file to its end (`_workdir_held`): a second run in it is
+  refused at once. `train_source`, `eval_source`: the data, if not the config's dataset (see `Trainer`).
   """
   train_checks.upgrade_config(config)
   train_checks.validate_config(config, config_source)
   paths = train_checks.check_paths(config, workdir)
   sharding.maybe_initialize_distributed(config)
+  if config.eval_only:   # writes nothing: takes no lock
+    return eval_only(Trainer(config, train_source=train_source, eval_source=eval_source), paths.workdir, config)
+  with _workdir_held(paths.workdir):
+    return _train(config, paths, train_source, eval_source)
+
+
+def _train(config, paths: train_checks.RunPaths, train_source, eval_source) -> dict[str, float]:
+  """`train_and_evaluate`'s run, its workdir held: the trainer, the warm start, the checkpoints, the loop."""
   trainer = Trainer(config, train_source=train_source, eval_source=eval_source)
-  if config.eval_only:
-    return eval_only(trainer, paths.workdir, config)
   # Warm start before anything is written: a checkpoint with other model options leaves no workdir behind.
   warm = _warm_start(trainer, paths.init_from) if paths.init_from else None
   # As a context manager the checkpoints are closed on every way out, errors included: the saves in flight are
@@ -238,6 +250,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, confi
       writer.close()
 
 
+@contextlib.contextmanager
+def _workdir_held(workdir: str):
+  """The workdir held for the run (`folder_lock`, beside it; docs/architecture.md: one writer per folder).
+
+  With `jax.distributed` the processes of a run share the workdir: process 0 takes the lock for all of them and
+  broadcasts whether it got it (0), who holds it (the pid; -1: held, pid unknown) or that it failed otherwise (-2),
+  so that a refusal stops every process of the run at once, and none waits for a process 0 that has gone.
+  """
+  lock, refused = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = folder_lock.acquire(workdir, '--workdir', beside=True)
+    except cli.UserError as e:
+      refused = e
+  try:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      pid = refused.holder.get('pid') if isinstance(refused, folder_lock.HeldError) else None
+      code = 0 if refused is None else -2 if not isinstance(refused, folder_lock.HeldError) else (
+          pid if isinstance(pid, int) and pid > 0 else -1)
+      code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+      if code == -2 and refused is None:
+        raise cli.UserError(f'--workdir {workdir}: process 0 of this run could not take its lock (its error line '
+                            'says why); expected a workdir process 0 can lock')
+      if code and refused is None:
+        raise folder_lock.refusal('--workdir', workdir, {'pid': code} if code > 0 else {}, beside=True,
+                                  note=' (found by process 0 of this run)')
+    if refused is not None:
+      raise refused
+    yield
+  finally:
+    if lock is not None:
+      lock.release()
+
+
 def _warm_start(trainer: Trainer, path: str):
   """(params, batch stats) of `init_from`; a checkpoint that does not fit the config is the user's error."""
   try:
@@ -255,45 +302,47 @@ def _train_loop(trainer: Trainer, ckpts: checkpointing.TrainCheckpoints, writer,
   print(f'{len(trainer.train_source)} training scenes x {trainer.frames} frames, {trainer.steps_per_epoch} '
         f'steps/epoch of {config.batch_size}, {trainer.num_steps} steps on {trainer.mesh.size} devices '
         f'({jax.process_count()} processes)', flush=True)
-  iterator = trainer.train_iterator(step)
-  start_step, started, window, window_step = step, time.time(), time.time(), step
-  train_metrics, pending, last_metrics = None, None, {}
-  while step < trainer.num_steps:
-    batch = sharding.global_batch(next(iterator), trainer.mesh)
-    state, metrics, lr = trainer.train_step(state, batch)
-    step += 1
-    # Check the previous step's loss while this one runs: a NaN stops the run before anything is saved.
-    if pending is not None:
-      _check_finite(*pending)
-    pending = (metrics, step)
-    train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
-    if step % config.log_every_steps == 0 or step == trainer.num_steps:
-      _check_finite(*pending)
-      values = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
-      now = time.time()
-      values['train_learning_rate'] = float(lr)
-      values['train_steps_per_sec'] = (step - window_step) / max(now - window, 1e-9)
-      writer.write_scalars(step, values)
-      if jax.process_index() == 0:
-        print(_progress(step, trainer.num_steps, start_step, started,
-                        {'loss': values['train_loss'], 'depth_error': values['train_depth_error'],
-                         'lr': values['train_learning_rate']}), flush=True)
-      train_metrics, window, window_step = None, now, step
-    end_of_epoch = step % trainer.steps_per_epoch == 0
-    if step % eval_every == 0 or step == trainer.num_steps:
-      _check_finite(*pending, state.params)
-      result = trainer.evaluate(trainer.eval_def, state.params, state.batch_stats, images=config.num_eval_images)
-      last_metrics = result.metrics
-      writer.write_scalars(step, {f'eval_{k}': v for k, v in last_metrics.items()})
-      if result.pictures is not None:
-        writer.write_images(step, {'eval_examples': result.pictures})
-      if jax.process_index() == 0:
-        print(f'eval at step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in last_metrics.items()), flush=True)
-      ckpts.save_best(step, state, trainer.checkpoint_info(), last_metrics)
-    if end_of_epoch or step % config.checkpoint_every_steps == 0 or step == trainer.num_steps:
-      _check_finite(*pending, state.params)
-      ckpts.save(step, state, trainer.checkpoint_info(),
-                 {'next_step': step, 'seed': config.seed, 'batch_size': config.batch_size})
+  # Closed on every way out (an error, Ctrl-C, SIGTERM): grain's workers stop and their shared memory is
+  # released before the interpreter exits (else: leaked-shared_memory warnings and grain's __del__ tracebacks).
+  with contextlib.closing(trainer.train_iterator(step)) as iterator:
+    start_step, started, window, window_step = step, time.time(), time.time(), step
+    train_metrics, pending, last_metrics = None, None, {}
+    while step < trainer.num_steps:
+      batch = sharding.global_batch(next(iterator), trainer.mesh)
+      state, metrics, lr = trainer.train_step(state, batch)
+      step += 1
+      # Check the previous step's loss while this one runs: a NaN stops the run before anything is saved.
+      if pending is not None:
+        _check_finite(*pending)
+      pending = (metrics, step)
+      train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
+      if step % config.log_every_steps == 0 or step == trainer.num_steps:
+        _check_finite(*pending)
+        values = {f'train_{k}': float(v) for k, v in train_metrics.compute().items()}
+        now = time.time()
+        values['train_learning_rate'] = float(lr)
+        values['train_steps_per_sec'] = (step - window_step) / max(now - window, 1e-9)
+        writer.write_scalars(step, values)
+        if jax.process_index() == 0:
+          print(_progress(step, trainer.num_steps, start_step, started,
+                          {'loss': values['train_loss'], 'depth_error': values['train_depth_error'],
+                           'lr': values['train_learning_rate']}), flush=True)
+        train_metrics, window, window_step = None, now, step
+      end_of_epoch = step % trainer.steps_per_epoch == 0
+      if step % eval_every == 0 or step == trainer.num_steps:
+        _check_finite(*pending, state.params)
+        result = trainer.evaluate(trainer.eval_def, state.params, state.batch_stats, images=config.num_eval_images)
+        last_metrics = result.metrics
+        writer.write_scalars(step, {f'eval_{k}': v for k, v in last_metrics.items()})
+        if result.pictures is not None:
+          writer.write_images(step, {'eval_examples': result.pictures})
+        if jax.process_index() == 0:
+          print(f'eval at step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in last_metrics.items()), flush=True)
+        ckpts.save_best(step, state, trainer.checkpoint_info(), last_metrics)
+      if end_of_epoch or step % config.checkpoint_every_steps == 0 or step == trainer.num_steps:
+        _check_finite(*pending, state.params)
+        ckpts.save(step, state, trainer.checkpoint_info(),
+                   {'next_step': step, 'seed': config.seed, 'batch_size': config.batch_size})
   writer.flush()
   return last_metrics
 

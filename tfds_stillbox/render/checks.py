@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import shutil
 
+from depthnet_jax.common import memory
 from depthnet_jax.common.cli import UserError, check_float, check_int
 from tfds_stillbox.render import raycast
 
@@ -17,6 +20,14 @@ from tfds_stillbox.render import raycast
 MAX_RESOLUTION = 4096
 MAX_FRAME_PIXELS = 10 * MAX_RESOLUTION ** 2  # frames x width x height of one scene, rendered at once (~7.5 GB)
 MIN_FRAMES = 2  # on the command line and in builder configs: a training pair needs two frames of a scene
+# Memory while a scene renders, per pixel and frame: 56-61 bytes measured (render_scene's peak RSS, 10 frames,
+# supersampled: at 256x256 less the process's own; its growth from 64x64 to 192x192), rounded up; and a rendering
+# process besides its scene (Python, NumPy, the renderer: 35-54 MiB measured).
+RENDER_BYTES_PER_PIXEL = 64
+JOB_BYTES = 64 * 2**20
+MAX_JOBS_PER_CORE = 4  # rendering processes per core beyond which --jobs is a typo, not a speed-up
+MAX_SCENES = 10**7  # scenes of one command (each is a job in a list held in memory; Still Box has 16000 per size)
+DISK_BYTES_PER_PIXEL = 4  # written per pixel and frame at least: the depth map's float32 (the JPEG comes on top)
 MAX_STEP = 10.0  # metres per frame on the command line (Still Box: 0.1); more is a typo, not a flight
 MAX_DEPTH = 10000.0  # metres: the farthest wall distance the command line accepts (Still Box's rooms: 8 to 150)
 
@@ -44,13 +55,50 @@ def check_resolution(name: str, value, maximum: int | None = MAX_RESOLUTION) -> 
 
 
 def check_frames(name: str, value, resolution) -> int:
-  """Frames per scene: >= MIN_FRAMES, and few enough that a scene (all its frames at once) fits in memory."""
+  """Frames per scene: >= MIN_FRAMES, and few enough that a scene (all its frames at once) fits in memory: at most
+  MAX_FRAME_PIXELS pixels, and RENDER_BYTES_PER_PIXEL x its pixels within this machine's memory."""
   frames = check_int(name, value, MIN_FRAMES, why='a training pair needs two frames of a scene')
   w, h = resolution
   if frames * w * h > MAX_FRAME_PIXELS:
     raise UserError(f'{name}={value!r}: expected at most {MAX_FRAME_PIXELS // (w * h)} frames at {w}x{h} '
                     f'(a scene is rendered at once: frames x width x height <= {MAX_FRAME_PIXELS}, ~7.5 GB)')
+  memory.check_count(name, frames, RENDER_BYTES_PER_PIXEL * w * h, f'a frame rendered at {w}x{h} (a scene is '
+                     'rendered at once)')
   return frames
+
+
+def check_jobs(name: str, value, frames: int, resolution, scenes: int) -> int:
+  """Rendering processes (0: one per core): at most MAX_JOBS_PER_CORE per core, and as many scenes rendered at
+  once (the processes started: at most one per scene) within this machine's memory."""
+  cores = os.cpu_count() or 1
+  jobs = check_int(name, value, 0, MAX_JOBS_PER_CORE * cores,
+                   why=f'0: one per core; at most {MAX_JOBS_PER_CORE} per core of this machine')
+  w, h = resolution
+  memory.check_count(name, jobs, RENDER_BYTES_PER_PIXEL * w * h * frames + JOB_BYTES,
+                     f'a process rendering a scene of {frames} frames at {w}x{h}', used=min(jobs or cores, scenes))
+  return jobs
+
+
+def check_scenes(name: str, value, frames: int, resolution, out: str | None) -> int:
+  """Scenes: >= 1, at most MAX_SCENES (every scene is one job in a list), and if `out` (the folder written) is
+  given, their frames' depth maps alone (DISK_BYTES_PER_PIXEL a pixel) within the free space of its file system."""
+  scenes = check_int(name, value, 1, MAX_SCENES)
+  if out is None:
+    return scenes
+  existing = os.path.abspath(out)
+  while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+    existing = os.path.dirname(existing)
+  try:
+    free = shutil.disk_usage(existing).free
+  except OSError:
+    return scenes
+  w, h = resolution
+  each = DISK_BYTES_PER_PIXEL * w * h * frames
+  if scenes * each > free:
+    raise UserError(f'{name}={value!r}: expected at most {free // each} (a scene of {frames} frames at {w}x{h} '
+                    f'writes at least {memory.shown(each)}: {scenes} need ~{memory.shown(scenes * each)}, the file '
+                    f'system of {existing} has {memory.shown(free)} free)')
+  return scenes
 
 
 def check_step(name: str, value, maximum: float | None = MAX_STEP) -> float:

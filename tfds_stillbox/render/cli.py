@@ -8,20 +8,23 @@
 The command line of the renderer (tfds_stillbox/render/__main__.py runs `main`). Every flag is checked before
 anything is written (its range is in `--help`); a mistake is one `error:` line and exit code 1 (`--debug` or
 DEPTHNET_DEBUG=1 adds the traceback). `OUT/<R>` must not exist, and an existing `--contact_sheet` file is replaced
-only with `--overwrite`. The tree and the sheet are written as export.export and export.contact_sheet write them:
-under temporary names, renamed when complete. Ctrl-C (exit 130) or SIGTERM (143) removes the temporary folder or
-file. Progress goes to stderr: tqdm's bar on a terminal, a plain line every 10 s and at the end on a pipe.
+only with `--overwrite`; both are held for the whole run (`folder_lock`: `OUT/.<R>.lock`), so a second renderer
+writing the same tree or sheet is refused at once (one `error:` line naming it and the holder's pid). The tree and
+the sheet are written as export.export and export.contact_sheet write them: under temporary names, renamed when
+complete. Ctrl-C (exit 130) or SIGTERM (143) removes the temporary folder or file. Progress goes to stderr: tqdm's
+bar on a terminal, a plain line every 10 s and at the end on a pipe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import traceback
 
-from depthnet_jax.common import cli
+from depthnet_jax.common import cli, folder_lock
 from depthnet_jax.common.cli import UserError, check_int, check_writable_dir
 from depthnet_jax.common.conventions import STEP
 from tfds_stillbox.render import export, scenes
@@ -34,7 +37,9 @@ from tfds_stillbox.render.checks import (
   check_depth_range,
   check_fov,
   check_frames,
+  check_jobs,
   check_resolution,
+  check_scenes,
   check_step,
 )
 
@@ -110,19 +115,22 @@ def _check_args(args) -> dict:
     raise UserError(f'give --out, --contact_sheet, or both (usage: {_USAGE}; --help lists the flags)')
   settings = dict(
       resolution=check_resolution('--resolution', args.resolution),
-      scenes=check_int('--scenes', args.scenes, 1),
+      scenes=None,
       seed=check_int('--seed', args.seed, 0),
       fov=check_fov('--fov', args.fov),
       frames=None,
-      jobs=check_int('--jobs', args.jobs, 0, why='0: one per core'),
+      jobs=None,
       scenes_per_folder=check_int('--scenes_per_folder', args.scenes_per_folder, 1),
       out=None, target=None, sheet=None)
   settings['frames'] = check_frames('--frames', args.frames, settings['resolution'])
+  settings['scenes'] = check_scenes('--scenes', args.scenes, settings['frames'], settings['resolution'], None)
+  settings['jobs'] = check_jobs('--jobs', args.jobs, settings['frames'], settings['resolution'], settings['scenes'])
   settings['step'] = check_step('--step', args.step)
   settings['depth_range'] = check_depth_range('--depth_range', args.depth_range)
   if args.out is not None:
     settings['out'] = check_writable_dir(args.out, '--out')
     settings['target'] = os.path.join(settings['out'], export.resolution_name(settings['resolution']))
+    check_scenes('--scenes', args.scenes, settings['frames'], settings['resolution'], settings['out'])  # the disk
     if os.path.lexists(settings['target']):
       note = ' (--overwrite only replaces a contact sheet, never a tree)' if args.overwrite else ''
       raise UserError(f'--out {settings["out"]}: {settings["target"]} exists already; remove it or choose another '
@@ -139,7 +147,16 @@ def _check_args(args) -> dict:
 
 def _render(args) -> int:
   settings = _check_args(args)
-  # Everything is checked: from here on, files are written.
+  with contextlib.ExitStack() as held:
+    # One writer per output (`folder_lock`: `.<name>.lock` beside the tree and the sheet), taken before any file.
+    for flag, path in (('--out', settings['target']), ('--contact_sheet', settings['sheet'])):
+      if path:
+        held.enter_context(folder_lock.hold(path, flag, beside=True))
+    return _write(args, settings)
+
+
+def _write(args, settings: dict) -> int:
+  """The tree and the sheet written (everything is checked and held)."""
   if settings['out']:
     path = export.export(settings['out'], settings['resolution'], settings['scenes'], settings['seed'],
                          fov=settings['fov'], num_frames=settings['frames'],
@@ -162,6 +179,7 @@ class _Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):
   del frame
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not interrupt the clean-up (`main` restores)
   raise _Terminated(signum)
 
 

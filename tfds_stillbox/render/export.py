@@ -13,18 +13,21 @@ touches those of a live process or of another host).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
+import importlib.machinery
+import itertools
 import json
 import multiprocessing
 import os
 import re
-import signal
+import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from depthnet_jax.common import atomic, colormaps, progress
+from depthnet_jax.common import atomic, colormaps, processes, progress
 from depthnet_jax.common.cli import UserError, check_int
 from depthnet_jax.common.conventions import STEP
 from tfds_stillbox import codec
@@ -65,30 +68,61 @@ def _sweep_stale(folder: str, *, directories: bool, log=None) -> list[str]:
 # --- Rendering in worker processes ----------------------------------------------------------------------
 
 
-def _ignore_sigint() -> None:
-  """Worker initializer: Ctrl-C reaches the whole process group; the parent alone handles it (and waits for the
-  workers' current scenes), rather than every worker printing a traceback."""
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _apply(function: Callable, part: list) -> list:
+  return [function(job) for job in part]
+
+
+@contextlib.contextmanager
+def _main_not_imported() -> Iterator[None]:
+  """While worker processes start inside: multiprocessing imports nothing of `__main__` in them.
+
+  A spawn or forkserver worker first runs the parent's main script again (as `__mp_main__`), unless the main module
+  was run by name (`python -m`). Under `tfds build` that script is TFDS's command line: every worker spent ~30 s
+  and ~800 MB importing TensorFlow before its first scene (and before `processes.init_worker` tied it to its owner).
+  The jobs are functions of this module and need nothing of `__main__`, so for as long as the workers start
+  `__main__.__spec__` names a package's `__main__`, which multiprocessing.spawn does not import.
+  """
+  main = sys.modules.get('__main__')
+  if main is None or getattr(main, '__spec__', None) is not None:
+    yield
+    return
+  main.__spec__ = importlib.machinery.ModuleSpec('tfds_stillbox.render.__main__', None)
+  try:
+    yield
+  finally:
+    main.__spec__ = None
 
 
 def _in_order(function: Callable, jobs_list: list, jobs: int) -> Iterator:
   """`function(job)` of each job, in order: in this process (`jobs` 1) or in `jobs` processes (0: one per core).
 
-  Closing the generator (or an error) drops the queued jobs and waits for the running ones, so that no worker
-  writes into a folder that is being removed.
+  The workers die with this process, however it ends (SIGKILL included: `processes.init_worker`), and ignore
+  Ctrl-C. At most two chunks of jobs per worker are queued ahead. Closing the generator, an error, Ctrl-C or SIGTERM
+  (raised here like Ctrl-C where nothing else handles it: `processes.sigterm_as_interrupt`) drops the queued jobs
+  and waits for the running ones, so that no worker writes into a folder that is being removed, and none is left.
   """
   workers = min(jobs or os.cpu_count() or 1, len(jobs_list))
   if workers <= 1:
     yield from map(function, jobs_list)
     return
+  size = max(1, min(8, len(jobs_list) // (8 * workers)))
+  parts = iter([jobs_list[i:i + size] for i in range(0, len(jobs_list), size)])
   # forkserver/spawn, not fork: the parent may run threads (JAX, TF) that fork would copy mid-flight.
   method = 'forkserver' if 'forkserver' in multiprocessing.get_all_start_methods() else 'spawn'
-  pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
-                                                initializer=_ignore_sigint)
-  try:
-    yield from pool.map(function, jobs_list, chunksize=max(1, min(8, len(jobs_list) // (8 * workers))))
-  finally:
-    pool.shutdown(wait=True, cancel_futures=True)
+  # Where nothing above handles SIGTERM (`tfds build`), it ends the build with exit code 143 and the line a
+  # command would print, after the clean-ups (TFDS removes its `incomplete.*` folder).
+  with processes.sigterm_as_interrupt(say_at_exit=True):
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                                                  initializer=processes.init_worker, initargs=(os.getpid(),))
+    try:
+      with _main_not_imported():   # the first `workers` submissions start the workers
+        queued = collections.deque(pool.submit(_apply, function, part) for part in itertools.islice(parts, 2 * workers))
+      while queued:
+        done = queued.popleft().result()
+        queued.extend(pool.submit(_apply, function, part) for part in itertools.islice(parts, 1))
+        yield from done
+    finally:
+      pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- The Still Box tree ---------------------------------------------------------------------------------
@@ -114,6 +148,21 @@ def write_motion(path: str, speed, time_step: float, num_frames: int) -> None:
     f.write('\n'.join(lines) + '\n')
 
 
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
+  """An OSError inside that names no file (a full disk's failed write names none) names `path`, the file being
+  written, and for a full disk the space left (`processes.free_space`)."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is not None or e.errno is None:
+      raise
+    reason = e.strerror or os.strerror(e.errno)
+    if processes.disk_full(e):
+      reason += f' ({processes.free_space(path)} on its file system)'
+    raise OSError(e.errno, reason, path) from e
+
+
 def _export_scene(job: tuple) -> dict:
   """Renders scene `index` into `folder` as entry `position` of its metadata; returns that entry."""
   folder, position, seed, index, resolution, fov, num_frames, step, depth_range = job
@@ -123,11 +172,15 @@ def _export_scene(job: tuple) -> dict:
   for t in range(len(scene.frames)):
     imgs.append(f'RGB_{position:04d}_{t:02d}.jpg')
     depths.append(f'D_{position:04d}_{t:02d}.npy')
-    with open(os.path.join(folder, imgs[-1]), 'wb') as f:
+    path = os.path.join(folder, imgs[-1])
+    with _naming(path), open(path, 'wb') as f:
       f.write(codec.encode_jpeg(scene.frames[t]))
-    np.save(os.path.join(folder, depths[-1]), scene.depth[t].astype(np.float32), allow_pickle=False)
+    path = os.path.join(folder, depths[-1])
+    with _naming(path):
+      np.save(path, scene.depth[t].astype(np.float32), allow_pickle=False)
   motion = f'motion_{position:04d}.csv'
-  write_motion(os.path.join(folder, motion), scene.speed, scene.time_step, len(imgs))
+  with _naming(os.path.join(folder, motion)):
+    write_motion(os.path.join(folder, motion), scene.speed, scene.time_step, len(imgs))
   return {'imgs': imgs, 'depth': depths, 'speed': [float(v) for v in scene.speed],
           'time_step': float(scene.time_step), 'orientation': [], 'length': len(imgs), 'motion': motion}
 
@@ -202,7 +255,8 @@ def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90
                              'step': step, 'time_step': scenes.TIME_STEP, 'depth_range': list(depth_range),
                              'generator': GENERATOR},
                     'scenes': entries[k * scenes_per_folder:(k + 1) * scenes_per_folder]}
-        with open(os.path.join(folder, 'metadata.json'), 'w') as f:
+        path = os.path.join(folder, 'metadata.json')
+        with _naming(path), open(path, 'w') as f:
           json.dump(metadata, f, indent=1)
       if os.path.lexists(target):  # appeared while rendering
         raise FileExistsError(f'{target} appeared during the export; the new one is not moved there')
