@@ -185,17 +185,23 @@ def _cli(*args):
                         text=True, timeout=600)
 
 
-def test_tfds_cli_builds_rendered_and_real_configs(tmp_path):
-  """`tfds build tfds_stillbox ...` as a user runs it (the CLI imports TensorFlow: one process for both)."""
+# `tfds build tfds_stillbox ...` as a user runs it (each a process of its own, about 12 s on 2 cores: the command
+# imports TensorFlow). The real Still Box's config (from --manual_dir) in `make test`; a rendered one in
+# `make test-slow` (conftest builds synth_tiny through the same builder in-process for every run).
+def test_tfds_cli_builds_a_real_config(tmp_path):
+  result = _cli('--config', '64', '--manual_dir', DUMMY, '--data_dir', tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert len(tfds.data_source('tfds_stillbox/64', data_dir=str(tmp_path), split='validation')) >= 1
+
+
+@pytest.mark.slow
+def test_tfds_cli_builds_a_rendered_config(tmp_path):
   result = _cli('--config', 'synth_tiny', '--data_dir', tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   source = tfds.data_source('tfds_stillbox/synth_tiny', data_dir=str(tmp_path), split='train')
   assert len(source) == 10 and codec.decode_jpeg(source[0]['frames'][0]).shape == (32, 32, 3)
   assert any(p.endswith('.array_record-00000-of-00001') for p in os.listdir(tmp_path / 'tfds_stillbox' /
                                                                               'synth_tiny' / '1.0.0'))
-  result = _cli('--config', '64', '--manual_dir', DUMMY, '--data_dir', tmp_path)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert len(tfds.data_source('tfds_stillbox/64', data_dir=str(tmp_path), split='validation')) >= 1
 
 
 BAD_CONFIGS = [

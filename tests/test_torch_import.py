@@ -500,7 +500,9 @@ def _torch_depth(model, first, second):
                                            align_corners=False)[0, 0].numpy()
 
 
-@pytest.mark.parametrize('layout', ['train_py_zip', 'published_2017_legacy'])
+# infer.py (a process of its own) on the published 2017 file in `make test`; on train.py's zip file in
+# `make test-slow` (the two differ only in the container, which the in-process tests above read both ways).
+@pytest.mark.parametrize('layout', [pytest.param('train_py_zip', marks=pytest.mark.slow), 'published_2017_legacy'])
 def test_the_original_checkpoint_runs_in_infer_py_with_torch_outputs(layout, reference, checkpoint, published,
                                                                      tmp_path):
   """Before: infer.py refused train.py's checkpoints ("unknown architecture 'DepthNet_elu_bn'")."""

@@ -155,9 +155,11 @@ def test_sigkill_and_resume_ends_with_the_same_parameters(straight, synth_tiny_d
 
 
 # 4 devices in one process, and 2 processes of 2 devices below (a mesh of 4, each process's devices fed its rows):
-# both in `make test-slow` (40 s and 75 s of the 2 cores), so that `make test` stays within its 6 minutes. In
-# `make test`, their parts are tested in one process: each process's rows of every batch (test_input_pipeline),
-# the batch sizes a mesh takes (test_train_faults), the evaluation on a mesh (test_evaluate).
+# both in `make test-slow` (the 2 processes add 30 s to `make test`'s 5.3 minutes on an idle 2-core machine, too
+# close to its 6). In `make test`, their parts are tested in one process: each process's rows of every batch
+# (test_input_pipeline), the batch sizes a mesh takes (test_train_faults), the evaluation on a mesh
+# (test_evaluate); and 2 processes of jax.distributed start together and both refuse a held workdir
+# (test_faults_locks).
 @pytest.mark.slow
 def test_four_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
   # train.py as a user runs it: the device count is set before JAX starts, for this process only.
@@ -190,10 +192,17 @@ def test_two_processes_of_two_devices_give_the_parameters_of_one(straight, synth
   _assert_same_evaluation(tmp_path, straight[0])
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir, tmp_path):
-  # train.py: its exit code and stderr, and that Orbax's threads are quiet when the interpreter exits.
-  result = _train(tmp_path, synth_tiny_dir, '--config.learning_rate=1e30', '--config.checkpoint_every_steps=1',
-                  ok=False)
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_tiny_dir, tmp_path, capsys):
+  # In-process through cli.run, as train.py's main runs the training (its `work` turns the error into a user
+  # error): the exit code and the printed error line (that Orbax's threads are quiet when the interpreter exits
+  # after an error: test_checkpoint_faults).
+  def work():
+    try:
+      _run(tmp_path, synth_tiny_dir, learning_rate=1e30, checkpoint_every_steps=1)
+    except train_lib.NonFiniteLossError as e:
+      raise cli.UserError(cli.one_line(e)) from e
+  code = cli.run(work)
+  result = _Result(code, capsys.readouterr())
   assert result.returncode == 1
   assert 'not finite after step' in result.stderr or 'training loss is' in result.stderr, result.stderr[-3000:]
   assert 'step' in result.stderr and 'last good checkpoint is kept' in result.stderr
