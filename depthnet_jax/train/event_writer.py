@@ -3,11 +3,10 @@
 clu's metric writers (`clu.metric_writers`) import TensorFlow, 7 to 8 s of every train.py start on 2 CPU cores,
 only to write a few scalars and pictures. This writer writes the same events as theirs, with TensorBoard's own
 protobufs in TFRecord framing with its CRCs (`common.crc32c`, what `run_log` verifies; not TensorBoard's
-`EventFileWriter`, which imports TensorFlow when it is installed, and whose CRC is a byte-by-byte Python loop), in a
-file named
-`events.out.tfevents.<start time>.<host>.<pid>.<n>.v2` as TensorFlow's, flushed after every write (a learning curve
-read during the run sees every point logged), so TensorBoard, `run_log` and `scripts/learning_curve.py` read them
-as before:
+`EventFileWriter`, which imports TensorFlow when it is installed, and whose CRC is a byte-by-byte Python loop), in
+a file named `events.out.tfevents.<start time>.<host>.<pid>.<n>.v2` as TensorFlow's, flushed after every write (a
+learning curve read during the run sees every point logged), so TensorBoard, `run_log` and
+`scripts/learning_curve.py` read them as before:
 
 - scalars: summary-v2 float32 scalar tensors, the `scalars` plugin named on each tag's first value (as
   `tf.summary.scalar`);
@@ -37,7 +36,7 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from depthnet_jax.common import crc32c
 
-_FILES = itertools.count()   # the <n> of the file name: a second writer in one process and second gets its own
+_FILES = itertools.count()   # the <n> of the file name: two writers of one process in one second differ
 
 
 class EventWriter:
