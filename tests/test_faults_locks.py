@@ -14,7 +14,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 from conftest import TEST_XLA_FLAGS
 
 from depthnet_jax.common import cli, folder_lock
-from depthnet_jax.testing import disk, pickle_craft
+from depthnet_jax.testing import disk, network, pickle_craft
 from depthnet_jax.testing.config_files import load_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,18 +274,12 @@ def test_train_is_refused_in_process_while_another_run_holds_the_workdir(tmp_pat
   assert disk.snapshot(tmp_path) == before
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_process_train_py_is_refused_in_both_processes(tmp_path, holder):
   """A refused process 0 tells its peer, which stops with it instead of waiting for a process 0 that left."""
   workdir = tmp_path / 'run'
   process = holder(workdir, beside=True)
   before = disk.snapshot(tmp_path)
-  port = _free_port()
+  port = network.free_port()
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=TEST_XLA_FLAGS)
   runs = [subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'train.py'), '--config', os.path.join(REPO, 'configs', 'test.py'),

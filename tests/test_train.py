@@ -11,7 +11,6 @@ The many user errors of train.py are in test_train_faults.py; the ones here need
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from depthnet_jax.checkpoints.train_state import TrainState
 from depthnet_jax.common import cli
 from depthnet_jax.data import input_pipeline
 from depthnet_jax.model import models
+from depthnet_jax.testing import network
 from depthnet_jax.train import trainer as train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -169,17 +169,11 @@ def test_four_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_p
   _assert_same_evaluation(tmp_path, straight[0])
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_of_two_devices_give_the_parameters_of_one(straight, synth_tiny_dir, tmp_path):
   """2 processes (jax.distributed on 127.0.0.1) of 2 devices each: a mesh of 4 devices across processes, each
   process reading its rows of every batch and feeding them to its own devices."""
-  port = _free_port()
+  port = network.free_port()
   processes = [subprocess.Popen(
       _command(tmp_path, synth_tiny_dir, '--config.distributed=True', f'--config.coordinator_address=127.0.0.1:{port}',
                '--config.num_processes=2', f'--config.process_id={i}'),
