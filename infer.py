@@ -75,7 +75,29 @@ def parser() -> argparse.ArgumentParser:
                  help="the flight's motion log: a header and one row per frame, positions frame,x,y,z (metres; "
                       'frame = index in the input from 0) or velocities time,vx,vy,vz (seconds, m/s; row i = '
                       'frame i); depths are scaled by each pair\'s real displacement over the nominal one; pairs '
-                      'whose displacement is zero or unknown (empty cells) are skipped')
+                      'whose displacement is zero or unknown (empty cells) are skipped; or a PX4 .ulg: '
+                      'vehicle_local_position x, y, z at the frame times (--frame_times or camera_capture)')
+  p.add_argument('--attitude', default=None, metavar='LOG',
+                 help='the orientation of every frame, to remove the rotation between a pair\'s frames: a CSV '
+                      '(frame or time, then qw,qx,qy,qz or roll,pitch,yaw in degrees, Z-Y-X: the camera\'s '
+                      'camera-to-world rotation), a PX4 .ulg (vehicle_attitude) or the CSV ulog2csv writes of it '
+                      '(timestamp in microseconds, q[0]..q[3]: the body\'s); see docs/inference.md')
+  p.add_argument('--frame_times', default=None, metavar='CSV',
+                 help='with a timed --attitude or a .ulg --motion: frame,time (seconds on the log\'s clock, e.g. a '
+                      'ULog timestamp / 1e6) per frame (default: the .ulg\'s camera_capture topic)')
+  p.add_argument('--time_offset', type=float, default=None, metavar='SECONDS',
+                 help='added to every frame time to put it on the log\'s clock (default 0)')
+  p.add_argument('--camera_rotation', default=None, metavar='ROLL,PITCH,YAW',
+                 help='degrees the camera is turned on the body, for body-frame logs (.ulg, ulog2csv); default '
+                      '0,0,0: looking forward; a gimbal pointing down: 0,-90,0')
+  p.add_argument('--calibration', default=None, metavar='FILE',
+                 help='the lens: an OpenCV calibration (cv2.FileStorage YAML, XML or JSON: camera_matrix, '
+                      'distortion_coefficients, image_width, image_height[, distortion_model]) or a ROS '
+                      'camera_info YAML, radial-tangential or fisheye; frames are undistorted and the FOV taken '
+                      'from it')
+  p.add_argument('--undistort_balance', type=float, default=None, metavar='B',
+                 help='with --calibration: 0 to 1, the undistorted camera as OpenCV chooses it (0: only valid '
+                      'pixels, 1: every source pixel kept); default: the calibration\'s own camera matrix')
   p.add_argument('--nominal_displacement', type=float, default=None, metavar='M',
                  help="the displacement between a pair's frames that the network's depths assume (default: the "
                       'checkpoint\'s record, else 0.3 m as Still Box)')

@@ -120,6 +120,25 @@ def check_motion(ref: SceneRef) -> None:
            f"'time_step' {step!r}: expected a finite number of seconds > 0 (the time between two frames)")
 
 
+def orientations(ref: SceneRef) -> np.ndarray:
+  """A scene's `orientation` (rotated Still Box: one camera-to-world quaternion [w, x, y, z] per frame) as
+  [T, 4] float64, normalised; [0, 4] when the list is empty or missing (a camera that does not rotate). A
+  StillBoxFormatError naming the file, the scene and the field when it is not one unit quaternion per frame."""
+  where = f'{os.path.join(ref.folder, "metadata.json")}: scenes[{ref.index}]'
+  value = ref.scene.get('orientation') or []
+  frames = len(ref.scene['imgs'])
+  numbers = isinstance(value, list) and all(isinstance(q, list) and len(q) == 4 and all(_finite(v) for v in q)
+                                            for q in value)
+  _require(numbers and len(value) in (0, frames), where, f"'orientation': expected [] or {frames} quaternions "
+           '[w, x, y, z] (one per frame)')
+  q = np.asarray(value, np.float64).reshape(-1, 4)
+  norms = np.linalg.norm(q, axis=1)
+  bad = np.flatnonzero(np.abs(norms - 1) > 1e-2)
+  _require(not len(bad), where, f"'orientation'[{bad[0] if len(bad) else 0}]: norm "
+           f"{norms[bad[0]] if len(bad) else 1:.4g}; expected unit quaternions")
+  return q / norms[:, None] if len(q) else q
+
+
 def load_scene(ref: SceneRef, expected_size: tuple[int, int] | None = None) -> dict[str, Any]:
   """Reads and checks one scene; returns its TFDS example (frames as their JPEG bytes, depth encoded).
 

@@ -35,7 +35,7 @@ import numpy as np
 from absl import flags
 
 # Targets are clipped to [0, MAX_DEPTH]; SHIFT is S, the original's nominal frame shift.
-from depthnet_jax.common import processes
+from depthnet_jax.common import processes, rotations
 from depthnet_jax.common.conventions import MAX_DEPTH, SHIFT, normalize
 from depthnet_jax.data import shards
 from tfds_stillbox import codec
@@ -186,13 +186,28 @@ def sample_pair(record: dict[str, Any], frames: int, shift: int, u_i1: float, u_
           'pair': np.array([i1, i2], np.int32)}
 
 
+def stabilized(record, i: int, j: int, first: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Frame i of a scene record warped into frame j's orientation (the record's `orientation`, [T, 4] w, x, y, z;
+  K of its FOV at its size: `rotations.homography`), and frame j's depth set to 0 (not evaluated) where the warped
+  frame has no source pixel: the follow-up's `--stabilize-from-GT`."""
+  orientation = record.get('orientation')
+  if orientation is None or not len(orientation):
+    return first, depth
+  h, w = first.shape[:2]
+  k = rotations.intrinsics(w, h, float(record['fov']))
+  r = rotations.quaternion_to_matrix(np.asarray(orientation, np.float64)[[i, j]])
+  warped, valid = rotations.warp(first, rotations.homography(k, r[0], r[1]))
+  return warped, np.where(valid, depth, 0).astype(depth.dtype)
+
+
 class EvalSample:
   """Global stream position -> the pair (i, i + S) it names, or padding (mask 0) past the last pair."""
 
-  def __init__(self, source, *, shift: int, layout: Layout):
+  def __init__(self, source, *, shift: int, layout: Layout, stabilize: bool = False):
     self._source = source
     self._shift = shift
     self._layout = layout
+    self._stabilize = stabilize
     frames = frames_per_scene(source)
     if frames <= shift:
       raise ValueError(f'scenes of {frames} frames hold no pair at shift {shift}')
@@ -206,6 +221,8 @@ class EvalSample:
     record = self._source[scene_index]
     first, second = (codec.decode_jpeg(record['frames'][j]) for j in (i, i + self._shift))
     depth = codec.decode_depth(record['depth'][i + self._shift])
+    if self._stabilize:
+      first, depth = stabilized(record, i, i + self._shift, first, depth)
     displacement = self._shift * float(record['time_step']) * np.asarray(record['speed'], np.float32)
     return {'image_pair': normalize(np.concatenate([first, second], axis=-1)),
             'depth': np.clip(depth, 0, MAX_DEPTH).astype(np.float32),
@@ -235,10 +252,11 @@ def train_dataset(source, *, global_batch_size: int, seed: int, shift: int = SHI
 
 
 def eval_dataset(source, *, global_batch_size: int, shift: int = SHIFT, process_index: int = 0,
-                 process_count: int = 1) -> grain.MapDataset:
-  """Evaluation batches of this process: every pair once, the tail padded (mask 0); equal counts everywhere."""
+                 process_count: int = 1, stabilize: bool = False) -> grain.MapDataset:
+  """Evaluation batches of this process: every pair once, the tail padded (mask 0); equal counts everywhere.
+  `stabilize`: each pair's first frame in the second's orientation (`stabilized`)."""
   layout = Layout(global_batch_size, process_index, process_count)
-  sample = EvalSample(source, shift=shift, layout=layout)
+  sample = EvalSample(source, shift=shift, layout=layout, stabilize=stabilize)
   steps = -(-sample.num_pairs // global_batch_size)
   ds = grain.MapDataset.range(steps * layout.local_batch_size).map(sample)
   return ds.batch(layout.local_batch_size, drop_remainder=True)

@@ -44,7 +44,8 @@ class TreeSource:
       for name in ref.scene['imgs'] + ref.scene['depth']:
         if not os.path.isfile(os.path.join(ref.folder, name)):
           raise tree.StillBoxFormatError(f'{os.path.join(ref.folder, name)}: listed in scene {ref.id} but missing')
-    first = tree.load_scene(self._refs[0])
+    self._orientations = [tree.orientations(r) for r in self._refs]
+    first = dict(tree.load_scene(self._refs[0]), orientation=self._orientations[0])
     self.size = (int(first['height']), int(first['width']))
     self._cache_size = cache
     self._cache: collections.OrderedDict[int, dict] = collections.OrderedDict({0: first})
@@ -52,6 +53,11 @@ class TreeSource:
 
   def __len__(self) -> int:
     return len(self._refs)
+
+  @property
+  def rotates(self) -> bool:
+    """Whether any scene's metadata gives its camera's orientation per frame (a rotated Still Box)."""
+    return any(len(o) for o in self._orientations)
 
   def still_scenes(self, shift: int) -> list[str]:
     """The ids of the scenes whose pairs `shift` frames apart have displacement 0 (speed 0: the camera stands
@@ -65,7 +71,7 @@ class TreeSource:
       if index in self._cache:
         self._cache.move_to_end(index)
         return self._cache[index]
-    record = tree.load_scene(self._refs[index], self.size)
+    record = dict(tree.load_scene(self._refs[index], self.size), orientation=self._orientations[index])
     with self._lock:
       self._cache[index] = record
       while len(self._cache) > self._cache_size:

@@ -62,6 +62,14 @@ def parser() -> cli.ArgumentParser:
                       "depthnet's test_depth.py)")
   p.add_argument('--shift', type=int, default=SHIFT, help=f'pairs are (i, i + shift); 1 to frames - 1, '
                  f'default {SHIFT}')
+  p.add_argument('--stabilize', action='store_true',
+                 help="with --stillbox_tree of a rotated Still Box (metadata 'orientation' per frame): each pair's "
+                      "first frame warped into the second's orientation (K R K^-1), as the follow-up's "
+                      '--stabilize-from-GT; pixels with no source are not evaluated')
+  p.add_argument('--choose_shift', action='store_true',
+                 help="with --protocol followup: the follow-up's per-frame choice: each scene's last frame from "
+                      'the candidate pair (j - k, j), k = 1..frames - 1, whose mean output is closest to 50 m '
+                      '(--shift is not used)')
   p.add_argument('--batch_size', type=int, default=DEFAULT_BATCH_SIZE,
                  help=f'pairs per network call, >= 1 and a multiple of the devices, at most what the memory holds '
                       f'(more than the data\'s pairs: its pairs); default {DEFAULT_BATCH_SIZE}')
@@ -90,6 +98,8 @@ class Args:
   overwrite: bool
   compilation_cache: str
   no_compilation_cache: bool
+  stabilize: bool = False
+  choose_shift: bool = False
 
 
 def _check_data(a: argparse.Namespace) -> str | None:
@@ -131,8 +141,15 @@ def check_args(a: argparse.Namespace) -> Args:
   if json_path and json_path == plot_path:
     raise cli.UserError(f'--json and --plot: both are {json_path}; expected two files')
   compile_cache.check_flag(a.compilation_cache, a.no_compilation_cache)
+  if a.stabilize and root is None:
+    raise cli.UserError(f'--stabilize with --dataset={a.dataset!r}: expected --stillbox_tree (a built split holds '
+                        'no orientations)')
+  if a.choose_shift and a.protocol != 'followup':
+    raise cli.UserError(f"--choose_shift with --protocol {a.protocol}: expected --protocol followup (the "
+                        'follow-up\'s choice among candidate pairs)')
   return Args(checkpoint, a.eval_checkpoint, a.dataset, a.split or 'validation', a.data_dir, root, a.protocol,
-              shift, batch_size, json_path, plot_path, a.overwrite, a.compilation_cache, a.no_compilation_cache)
+              shift, batch_size, json_path, plot_path, a.overwrite, a.compilation_cache, a.no_compilation_cache,
+              bool(a.stabilize), bool(a.choose_shift))
 
 
 # The functions below run after the flags are checked; their imports inside them keep JAX (and the plotting
@@ -217,8 +234,17 @@ def run(args: Args, *, stdout=None) -> report.Evaluation:
   batch_size = bounded_batch(args, data, mesh.size)
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   params, batch_stats = sharding.replicate((params, batch_stats), mesh)
-  result = evaluate.evaluate(graphdef, params, batch_stats, source, protocol=args.protocol, shift=args.shift,
-                             batch_size=batch_size, nominal=info.displacement, mesh=mesh, show_progress=True)
+  if args.stabilize and not source.rotates:
+    print(f'note: --stabilize: the scenes of {data_name} record no orientation (a camera that does not rotate); '
+          'nothing to stabilize', file=sys.stderr, flush=True)
+  if args.choose_shift:
+    from depthnet_jax.evaluation import choose
+    result = choose.evaluate_choose(graphdef, params, batch_stats, source, nominal=info.displacement,
+                                    stabilize=args.stabilize, batch_size=batch_size, mesh=mesh, show_progress=True)
+  else:
+    result = evaluate.evaluate(graphdef, params, batch_stats, source, protocol=args.protocol, shift=args.shift,
+                               batch_size=batch_size, nominal=info.displacement, mesh=mesh, show_progress=True,
+                               stabilize=args.stabilize)
   if result.skipped == result.pairs:   # a built split's speeds are known once its records are read
     _refuse_all_still(args, result.pairs)
   oh, ow = models.output_sizes(data['height'], data['width'])[0]
@@ -228,6 +254,7 @@ def run(args: Args, *, stdout=None) -> report.Evaluation:
                 'displacement_recorded': info.displacement_recorded, 'train_size': info.train_size,
                 'train_fov': info.train_fov, **model.options()}
   document = report.to_json(result, checkpoint=checkpoint, data=data, shift=args.shift)
+  document.update(stabilize=args.stabilize, choose_shift=args.choose_shift)
   title = f'{_short(info.resolved)} - {args.protocol} protocol, {data_name}'
   for path in _write_outputs(args, document, result.bins, title):
     print(f'wrote {path}', file=stdout, flush=True)

@@ -5,7 +5,7 @@ Training's periodic evaluation (the `eval_*` scalars, the example pictures, the 
 all run it; a constant-depth baseline is a model too (`models.ConstantDepth`). The pairs are every (i, i + S) of
 every scene of `source`, S = `shift` (3), in a fixed order (`input_pipeline.eval_dataset`; with several
 processes each reads its rows of each batch); the target is the depth of frame i + S. One jitted step per protocol
-and mesh (`_step`), with the model's graph a static argument: compiled once per model and batch shape, shared by
+and mesh (`protocol_step`), with the model's graph a static argument: compiled once per model and batch shape, shared by
 every evaluation of the process.
 
 Two protocols (`report.PROTOCOLS`):
@@ -68,7 +68,7 @@ def metric_names(protocol: str) -> tuple[str, ...]:
 
 # --- The jitted steps -------------------------------------------------------------------------------------------
 
-def _forward(graphdef, params, batch_stats, batch):
+def forward(graphdef, params, batch_stats, batch):
   return models.depth_of(nnx.merge(graphdef, params, batch_stats, copy=True)(batch['image_pair']))
 
 
@@ -83,7 +83,7 @@ def _pair_ranges(batch) -> dict:
 
 def _original_step(graphdef, params, batch_stats, batch):
   """Training's evaluation of a batch (the metric sums of its real pairs) and its error by depth; the prediction."""
-  prediction = _forward(graphdef, params, batch_stats, batch)
+  prediction = forward(graphdef, params, batch_stats, batch)
   sums, count = losses.depth_metric_sums(prediction, batch['depth'], batch['mask'])
   bins = losses.depth_bin_sums(prediction, batch['depth'], batch['mask'])
   return {'sums': sums, 'count': count, 'bins': bins, **_pair_ranges(batch)}, prediction
@@ -91,7 +91,7 @@ def _original_step(graphdef, params, batch_stats, batch):
 
 def _followup_step(graphdef, params, batch_stats, batch):
   """test_depth.py's evaluation of a batch and its error by depth; the (unscaled) prediction."""
-  prediction = _forward(graphdef, params, batch_stats, batch)
+  prediction = forward(graphdef, params, batch_stats, batch)
   sums, count = losses.followup_metric_sums(prediction, batch['depth'], batch['mask'], batch['scale'])
   bins = losses.followup_bin_sums(prediction, batch['depth'], batch['mask'], batch['scale'])
   return {'sums': sums, 'count': count, 'bins': bins, **_pair_ranges(batch)}, prediction
@@ -100,7 +100,7 @@ def _followup_step(graphdef, params, batch_stats, batch):
 _STEPS: dict = {}
 
 
-def _step(protocol: str, mesh):
+def protocol_step(protocol: str, mesh):
   """The jitted step of a protocol on a mesh (the model's graph a static argument): compiled once per model and
   batch shape, shared by every evaluation of the process. Its sums are replicated; the prediction stays sharded
   along the batch (read only for example pictures)."""
@@ -116,7 +116,8 @@ def _step(protocol: str, mesh):
 
 def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original', shift: int = SHIFT,
              batch_size: int = DEFAULT_BATCH_SIZE, nominal: float = NOMINAL_DISPLACEMENT, mesh=None,
-             worker_count: int = 0, images: int = 0, show_progress: bool = False) -> Evaluation:
+             worker_count: int = 0, images: int = 0, show_progress: bool = False,
+             stabilize: bool = False) -> Evaluation:
   """Evaluates a model on every (i, i + shift) pair of `source` (scene records, as `tfds.data_source` gives).
 
   Args:
@@ -133,18 +134,21 @@ def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original
     images: example pictures of the first batch to return (`Evaluation.pictures`), from this process's rows;
       0: none (None).
     show_progress: N/M pairs on stderr (`progress.Progress`).
+    stabilize: each pair's first frame warped into the second's orientation (records with `orientation`, a rotated
+      tree: `input_pipeline.stabilized`), its pixels without a source not evaluated.
   """
   if protocol not in PROTOCOLS:
     raise ValueError(f'protocol must be one of {PROTOCOLS}; got {protocol!r}')
   mesh = mesh if mesh is not None else sharding.make_mesh()
   ds = input_pipeline.eval_dataset(source, global_batch_size=batch_size, shift=shift,
-                                   process_index=jax.process_index(), process_count=jax.process_count())
+                                   process_index=jax.process_index(), process_count=jax.process_count(),
+                                   stabilize=stabilize)
   pairs = len(source) * (input_pipeline.frames_per_scene(source) - shift)
-  step, totals, pictures = _step(protocol, mesh), _Totals(protocol), None
+  step, totals, pictures = protocol_step(protocol, mesh), Totals(protocol), None
   with progress.Progress(pairs, 'pairs', desc='evaluated', enabled=show_progress) as bar:
     pending = None   # the previous batch's results, read while the device computes this one
     for local in input_pipeline.make_iterator(ds, worker_count):
-      local = _with_scale(local, nominal if protocol == 'followup' else None)
+      local = with_scale(local, nominal if protocol == 'followup' else None)
       out, prediction = step(graphdef, params, batch_stats, sharding.global_batch(local, mesh))
       if images and pictures is None:
         pictures = example_pictures(local, _local_rows(prediction), images)
@@ -158,7 +162,7 @@ def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original
   return totals.result(pairs, nominal, pictures)
 
 
-def _with_scale(local: dict[str, np.ndarray], nominal: float | None) -> dict[str, np.ndarray]:
+def with_scale(local: dict[str, np.ndarray], nominal: float | None) -> dict[str, np.ndarray]:
   """A host batch with each pair's real displacement `distance` (metres) and its `scale` d / nominal (1 if
   `nominal` is None: the original protocol does not rescale); a pair of displacement 0 masked out and marked in
   `skipped`."""
@@ -169,7 +173,7 @@ def _with_scale(local: dict[str, np.ndarray], nominal: float | None) -> dict[str
               distance=distance.astype(np.float32), scale=scale.astype(np.float32))
 
 
-class _Totals:
+class Totals:
   """A protocol's sums over the batches, added in batch order. Original: float32 sums merged batch by batch, as
   clu's Average merged training's evaluation (the same figures); followup: float64, as test_depth.py."""
 

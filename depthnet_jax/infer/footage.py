@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from depthnet_jax.common import cli, compile_cache, folder_lock, geometry, progress
 from depthnet_jax.common.conventions import STILLBOX_FOV
-from depthnet_jax.infer import checkpoint_input, frames, motion, output_plan, pairs, results
+from depthnet_jax.infer import checkpoint_input, flight_camera, frames, motion, output_plan, pairs, results
 from depthnet_jax.infer import predictor as inference
+from depthnet_jax.infer.camera import Camera
 from depthnet_jax.infer.options import InferOptions, check_batch_memory
 from depthnet_jax.infer.outputs import OutputFolder
 from depthnet_jax.model import models
@@ -39,21 +40,27 @@ def run(opts: InferOptions) -> str:
       command is writing into the output folder.
   """
   video = frames.is_video(opts.source)
-  flight = _flight(opts, video)
+  count = _frame_count(opts, video)
+  times, read = flight_camera.frame_times(opts, count)
+  flight = _flight(opts, count, times)
+  camera = flight_camera.camera(opts, count, times, read)
   plan = pairs.Plan(opts.frame_shift, opts.max_shift, flight)
   output = cli.check_writable_dir(opts.output, '--output')
   # One writer per output folder (`folder_lock`): held from before its manifest is read to the last file.
   with folder_lock.hold(output, '--output'):
-    return _run_held(opts, video, flight, plan, output)
+    return _run_held(opts, video, flight, plan, output, camera)
 
 
-def _run_held(opts: InferOptions, video: bool, flight: motion.Motion | None, plan: pairs.Plan, output: str) -> str:
+def _run_held(opts: InferOptions, video: bool, flight: motion.Motion | None, plan: pairs.Plan, output: str,
+              camera: Camera) -> str:
   """`run`'s stages from the checkpoint's record on, the output folder held."""
   recorded = checkpoint_input.info(opts.checkpoint, opts.prefer)
   checkpoint_input.check_output_outside(output, recorded)
   nominal = checkpoint_input.nominal(opts.nominal_displacement, recorded)
   footage = frames.open_input(opts.source, video, opts.extensions, plan)
-  size = network_size(opts, recorded.train_size, recorded.train_fov, footage.size)
+  camera.check_covers(footage.total, footage.source)
+  camera.setup((footage.size[1], footage.size[0]), opts.train_fov or recorded.train_fov or STILLBOX_FOV)
+  size = network_size(opts, recorded.train_size, recorded.train_fov, footage.size, camera.frame_fov)
   check_batch_memory(opts.batch_size, len(plan.shifts), size or footage.size, footage.size, footage.total)
   checkpoint_id = checkpoint_input.identity(recorded, opts.checkpoint)
   settings = output_plan.result_settings(opts, footage, recorded.resolved, checkpoint_id, size, flight, nominal)
@@ -63,42 +70,49 @@ def _run_held(opts: InferOptions, video: bool, flight: motion.Motion | None, pla
   predictor = checkpoint_input.load(recorded, opts.checkpoint, opts.prefer)
   if opts.auto:
     _check_target(opts.target_depth, predictor.spec)
-  return _predict(opts, plan, footage, predictor, planned.open(opts.fps), size, nominal)
+  return _predict(opts, plan, footage, predictor, planned.open(opts.fps), size, nominal, camera)
 
 
-def _flight(opts: InferOptions, video: bool) -> motion.Motion | None:
-  """The flight's motion: --displacement, or --motion read (every problem of the log found here). Where the
-  input's frames are counted first (a folder's files; a video whose container records its count), only the rows
-  of those frames are kept: memory for the rows used, however long the log."""
+def _frame_count(opts: InferOptions, video: bool) -> int | None:
+  """The input's frames, where they are counted before it is opened (a folder's files; a video whose container
+  records its count), else None."""
+  if video:
+    return frames.recorded_length(opts.source)
+  try:
+    return len(frames.list_frames(opts.source, opts.extensions))
+  except cli.UserError:   # reported when the input is opened, after the logs' own problems
+    return None
+
+
+def _flight(opts: InferOptions, count: int | None, times) -> motion.Motion | None:
+  """The flight's motion: --displacement, or --motion read (every problem of the log found here; a .ulg at the
+  frame times `times`). Where the input's frames are counted first, only the rows of those frames are kept:
+  memory for the rows used, however long the log."""
   if opts.displacement is not None:
     return motion.constant(opts.displacement)
   if opts.motion_log is None:
     return None
-  count = None
-  if video:
-    count = frames.recorded_length(opts.source)
-  else:
-    try:
-      count = len(frames.list_frames(opts.source, opts.extensions))
-    except cli.UserError:   # reported when the input is opened, after the log's own problems
-      pass
+  if flight_camera.is_ulog(opts.motion_log):
+    return flight_camera.ulog_motion(opts.motion_log, times)
   return motion.read_log(opts.motion_log, count)
 
 
 def network_size(opts: InferOptions, train_size: tuple[int, int] | None, train_fov: float | None,
-                 frame_size: tuple[int, int]) -> tuple[int, int] | None:
+                 frame_size: tuple[int, int], fov: float | None = None) -> tuple[int, int] | None:
   """The network input (h, w) the options ask for, for frames of `frame_size` (None: as they are), given the
-  checkpoint's recorded training size and FOV (if any)."""
+  checkpoint's recorded training size and FOV (if any) and the frames' FOV (`fov`: --fov, or the calibration's)."""
   if opts.no_resize:
     return None
   if opts.size is not None:
     return tuple(opts.size)
   default = train_size or inference.DEFAULT_SIZE
-  if opts.fov is not None:
+  fov = opts.fov if fov is None else fov
+  if fov is not None:
+    flag = f'--fov={opts.fov!r}' if opts.fov is not None else f'--calibration {opts.calibration} (FOV {fov:.2f} deg)'
     try:
-      return geometry.size_for_fov(*frame_size, opts.fov, default[1], opts.train_fov or train_fov or STILLBOX_FOV)
+      return geometry.size_for_fov(*frame_size, fov, default[1], opts.train_fov or train_fov or STILLBOX_FOV)
     except cli.UserError as e:
-      raise cli.UserError(f'--fov={opts.fov!r}: {e}') from None
+      raise cli.UserError(f'{flag}: {e}') from None
   return tuple(default)
 
 
@@ -110,13 +124,14 @@ def _check_target(target: float, spec) -> None:
 
 
 def _predict(opts: InferOptions, plan: pairs.Plan, footage: frames.Footage, predictor: inference.Predictor,
-             out: OutputFolder, size: tuple[int, int] | None, nominal: checkpoint_input.Nominal) -> str:
+             out: OutputFolder, size: tuple[int, int] | None, nominal: checkpoint_input.Nominal,
+             camera: Camera) -> str:
   """Every frame's depth written (or the folder marked failed, temporaries removed); the summary line."""
   shown = progress.Progress(footage.total or None, 'pairs', desc='predicted')
-  writer = results.ResultWriter(predictor, opts, plan, size, nominal, out, shown)
+  writer = results.ResultWriter(predictor, opts, plan, size, nominal, out, shown, camera)
   batcher = pairs.PairBatcher(plan, plan.frames_per_call(opts.batch_size))
   try:
-    for batch in batcher.batches(_logged_frames(footage, plan.flight)):
+    for batch in batcher.batches(_logged_frames(footage, plan.flight, camera)):
       writer.add(batch)
     _check_some_pairs(writer.pairs, batcher.frames, plan, footage.source)
     writer.finish()
@@ -128,14 +143,16 @@ def _predict(opts: InferOptions, plan: pairs.Plan, footage: frames.Footage, pred
   return writer.summary(batcher.frames)
 
 
-def _logged_frames(footage: frames.Footage, flight: motion.Motion | None) -> frames.Frames:
-  """The input's frames; a `MotionError` at the first frame the motion log has no row for (a video, whose frames
-  were not counted before)."""
-  for t, frame in enumerate(footage.frames()):
+def _logged_frames(footage: frames.Footage, flight: motion.Motion | None, camera: Camera) -> frames.Frames:
+  """The input's frames, undistorted (`camera`); a `MotionError` at the first frame the motion log has no row
+  for, a `cli.UserError` at the first the attitude has no orientation for (a video, whose frames were not counted
+  before)."""
+  for t, (stem, image) in enumerate(footage.frames()):
     if flight is not None and flight.frames is not None and t >= flight.frames:
       raise motion.MotionError(f'--motion {flight.path}: the log covers {flight.frames} frames but --input '
                                f'{footage.source} has more; expected one row per frame')
-    yield frame
+    camera.check_covers(t + 1, footage.source)
+    yield stem, camera.frame(image)
 
 
 def _check_some_pairs(written: int, frames_read: int, plan: pairs.Plan, source: str) -> None:

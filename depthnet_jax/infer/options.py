@@ -22,6 +22,9 @@ IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'bmp')
 MAX_SIZE = MAX_IMAGE_SIDE    # --height/--width beyond this are typos, not network inputs (16384)
 MAX_SHIFT = 10               # --max_shift's default: the authors' frame picker looks at most 10 frames back
 MAX_SHIFT_LIMIT = 100        # --max_shift beyond this are typos (and K pairs per frame go through the network)
+MULTI_SHIFTS = ('auto', 'fuse')   # --frame_shift values that try every shift 1..--max_shift
+MAX_ANGLE = 360.0            # --camera_rotation angles beyond this are typos
+MAX_TIME_OFFSET = 1e7        # seconds (115 days) beyond which --time_offset is a typo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,24 +60,36 @@ class InferOptions:
   compilation_cache: str
   no_compilation_cache: bool
   prefer: str = 'best'
+  attitude: str | None = None
+  frame_times: str | None = None
+  time_offset: float = 0.0
+  camera_rotation: tuple[float, float, float] = (0.0, 0.0, 0.0)
+  calibration: str | None = None
+  undistort_balance: float | None = None
 
   @property
   def auto(self) -> bool:
-    return self.frame_shift == 'auto'
+    """Several candidate shifts per frame: 'auto' (one kept per frame) or 'fuse' (one kept per pixel)."""
+    return self.frame_shift in MULTI_SHIFTS
+
+  @property
+  def fuse(self) -> bool:
+    return self.frame_shift == 'fuse'
 
 
 def parse_frame_shift(value) -> int | str:
-  """`--frame_shift`: an integer >= 1 or 'auto'."""
+  """`--frame_shift`: an integer >= 1, 'auto' or 'fuse'."""
+  expected = "expected an integer >= 1, 'auto' or 'fuse'"
   if isinstance(value, str):
     text = value.strip().lower()
-    if text == 'auto':
-      return 'auto'
+    if text in MULTI_SHIFTS:
+      return text
     try:
       value = int(text)   # shown as a number from here on, as the other flags' values
     except ValueError:
-      raise cli.UserError(f"--frame_shift={value!r}: expected an integer >= 1 or 'auto'") from None
+      raise cli.UserError(f"--frame_shift={value!r}: {expected}") from None
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise cli.UserError(f"--frame_shift={value!r}: expected an integer >= 1 or 'auto'")
+    raise cli.UserError(f"--frame_shift={value!r}: {expected}")
   return value
 
 
@@ -92,6 +107,7 @@ def from_flags(flags) -> InferOptions:
   fps = _fps(flags.video_format, flags.fps)
   displacement, nominal = _motion(flags)
   max_shift, target_depth, shift_statistic = _auto_shift(frame_shift, flags)
+  camera = _camera(flags)
   source = os.path.abspath(os.fspath(flags.input))
   chosen = (flags.output_depth, flags.output_disp, flags.output_raw, flags.output_video)
   depth, disp, raw, video = chosen if any(chosen) else (True, True, True, os.path.isfile(source))
@@ -102,7 +118,7 @@ def from_flags(flags) -> InferOptions:
       size=size, fov=fov, train_fov=train_fov, extensions=extensions, output_depth=bool(depth),
       output_disp=bool(disp), output_raw=bool(raw), output_video=bool(video), video_format=flags.video_format,
       fps=fps, overwrite=bool(flags.overwrite), compilation_cache=flags.compilation_cache,
-      no_compilation_cache=bool(flags.no_compilation_cache))
+      no_compilation_cache=bool(flags.no_compilation_cache), **camera)
 
 
 def _network_input(flags) -> tuple[tuple[int, int] | None, float | None, float | None]:
@@ -126,6 +142,45 @@ def _network_input(flags) -> tuple[tuple[int, int] | None, float | None, float |
     raise cli.UserError(f'{" and ".join(chosen)}: expected at most one of --no_resize, --height/--width, --fov '
                         '(each sets the network input size)')
   return size, fov, train_fov
+
+
+def parse_angles(text, flag: str = '--camera_rotation') -> tuple[float, float, float]:
+  """'ROLL,PITCH,YAW' (degrees, each within +-MAX_ANGLE) -> three floats."""
+  expected = f'expected ROLL,PITCH,YAW: three numbers of degrees within +-{MAX_ANGLE:g}, e.g. 0,-90,0'
+  try:
+    values = tuple(float(v) for v in str(text).split(','))
+  except ValueError:
+    raise cli.UserError(f'{flag}={text!r}: {expected}') from None
+  if len(values) != 3 or not all(-MAX_ANGLE <= v <= MAX_ANGLE for v in values):
+    raise cli.UserError(f'{flag}={text!r}: {expected}')
+  return values
+
+
+def _camera(flags) -> dict:
+  """--attitude, --frame_times, --time_offset, --camera_rotation, --calibration, --undistort_balance checked
+  together (their files are read later, by `footage`, still before any work)."""
+  attitude, times, offset = flags.attitude, flags.frame_times, flags.time_offset
+  ulg_motion = str(flags.motion or '').lower().endswith('.ulg')
+  if attitude is None and not ulg_motion:
+    given = [f'{n}={v!r}' for n, v in (('--frame_times', times), ('--time_offset', offset),
+                                       ('--camera_rotation', flags.camera_rotation)) if v is not None]
+    if given:
+      raise cli.UserError(f'{" ".join(given)}: used only with --attitude LOG (or a .ulg --motion); expected '
+                          '--attitude too')
+  if offset is not None:
+    offset = cli.check_float('--time_offset', offset, -MAX_TIME_OFFSET, MAX_TIME_OFFSET)
+  rotation = (0.0, 0.0, 0.0) if flags.camera_rotation is None else parse_angles(flags.camera_rotation)
+  balance = flags.undistort_balance
+  if balance is not None:
+    if flags.calibration is None:
+      raise cli.UserError(f'--undistort_balance={balance!r}: used only with --calibration FILE; expected '
+                          '--calibration too')
+    balance = cli.check_float('--undistort_balance', balance, 0, 1)
+  if flags.calibration is not None and flags.fov is not None:
+    raise cli.UserError(f'--calibration {flags.calibration} and --fov={flags.fov!r}: expected one of them (the '
+                        'calibration gives the FOV)')
+  return {'attitude': attitude, 'frame_times': times, 'time_offset': float(offset or 0.0),
+          'camera_rotation': rotation, 'calibration': flags.calibration, 'undistort_balance': balance}
 
 
 def _extensions(extensions) -> tuple[str, ...]:
@@ -162,16 +217,17 @@ def _motion(flags) -> tuple[float | None, float | None]:
 
 def _auto_shift(frame_shift, flags) -> tuple[int, float, str]:
   """(max shift, target depth, statistic) of --frame_shift auto, defaulted; refused without it."""
-  if frame_shift != 'auto':
+  if frame_shift not in MULTI_SHIFTS:
     given = [f'{n}={v!r}' for n, v in (('--max_shift', flags.max_shift), ('--target_depth', flags.target_depth))
              if v is not None]
     if flags.shift_statistic != 'mean':
       given.append(f'--shift_statistic={flags.shift_statistic!r}')
     if given:
-      raise cli.UserError(f'{" ".join(given)}: used only with --frame_shift auto; expected --frame_shift auto too')
+      raise cli.UserError(f'{" ".join(given)}: used only with --frame_shift auto or fuse; expected --frame_shift '
+                          'auto or fuse too')
     return MAX_SHIFT, TARGET_DEPTH, 'mean'
   if flags.displacement is None and flags.motion is None:
-    raise cli.UserError('--frame_shift auto: expected --displacement M or --motion CSV too (the pairs of '
+    raise cli.UserError(f'--frame_shift {frame_shift}: expected --displacement M or --motion CSV too (the pairs of '
                         'different shifts are put on one metric scale by the camera\'s displacement)')
   max_shift = cli.check_int('--max_shift', MAX_SHIFT if flags.max_shift is None else flags.max_shift, 1,
                             MAX_SHIFT_LIMIT)

@@ -74,6 +74,14 @@ def result_settings(opts: InferOptions, footage: Footage, checkpoint: str, check
     out['nominal_displacement'] = nominal.metres
   if opts.auto:
     out.update(max_shift=opts.max_shift, target_depth=opts.target_depth, shift_statistic=opts.shift_statistic)
+  for flag, path in (('calibration', opts.calibration), ('attitude', opts.attitude),
+                     ('frame_times', opts.frame_times)):
+    if path is not None:   # only then, as the motion: earlier runs' settings stay the same settings
+      out[flag] = f'{path} ({tree_identity(path)})'
+  if opts.calibration is not None:
+    out['undistort_balance'] = opts.undistort_balance
+  if opts.attitude is not None:
+    out.update(time_offset=opts.time_offset, camera_rotation=list(opts.camera_rotation))
   return out
 
 

@@ -22,7 +22,7 @@ class Plan:
 
   def __init__(self, frame_shift: int | str, max_shift: int, flight: motion.Motion | None):
     self.frame_shift = frame_shift   # as given: an integer or 'auto'
-    self.auto = frame_shift == 'auto'
+    self.auto = frame_shift in ('auto', 'fuse')
     self.shifts = tuple(range(1, max_shift + 1)) if self.auto else (frame_shift,)
     self.first_shift = self.shifts[0]
     self.need = self.first_shift + 1   # frames the input needs for one pair

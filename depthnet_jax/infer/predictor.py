@@ -34,6 +34,8 @@ from depthnet_jax.model import models
 DEFAULT_SIZE = (512, 512)  # the original's inference default (its published network ends at 512x512)
 TARGET_DEPTH = 50.0        # choose_shift's default: the authors' later evaluation code aims at 50 m
 STATISTICS = ('mean', 'median')
+# --frame_shift fuse: the raw output (metres at the nominal displacement) around which the network is most accurate
+FUSE_CENTRE = 20.0
 
 
 def metric_scale(displacement: float, nominal: float) -> float:
@@ -56,6 +58,35 @@ def choose_shift(raw: np.ndarray, target: float = TARGET_DEPTH, statistic: str =
   raw = np.asarray(raw, np.float64).reshape(len(raw), -1)
   values = raw.mean(axis=1) if statistic == 'mean' else np.median(raw, axis=1)
   return int(np.argmin(np.abs(values - float(target)))), values
+
+
+def fuse_shifts(raw: np.ndarray, scales, valid=None, centre: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Per pixel, the metric depth of the candidate whose raw output there is nearest (in log) the network's most
+  accurate depth `centre` (`FUSE_CENTRE`, measured: docs/inference.md), among the candidates valid there.
+
+  Args:
+    raw: `[K, H, W]` the candidates' raw outputs (metres at the nominal displacement), in the order of their shifts.
+    scales: `[K]` each candidate's metric scale (its displacement over the nominal one).
+    valid: K masks `[H, W]` bool or None (every pixel valid), or None.
+
+  Returns:
+    (depth `[H, W]` float32 metres, NaN where no candidate is valid; `[K]` the share of pixels each gave).
+  """
+  raw = np.asarray(raw, np.float32)
+  target = np.float32(FUSE_CENTRE if centre is None else centre)
+  score = np.abs(np.log(np.maximum(raw, 1e-3) / target))
+  holes = np.zeros(raw.shape, bool)
+  if valid is not None:
+    for k, mask in enumerate(valid):
+      if mask is not None:
+        holes[k] = ~mask
+  score[holes] = np.inf
+  pick = np.argmin(score, axis=0)
+  chosen = np.take_along_axis(raw, pick[None], 0)[0] * np.asarray(scales, np.float32)[pick]
+  chosen[np.all(holes, axis=0)] = np.nan
+  shares = np.bincount(pick.ravel(), minlength=len(raw)) / pick.size
+  return chosen.astype(np.float32), shares
 
 
 # --- The predictor -----------------------------------------------------------------------------------------------

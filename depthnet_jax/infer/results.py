@@ -17,13 +17,14 @@ import numpy as np
 
 from depthnet_jax.common import atomic, colormaps, progress
 from depthnet_jax.infer import predictor as inference
+from depthnet_jax.infer.camera import Camera, masked_pictures
 from depthnet_jax.infer.checkpoint_input import Nominal
 from depthnet_jax.infer.options import InferOptions
 from depthnet_jax.infer.outputs import MANIFEST, SHIFTS_CSV, OutputFolder
 from depthnet_jax.infer.pairs import Batch, Job, Plan
 
 SHIFTS_COLUMNS = ('frame', 'index', 'first_frame', 'shift', 'displacement_m', 'scale', 'raw_mean_m', 'raw_median_m',
-                  'candidates', 'note')
+                  'candidates', 'note', 'rotation_deg', 'invalid_fraction')
 SKIPPED_NOTE = 'skipped: displacement zero or unknown for every pair'
 
 
@@ -41,11 +42,12 @@ class ResultWriter:
   """Writes the results of `Batch`es (see the module docstring); counts pairs, predictions and skipped frames."""
 
   def __init__(self, predictor: inference.Predictor, opts: InferOptions, plan: Plan, size: tuple[int, int] | None,
-               nominal: Nominal, out: OutputFolder, shown: progress.Progress):
+               nominal: Nominal, out: OutputFolder, shown: progress.Progress, camera: Camera | None = None):
     self.predictor, self.opts, self.plan, self.size, self.nominal = predictor, opts, plan, size, nominal
-    self.out, self.shown = out, shown
+    self.out, self.shown, self.camera = out, shown, camera or Camera()
     self.rows: list[dict] = []   # shifts.csv
     self.pairs = self.predicted = self.skipped = 0
+    self.invalid = self.pixels = 0   # pixels without a depth (stabilization), of all written
     self.started = time.time()
 
   def add(self, batch: Batch) -> None:
@@ -54,51 +56,76 @@ class ResultWriter:
       self.rows.append({'frame': stem, 'index': t, 'note': SKIPPED_NOTE})
     if not batch.jobs:
       return
-    low, high = self._predict(batch.jobs)
+    low, high, valid = self._predict(batch.jobs)
     self.out.enter([job.stem for job in batch.jobs])
     width = len(self.plan.shifts)
     for j, job in enumerate(batch.jobs):
-      self._write(job, low[j * width:(j + 1) * width], high[j * width:(j + 1) * width])
+      part = slice(j * width, (j + 1) * width)
+      self._write(job, low[part], high[part], valid[part])
     self.shown.update(len(batch.jobs))
 
-  def _predict(self, jobs: list[Job]) -> tuple[np.ndarray, np.ndarray]:
-    """(the network's outputs, them upsampled) of every candidate of `jobs`, K per frame (the last repeated)."""
-    width = len(self.plan.shifts)   # candidates per frame: 1, or K with --frame_shift auto
-    firsts, seconds = [], []
+  def _predict(self, jobs: list[Job]) -> tuple[np.ndarray, np.ndarray, list]:
+    """(the network's outputs, them upsampled, the valid masks or None) of every candidate of `jobs`, K per frame
+    (the last repeated); each candidate's first frame in its frame's orientation when the camera stabilizes."""
+    width = len(self.plan.shifts)   # candidates per frame: 1, or K with --frame_shift auto / fuse
+    firsts, seconds, valid = [], [], []
     for job in jobs:
       cands = job.candidates
-      firsts += [c.first for c in cands + [cands[-1]] * (width - len(cands))]
+      for c in cands + [cands[-1]] * (width - len(cands)):
+        first, mask = self.camera.stabilize(c.first, job.index - c.shift, job.index)
+        firsts.append(first)
+        valid.append(mask)
       seconds += [job.image] * width
     low, high = self.predictor.predict_pairs(np.stack(firsts), np.stack(seconds), self.size)
     self.predicted += sum(len(job.candidates) for job in jobs)
-    return low, high
+    return low, high, valid
 
-  def _write(self, job: Job, low: np.ndarray, high: np.ndarray) -> None:
-    """One frame's files from its candidates' outputs `low` and `high` (`[K, ...]`)."""
+  def _choose(self, job: Job, low: np.ndarray, high: np.ndarray, valid: list) -> tuple[int, np.ndarray, list]:
+    """(the candidate chosen, the frame's depth [H, W] in metres, the scale of every candidate)."""
+    opts, flight, count = self.opts, self.plan.flight, len(job.candidates)
+    scales = [inference.metric_scale(c.displacement, self.nominal.metres) if flight is not None else 1.0
+              for c in job.candidates]
+    if opts.fuse:
+      depth, shares = inference.fuse_shifts(high[:count], scales, valid[:count])
+      return int(np.argmax(shares)), depth, scales
+    pick = inference.choose_shift(low[:count], opts.target_depth, opts.shift_statistic)[0] if opts.auto else 0
+    depth = (high[pick] * np.float32(scales[pick])).astype(np.float32)
+    if valid[pick] is not None:
+      depth[~valid[pick]] = np.nan
+    return pick, depth, scales
+
+  def _write(self, job: Job, low: np.ndarray, high: np.ndarray, valid: list) -> None:
+    """One frame's files from its candidates' outputs `low` and `high` (`[K, ...]`) and valid masks."""
     opts, flight = self.opts, self.plan.flight
-    pick = inference.choose_shift(low[:len(job.candidates)], opts.target_depth, opts.shift_statistic)[0] \
-        if opts.auto else 0
+    pick, depth, scales = self._choose(job, low, high, valid)
     chosen = job.candidates[pick]
-    scale = inference.metric_scale(chosen.displacement, self.nominal.metres) if flight is not None else 1.0
-    depth = (high[pick] * np.float32(scale)).astype(np.float32)
-    if flight is not None:
+    holes = ~np.isfinite(depth)
+    self.invalid += int(holes.sum())
+    self.pixels += depth.size
+    if flight is not None or self.camera.stabilizes:
       self.rows.append({'frame': job.stem, 'index': job.index, 'first_frame': chosen.first_stem,
-                        'shift': chosen.shift, 'displacement_m': float(chosen.displacement), 'scale': float(scale),
-                        'raw_mean_m': float(low[pick].mean()), 'raw_median_m': float(np.median(low[pick])),
-                        'candidates': len(job.candidates)})
+                        'shift': chosen.shift, 'displacement_m': float(chosen.displacement),
+                        'scale': float(scales[pick]), 'raw_mean_m': float(low[pick].mean()),
+                        'raw_median_m': float(np.median(low[pick])), 'candidates': len(job.candidates),
+                        'rotation_deg': self.camera.rotation_between(job.index - chosen.shift, job.index),
+                        'invalid_fraction': float(holes.mean())})
+    valid_px = None if not holes.any() else ~holes
     if opts.output_depth:
-      self.out.write(f'{job.stem}_depth.png', atomic.write_png, colormaps.depth_to_rgb(depth))
+      self.out.write(f'{job.stem}_depth.png', atomic.write_png,
+                     masked_pictures(depth, valid_px, colormaps.depth_to_rgb(depth)))
     if opts.output_disp:
-      self.out.write(f'{job.stem}_disp.png', atomic.write_png, colormaps.disparity_to_rgb(depth))
+      self.out.write(f'{job.stem}_disp.png', atomic.write_png,
+                     masked_pictures(depth, valid_px, colormaps.disparity_to_rgb(np.nan_to_num(depth, nan=1e9))))
     if opts.output_raw:
       self.out.write(f'{job.stem}_depth.npy', atomic.write_npy, depth)
     if self.out.animation:
-      self.out.animation.add(np.concatenate([job.image, colormaps.depth_to_rgb(depth)], axis=1))
+      picture = masked_pictures(depth, valid_px, colormaps.depth_to_rgb(depth))
+      self.out.animation.add(np.concatenate([job.image, picture], axis=1))
     self.pairs += 1
 
   def finish(self) -> None:
     """shifts.csv (with the flight's motion), the animation, the manifest's 'complete'."""
-    if self.plan.flight is not None:
+    if self.plan.flight is not None or self.camera.stabilizes:
       self.out.write(SHIFTS_CSV, atomic.write_text, csv_text(self.rows))
     self.out.finish(self.pairs)
 
@@ -121,11 +148,31 @@ class ResultWriter:
     if not opts.auto:
       return f'{self.pairs} pairs (shift {opts.frame_shift})'
     shifts = np.array([r['shift'] for r in self._used()])
+    if opts.fuse:
+      return (f'{self.pairs} depth maps (shift fuse 1..{opts.max_shift}: per pixel the shift whose raw output is '
+              f'nearest {inference.FUSE_CENTRE:g} m; most used per frame median {np.median(shifts):g}; '
+              f'{self.predicted} pairs predicted)')
     chose = f'{shifts.min()}{"" if shifts.min() == shifts.max() else f" to {shifts.max()}"}'
     return (f'{self.pairs} depth maps (shift auto 1..{opts.max_shift}, target {opts.target_depth:g} m by '
             f'{opts.shift_statistic}: chose {chose}, median {np.median(shifts):g}; {self.predicted} pairs predicted)')
 
+  def _camera_said(self) -> str:
+    """What was undone of the camera: the lens, the rotation (and the pixels it left without a depth)."""
+    camera, said = self.camera, []
+    if camera.calibration is not None:
+      said.append(f'undistorted by {camera.calibration_source} (FOV {camera.frame_fov:.1f} deg)')
+    if camera.stabilizes:
+      turned = [r['rotation_deg'] for r in self._used()]
+      share = self.invalid / self.pixels if self.pixels else 0.0
+      said.append(f'stabilized by {camera.attitude_source} (rotation within pairs {min(turned, default=0):.2f} to '
+                  f'{max(turned, default=0):.2f} deg; {self.invalid} invalid pixels, {100 * share:.1f} %: NaN in '
+                  f'the .npy, grey in the pictures)')
+    return ''.join(f'; {s}' for s in said)
+
   def _depth_said(self) -> str:
+    return self._metric_said() + self._camera_said()
+
+  def _metric_said(self) -> str:
     flight, nominal = self.plan.flight, self.nominal
     if flight is None:
       return (f'depths assume the nominal displacement of {nominal.metres:g} m between a pair\'s frames '
