@@ -44,6 +44,7 @@ class Camera:
   fov: float | None = None
   attitude_source: str = ''
   calibration_source: str = ''
+  calibration_flag: str = '--calibration'   # the flag and the file's whole path, as messages name it
   _undistorter: lens.Undistorter | None = None
   _k: np.ndarray | None = None
 
@@ -51,12 +52,12 @@ class Camera:
   def stabilizes(self) -> bool:
     return self.orientations is not None
 
-  def setup(self, frame_size: tuple[int, int], train_fov: float, flag: str = '--calibration') -> None:
+  def setup(self, frame_size: tuple[int, int], train_fov: float) -> None:
     """Settles the undistortion maps and K for frames of (w, h) `frame_size` (once, before any frame is read); a
     calibration of another aspect ratio is a `cli.UserError`."""
     width, height = frame_size
     if self.calibration is not None:
-      scaled = lens.scale_lens(self.calibration, (width, height), flag)
+      scaled = lens.scale_lens(self.calibration, (width, height), self.calibration_flag)
       self._undistorter = lens.Undistorter(scaled, balance=self.balance)
       self._k = np.asarray(self._undistorter.camera_matrix, np.float64)
     else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from depthnet_jax.common import lens
+from depthnet_jax.common import cli, lens
 from depthnet_jax.infer import attitude, flight_log, motion
 from depthnet_jax.infer.camera import Camera
 from depthnet_jax.infer.options import InferOptions
@@ -33,6 +33,11 @@ def frame_times(opts: InferOptions, count: int | None) -> tuple[flight_log.Frame
   for f, path in (('--attitude', opts.attitude), ('--motion', opts.motion_log)):
     if ulog is None and is_ulog(path):
       ulog, flag = path, f
+  if opts.frame_times is None and ulog is None:
+    given = f'{read.prefix}: orientations by time ({read.where})' if read is not None and read.timed else \
+        f'--motion {opts.motion_log}: positions by time'
+    raise cli.UserError(f"{given} need the frames' times; expected --frame_times CSV (frame,time: seconds on the "
+                        "log's clock) or a .ulg with a camera_capture topic")
   times = attitude.frame_times(opts.frame_times, ulog, opts.time_offset, ulog_flag=flag)
   return times, read
 
@@ -53,4 +58,5 @@ def camera(opts: InferOptions, count: int | None, times, read: attitude.Attitude
     orientations = attitude.orientations_at(read, count, times, opts.camera_rotation)
     source = read.source
   return Camera(calibration=calibration, balance=opts.undistort_balance, orientations=orientations, fov=opts.fov,
-                attitude_source=source, calibration_source=f'--calibration {os.path.basename(opts.calibration or "")}')
+                attitude_source=source, calibration_source=f'--calibration {os.path.basename(opts.calibration or "")}',
+                calibration_flag=f'--calibration {os.path.abspath(opts.calibration or "")}')
