@@ -136,7 +136,7 @@ RANGE_CASES = [  # (extra flags, the exact error line)
                      'are whole 1/100 s)'),
     (['--fps', '0', '--video_format', 'mp4'], 'error: --fps=0.0: expected a number in (0, 1000]'),
     (['--fps', '-5', '--video_format', 'mp4'], 'error: --fps=-5.0: expected a number in (0, 1000]'),
-    (['--frame_shift', '0'], "error: --frame_shift=0: expected an integer >= 1 or 'auto'"),
+    (['--frame_shift', '0'], "error: --frame_shift=0: expected an integer >= 1, 'auto' or 'fuse'"),
     (['--batch_size', '0'], 'error: --batch_size=0: expected an integer >= 1'),
     (['--extensions', ','], "error: --extensions='': expected at least one image extension, e.g. jpg,png"),
     (['--no_resize', '--fov', '30'], 'error: --no_resize and --fov: expected at most one of --no_resize, '

@@ -247,8 +247,8 @@ def test_bad_motion_logs_are_one_error_line_naming_file_line_column(random_check
 
 @pytest.mark.parametrize('flags,message', [
     (['--frame_shift', 'auto'], '--frame_shift auto: expected --displacement M or --motion CSV too'),
-    (['--frame_shift', 'sometimes'], "--frame_shift='sometimes': expected an integer >= 1 or 'auto'"),
-    (['--frame_shift', '0'], "--frame_shift=0: expected an integer >= 1 or 'auto'"),
+    (['--frame_shift', 'sometimes'], "--frame_shift='sometimes': expected an integer >= 1, 'auto' or 'fuse'"),
+    (['--frame_shift', '0'], "--frame_shift=0: expected an integer >= 1, 'auto' or 'fuse'"),
     (['--max_shift', '4'], '--max_shift=4: used only with --frame_shift auto'),
     (['--frame_shift', 'auto', '--displacement', '0.1', '--max_shift', '0'], '--max_shift=0: expected'),
     (['--frame_shift', 'auto', '--displacement', '0.1', '--target_depth', '150'], '--target_depth=150.0: expected'),
