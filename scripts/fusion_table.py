@@ -21,11 +21,10 @@ import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from depthnet_jax.common import cli
+from depthnet_jax.testing import config_files
 
-from depthnet_jax.common import cli  # noqa: E402
-from depthnet_jax.testing import config_files  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SETS = {'near': '2,20', 'far': '40,400', 'mixed': '2,400'}
 BINS = np.geomspace(1, 200, 24)

@@ -30,6 +30,7 @@ MAX_SCENES = 10**7  # scenes of one command (each is a job in a list held in mem
 DISK_BYTES_PER_PIXEL = 4  # written per pixel and frame at least: the depth map's float32 (the JPEG comes on top)
 MAX_STEP = 10.0  # metres per frame on the command line (Still Box: 0.1); more is a typo, not a flight
 MAX_DEPTH = 10000.0  # metres: the farthest wall distance the command line accepts (Still Box's rooms: 8 to 150)
+MAX_ROTATION = 30.0  # degrees per frame on the command line: more turns a 90-degree view away in three frames
 
 
 def check_fov(name: str, value) -> float:
@@ -107,6 +108,14 @@ def check_step(name: str, value, maximum: float | None = MAX_STEP) -> float:
     return check_float(name, value, 0.0, maximum, low_open=True)
   except UserError as e:
     raise UserError(f'{e} (metres per frame)') from None
+
+
+def check_rotation(name: str, value, maximum: float | None = MAX_ROTATION) -> float:
+  """Degrees the camera turns per frame: a finite number in [0, maximum] (>= 0 without a maximum)."""
+  try:
+    return check_float(name, value, 0.0, maximum)
+  except UserError as e:
+    raise UserError(f'{e} (degrees per frame)') from None
 
 
 def check_depth_range(name: str, value, maximum: float | None = MAX_DEPTH) -> tuple[float, float]:

@@ -31,7 +31,7 @@ from depthnet_jax.common import atomic, colormaps, processes, progress
 from depthnet_jax.common.cli import UserError, check_int
 from depthnet_jax.common.conventions import STEP
 from tfds_stillbox import codec
-from tfds_stillbox.render import raycast, scenes
+from tfds_stillbox.render import camera, poses, raycast, scenes
 from tfds_stillbox.render.checks import check_depth_range, check_fov, check_resolution, check_step
 
 GENERATOR = 'depthnet-jax tfds_stillbox.render'
@@ -141,9 +141,27 @@ def write_motion(path: str, speed, time_step: float, num_frames: int) -> None:
   (camera axes: x right, y down, z forward; scenes.camera_positions, the positions the frames were rendered
   from), each number as repr of its float."""
   positions = scenes.camera_positions(num_frames, speed, time_step)
-  lines = [MOTION_HEADER]
-  for i, position in enumerate(positions):
-    lines.append(','.join([str(i), _number(i * float(time_step)), *map(_number, position)]))
+  _write_table(path, MOTION_HEADER, [i * float(time_step) for i in range(len(positions))], positions)
+
+
+def write_path(path: str, times, positions) -> None:
+  """Writes the motion log (MOTION_HEADER, as write_motion) of a trajectory's frames: i, `times[i]` s and
+  `positions[i]` m (the trajectory's axes), each number as repr of its float."""
+  _write_table(path, MOTION_HEADER, times, positions)
+
+
+def write_attitude(path: str, times, quaternions) -> None:
+  """Writes a scene's attitude log: the header poses.ATTITUDE_HEADER (frame,time,qw,qx,qy,qz), then one row per
+  frame i: i, `times[i]` in seconds and its camera-to-world orientation [w, x, y, z] (depthnet_jax.common.rotations'
+  convention), each number as repr of its float."""
+  _write_table(path, poses.ATTITUDE_HEADER, times, quaternions)
+
+
+def _write_table(path: str, header: str, times, values) -> None:
+  """Rows `frame,time,values...` under `header`, numbers as repr (_number), '\\n' line ends."""
+  lines = [header]
+  for i, (time, row) in enumerate(zip(times, values)):
+    lines.append(','.join([str(i), _number(time), *map(_number, row)]))
   with open(path, 'w', newline='') as f:
     f.write('\n'.join(lines) + '\n')
 
@@ -165,9 +183,9 @@ def _naming(path: str) -> Iterator[None]:
 
 def _export_scene(job: tuple) -> dict:
   """Renders scene `index` into `folder` as entry `position` of its metadata; returns that entry."""
-  folder, position, seed, index, resolution, fov, num_frames, step, depth_range = job
+  folder, position, seed, index, resolution, fov, num_frames, step, depth_range, posing = job
   scene = scenes.render_scene((seed, index), resolution, fov=fov, num_frames=num_frames, step=step,
-                              depth_range=depth_range)
+                              depth_range=depth_range, **posing)
   imgs, depths = [], []
   for t in range(len(scene.frames)):
     imgs.append(f'RGB_{position:04d}_{t:02d}.jpg')
@@ -180,9 +198,19 @@ def _export_scene(job: tuple) -> dict:
       np.save(path, scene.depth[t].astype(np.float32), allow_pickle=False)
   motion = f'motion_{position:04d}.csv'
   with _naming(os.path.join(folder, motion)):
-    write_motion(os.path.join(folder, motion), scene.speed, scene.time_step, len(imgs))
-  return {'imgs': imgs, 'depth': depths, 'speed': [float(v) for v in scene.speed],
-          'time_step': float(scene.time_step), 'orientation': [], 'length': len(imgs), 'motion': motion}
+    if scene.times is None:
+      write_motion(os.path.join(folder, motion), scene.speed, scene.time_step, len(imgs))
+    else:
+      write_path(os.path.join(folder, motion), scene.times, scene.positions)
+  entry = {'imgs': imgs, 'depth': depths, 'speed': [float(v) for v in scene.speed],
+           'time_step': float(scene.time_step), 'orientation': [], 'length': len(imgs), 'motion': motion}
+  if scene.quaternions is not None:
+    entry['orientation'] = [[float(v) for v in q] for q in scene.quaternions]
+    entry['attitude'] = f'attitude_{position:04d}.csv'
+    times = scene.times if scene.times is not None else [i * float(scene.time_step) for i in range(len(imgs))]
+    with _naming(os.path.join(folder, entry['attitude'])):
+      write_attitude(os.path.join(folder, entry['attitude']), times, scene.quaternions)
+  return entry
 
 
 def _run(jobs_list: list, jobs: int) -> list[dict]:
@@ -198,8 +226,8 @@ def _run(jobs_list: list, jobs: int) -> list[dict]:
 
 
 def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90.0, num_frames: int = 10,
-           scenes_per_folder: int = 100, jobs: int = 1, *, step: float = STEP,
-           depth_range=scenes.WALL_RANGE) -> str:
+           scenes_per_folder: int = 100, jobs: int = 1, *, step: float = STEP, depth_range=scenes.WALL_RANGE,
+           rotation: float = 0.0, trajectory=None, distortion=None) -> str:
   """Renders scenes 0..num_scenes-1 of `seed` into the Still Box layout; returns `<out_dir>/<R>`.
 
   Writes `<out_dir>/<R>/<k>/metadata.json` plus the frame JPEGs, depth `.npy` files and motion logs
@@ -211,18 +239,27 @@ def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90
   (Ctrl-C, SIGTERM) removes it, and leaves no `<out_dir>/<R>` (nor an `out_dir` it created) behind; the ones a
   killed process (SIGKILL, power loss) left are removed by the next export into the same `out_dir`.
 
+  A posed camera (`rotation` or `trajectory`) fills each scene's `orientation` (one [w, x, y, z] per frame) and
+  writes its attitude log `attitude_<position>.csv` (write_attitude; the entry's `attitude`); `args` then hold
+  `rotation` (degrees per frame) or `trajectory` (the file; `step` is None and `time_step` the trajectory's mean).
+  A `distortion` writes `calibration.yaml` (lens.write_calibration) in every sub-folder and `args.distortion`
+  ({model, coefficients}). Without them (the defaults) the tree is byte for byte what it was before them.
+
   Args:
     out_dir: parent folder (created if missing).
     resolution: int (square) or (width, height).
     num_scenes: scenes to render (>= 1); scene s is `render_scene((seed, s), resolution, fov, num_frames,
-      step=step, depth_range=depth_range)`.
+      step=step, depth_range=depth_range, ...)`.
     seed: non-negative int.
     fov: horizontal field of view, degrees, in (0, 180).
-    num_frames: frames per scene (>= 1).
+    num_frames: frames per scene (>= 1; a trajectory's row count).
     scenes_per_folder: scenes per numbered sub-folder (>= 1).
     jobs: rendering processes (1: in this process; 0: one per core).
     step: metres the camera moves per frame (> 0; default conventions.STEP = 0.1, as Still Box).
     depth_range: (near, far) metres, the walls' distances (0 < near < far; default scenes.WALL_RANGE).
+    rotation: degrees the camera turns per frame about each scene's random axis (>= 0; default 0).
+    trajectory: the poses every scene follows: a poses.Trajectory or the path of a trajectory CSV file.
+    distortion: the lens: 'k1,k2,p1,p2,k3', 'fisheye:k1,k2,k3,k4' or (model, coefficients).
 
   Raises:
     UserError: an argument out of its range (a ValueError).
@@ -237,9 +274,13 @@ def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90
   jobs = check_int('jobs', jobs, 0)
   step = check_step('step', step, maximum=None)
   depth_range = check_depth_range('depth_range', depth_range, maximum=None)
+  posing = camera.check_posing((w, h), fov, num_frames, rotation, trajectory, distortion)
   target = os.path.join(out_dir, resolution_name((w, h)))
   if os.path.lexists(target):
     raise FileExistsError(f'{target} exists already: remove it or export elsewhere')
+  args = {'fov': fov, 'resolution': [w, h], 'seed': seed, 'num_frames': num_frames, 'step': step,
+          'time_step': scenes.TIME_STEP, 'depth_range': list(depth_range), **camera.posing_args(posing),
+          'generator': GENERATOR}
   created = atomic.make_dirs(out_dir)
   try:
     _sweep_stale(out_dir, directories=True, log=print)
@@ -248,16 +289,11 @@ def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90
       for folder in folders:
         os.mkdir(folder)
       jobs_list = [(folders[s // scenes_per_folder], s % scenes_per_folder, seed, s, (w, h), fov, num_frames,
-                    step, depth_range) for s in range(num_scenes)]
+                    step, depth_range, posing) for s in range(num_scenes)]
       entries = _run(jobs_list, jobs)
       for k, folder in enumerate(folders):
-        metadata = {'args': {'fov': fov, 'resolution': [w, h], 'seed': seed, 'num_frames': num_frames,
-                             'step': step, 'time_step': scenes.TIME_STEP, 'depth_range': list(depth_range),
-                             'generator': GENERATOR},
-                    'scenes': entries[k * scenes_per_folder:(k + 1) * scenes_per_folder]}
-        path = os.path.join(folder, 'metadata.json')
-        with _naming(path), open(path, 'w') as f:
-          json.dump(metadata, f, indent=1)
+        _write_metadata(folder, {'args': args, 'scenes': entries[k * scenes_per_folder:(k + 1) * scenes_per_folder]},
+                        posing, fov)
       if os.path.lexists(target):  # appeared while rendering
         raise FileExistsError(f'{target} appeared during the export; the new one is not moved there')
   except BaseException:
@@ -266,6 +302,15 @@ def export(out_dir: str, resolution, num_scenes: int, seed: int, fov: float = 90
   return target
 
 
+def _write_metadata(folder: str, metadata: dict, posing: dict, fov: float) -> None:
+  """metadata.json of a sub-folder, and its calibration.yaml for a lens."""
+  path = os.path.join(folder, 'metadata.json')
+  with _naming(path), open(path, 'w') as f:
+    json.dump(metadata, f, indent=1)
+  if 'distortion_model' in posing:
+    path = os.path.join(folder, camera.CALIBRATION)
+    with _naming(path):
+      camera.write_calibration(path, metadata['args']['resolution'], fov, posing)
 # --- TFDS examples (the builder's synth configs) --------------------------------------------------------
 
 
@@ -296,10 +341,11 @@ def tfds_examples(jobs_list: list[tuple], jobs: int = 0) -> Iterator[tuple[str, 
 
 def contact_sheet(path: str, resolution=128, num_scenes: int = 6, seed: int = 0, fov: float = 90.0,
                   num_frames: int = 10, shown: tuple[int, ...] = (0, 3, 6, 9), *, overwrite: bool = False,
-                  log=None, step: float = STEP, depth_range=scenes.WALL_RANGE) -> np.ndarray:
-  """Writes a PNG (or JPEG: `path`'s extension): one row per scene `(seed, s)` (rendered with `step` and
-  `depth_range`, as export), its frames `shown` then their depth maps (depthnet_jax.colormaps.depth_to_rgb:
-  OpenCV's rainbow, 0..100 m).
+                  log=None, step: float = STEP, depth_range=scenes.WALL_RANGE, rotation: float = 0.0,
+                  trajectory=None, distortion=None) -> np.ndarray:
+  """Writes a PNG (or JPEG: `path`'s extension): one row per scene `(seed, s)` (rendered with `step`,
+  `depth_range`, `rotation`, `trajectory` and `distortion`, as export), its frames `shown` then their depth maps
+  (depthnet_jax.colormaps.depth_to_rgb: OpenCV's rainbow, 0..100 m).
 
   The image is written to a temporary file next to `path` and renamed: an interrupted call leaves no half-written
   sheet, and an existing file at `path` is replaced only with `overwrite` (otherwise FileExistsError, also when
@@ -313,6 +359,7 @@ def contact_sheet(path: str, resolution=128, num_scenes: int = 6, seed: int = 0,
   num_frames = check_int('num_frames', num_frames, 1)
   step = check_step('step', step, maximum=None)
   depth_range = check_depth_range('depth_range', depth_range, maximum=None)
+  posing = camera.check_posing((w, h), check_fov('fov', fov), num_frames, rotation, trajectory, distortion)
   path = os.path.abspath(os.fspath(path))
   if os.path.isdir(path):
     raise IsADirectoryError(f'{path} is a directory, expected a PNG file path')
@@ -325,7 +372,7 @@ def contact_sheet(path: str, resolution=128, num_scenes: int = 6, seed: int = 0,
   rows = []
   for s in range(num_scenes):
     scene = scenes.render_scene((seed, s), (w, h), fov=fov, num_frames=num_frames, step=step,
-                                depth_range=depth_range)
+                                depth_range=depth_range, **posing)
     tiles = [scene.frames[t] for t in shown] + [colormaps.depth_to_rgb(scene.depth[t]) for t in shown]
     row = np.full((h, len(tiles) * (w + gap) + gap + split, 3), 255, np.uint8)
     for i, tile in enumerate(tiles):

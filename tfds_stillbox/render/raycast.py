@@ -1,6 +1,7 @@
 """The camera and the vectorised ray caster of the Still Box renderer: numpy, all frames of a scene at once.
 
-Camera (pinhole, no rotation ever): x image-right, y image-down, z the optical axis; horizontal FOV `fov`, focal
+Camera (pinhole, its axes the world's: a turned camera sees the world moved into its axes, poses.in_camera):
+x image-right, y image-down, z the optical axis; horizontal FOV `fov`, focal
 f = (W / 2) / tan(fov / 2) pixels, square pixels, principal point at the image centre, pixel (u, v) sampled at
 its centre (u + 0.5, v + 0.5). The ray of a pixel is `position + t * (x, y, 1)`, so the ray parameter `t` of the
 first hit IS the planar z-depth (metres along the optical axis, not the ray length) that the renderer returns.
@@ -126,7 +127,7 @@ def _cast(objects, positions, resolution, fov):
 
 def render_frames(objects: Sequence[shapes.Shape], positions, resolution, fov: float = 90.0, *,
                   light=(0.0, -0.6, -0.8), ambient: float = 0.4,
-                  supersample: int = SUPERSAMPLE) -> tuple[np.ndarray, np.ndarray]:
+                  supersample: int = SUPERSAMPLE, pixel: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
   """Renders the objects from each camera position (camera axes = world axes, no rotation).
 
   Args:
@@ -138,6 +139,8 @@ def render_frames(objects: Sequence[shapes.Shape], positions, resolution, fov: f
     ambient: share of the ambient term in the shading.
     supersample: colour is the mean of supersample x supersample rays per pixel (anti-aliasing); depth is
       always that of the single ray through the pixel centre (a z-buffer, not an average across edges).
+    pixel: the width, in pixels of this render, over which textures are filtered (default 1: a pixel; a canvas
+      resampled to a coarser frame, distortion's, filters over the frame's pixel).
 
   Returns:
     (rgb uint8 [T, H, W, 3], depth float32 [T, H, W]): depth is planar z-depth in metres, inf (and black)
@@ -153,7 +156,7 @@ def render_frames(objects: Sequence[shapes.Shape], positions, resolution, fov: f
     # The s-times finer grid of the same field of view has its pixels' s x s blocks inside ours.
     fine_depth, fine_ids = (depth, ids) if s == 1 else _cast(objects, positions, (w * s, h * s), fov)
     x, y, f = pixel_slopes((w * s, h * s), fov)
-    rgb = _shade(objects, positions, fine_ids, fine_depth, x, y, f, np.asarray(light, np.float64), ambient)
+    rgb = _shade(objects, positions, fine_ids, fine_depth, x, y, f / pixel, np.asarray(light, np.float64), ambient)
   rgb = rgb.reshape(len(positions), h, s, w, s, 3).mean(axis=(2, 4), dtype=np.float32)
   return np.clip(rgb * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8), depth
 
@@ -185,6 +188,14 @@ def _shade(objects, positions, ids, depth, x, y, f, light, ambient):
                               footprint)
       rgb[idx] = textures.shade(color, n @ rot.T, light, ambient)
   return np.clip(rgb, 0.0, 1.0)
+
+
+def cast_depth(objects: Sequence[shapes.Shape], positions, resolution, fov: float = 90.0) -> np.ndarray:
+  """The depth maps alone, float32 [T, H, W] planar z-depth (inf where no object is hit), as render_frames
+  returns them, without shading (the depth of a frame whose colour comes from elsewhere: distortion)."""
+  positions = np.asarray(positions, np.float64).reshape(-1, 3)
+  with shapes.errstate():
+    return _cast(objects, positions, as_resolution(resolution), fov)[0]
 
 
 def render_frame(objects: Sequence[shapes.Shape], camera_position, resolution, fov: float = 90.0,

@@ -13,6 +13,9 @@ their defaults give Still Box's scenes, byte for byte:
   depth_range: (near, far) metres (default WALL_RANGE = (8, 150)): the walls' distances. The rest of the room's
     contents scales with near: object centres from near / 8 (NEAREST_CENTER at the default), the clearance
     around the camera path CLEARANCE * near / 8.
+Three more go beyond Still Box (sample_world, render_scene; their defaults change nothing either): `rotation`
+(degrees per frame: the camera turns about a random axis of the scene), `trajectory` (poses.Trajectory: the camera
+follows given poses) and, in render_scene, `distortion_model` (the frames as a lens sees them: distortion.py).
 
 Depth is planar z-depth in metres: the distance along the optical axis, not the length of the ray (a
 fronto-parallel wall at distance d reads d at every pixel). It is not clipped; over many scenes the median
@@ -29,9 +32,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from depthnet_jax.common import rotations
 from depthnet_jax.common.conventions import STEP
-from tfds_stillbox.render import checks, shapes, textures
-from tfds_stillbox.render.raycast import SUPERSAMPLE, as_resolution, check_fov, render_frames
+from tfds_stillbox.render import checks, distortion, poses, shapes, textures
+from tfds_stillbox.render.raycast import SUPERSAMPLE, as_resolution, cast_depth, check_fov, render_frames
 
 TIME_STEP = 0.1  # seconds per frame; |speed| = step / TIME_STEP (STEP / TIME_STEP = 1 m/s by default)
 CLEARANCE = 0.5  # no object surface nearer than this (metres) to any camera position of its scene
@@ -56,6 +60,8 @@ class World:
     time_step: seconds per frame.
     light: [3] unit vector towards the light (world = camera axes).
     ambient: share of the ambient term in the shading, in [0, 1].
+    orientations: None (the camera never turns: camera axes = world axes) or [T, 3, 3] camera-to-world rotation
+      of each frame (depthnet_jax.common.rotations' convention).
   """
   objects: tuple
   positions: np.ndarray
@@ -63,6 +69,7 @@ class World:
   time_step: float
   light: np.ndarray
   ambient: float
+  orientations: np.ndarray | None = None
 
 
 def seed_sequence(seed) -> np.random.SeedSequence:
@@ -85,6 +92,11 @@ def _segment_distance(point, a, b) -> float:
   ab = b - a
   s = np.clip(np.dot(point - a, ab) / max(np.dot(ab, ab), 1e-12), 0.0, 1.0)
   return float(np.linalg.norm(point - (a + s * ab)))
+
+
+def _path_distance(point, path) -> float:
+  """The distance from `point` to the polyline `path` [N >= 2, 3]."""
+  return min(_segment_distance(point, path[i], path[i + 1]) for i in range(len(path) - 1))
 
 
 def camera_positions(num_frames: int, speed, time_step: float) -> np.ndarray:
@@ -140,7 +152,7 @@ def _sample_shape(rng, kind: str, radius: float, center, rotation, material) -> 
 
 
 def sample_world(seed, resolution, fov: float = 90.0, num_frames: int = 10, *, step: float = STEP,
-                 depth_range=WALL_RANGE) -> World:
+                 depth_range=WALL_RANGE, rotation: float = 0.0, trajectory: poses.Trajectory | None = None) -> World:
   """The random scene of `seed`: camera path, room, objects, materials and light.
 
   The camera moves `step` metres per frame (default STEP = 0.1, as Still Box; the time step is TIME_STEP) in a
@@ -151,53 +163,93 @@ def sample_world(seed, resolution, fov: float = 90.0, num_frames: int = 10, *, s
   default, and the wall behind) and apparent size (log-uniform ANGULAR_RADIUS, independent of the depth: near
   small and far big objects alike); a candidate nearer than CLEARANCE * near / 8 to the camera path is drawn
   again. The same seed and aspect ratio give the same scene at every resolution.
+
+  Posed cameras (World.orientations; the defaults, rotation 0 and no trajectory, give the scenes above byte for
+  byte): `rotation` degrees per frame turn the camera about a random axis (poses.rotation_path, its own random
+  stream: the other draws stay), the world being frame 0's camera axes. A `trajectory` (poses.Trajectory,
+  `num_frames` poses) replaces the straight path and `step`: the world is the trajectory's axes moved to its first
+  position, the room drawn around that, and the scene's speed is its mean velocity. With poses, object k is
+  placed as seen from the pose of frame (2k + 1) T / (2 n) (n objects) instead of the middle one, so that every
+  part of a turning path sees some.
   """
   w, h = as_resolution(resolution)
   fov = check_fov(fov)  # before tan(fov / 2): 180 overflows the sampling of directions
   if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
     raise ValueError(f'num_frames={num_frames!r}: expected an integer >= 1')
   step, depth_range = _check_motion(step, depth_range)
+  rotation = checks.check_rotation('rotation', rotation, maximum=None)
+  if rotation and trajectory is not None:
+    raise ValueError(f'rotation={rotation!r} with a trajectory: expected one of them (a trajectory has its poses)')
+  if trajectory is not None and len(trajectory.times) != num_frames:
+    raise ValueError(f'num_frames={num_frames!r}: the trajectory {trajectory.source} has {len(trajectory.times)}')
   scale = depth_range[0] / WALL_RANGE[0]  # 1.0 exactly at the default: the arithmetic of Still Box's scenes
-  nearest, clearance = NEAREST_CENTER * scale, CLEARANCE * scale
-  rng = np.random.default_rng(seed_sequence(seed))
+  sequence = seed_sequence(seed)
+  rng = np.random.default_rng(sequence)
   direction = rng.normal(size=3)
   speed = (direction / np.linalg.norm(direction) * (step / TIME_STEP)).astype(np.float32)
-  positions = camera_positions(num_frames, speed, TIME_STEP)  # [T, 3]
+  positions, orientations, time_step = camera_positions(num_frames, speed, TIME_STEP), None, TIME_STEP  # [T, 3]
+  if rotation:
+    orientations = poses.rotation_path(sequence, num_frames, rotation)
+  if trajectory is not None:
+    positions = trajectory.positions - trajectory.positions[0]
+    orientations = rotations.quaternion_to_matrix(trajectory.quaternions)
+    duration = float(trajectory.times[-1] - trajectory.times[0])
+    time_step = duration / (num_frames - 1)
+    speed = (positions[-1] / duration).astype(np.float32)  # the mean velocity
   light = rng.normal(size=3) * 0.6 + np.array([0.0, -0.6, -0.8])
   ambient = rng.uniform(0.3, 0.55)
   room = _sample_room(rng, depth_range, positions)
-  objects = [room]
+  path = positions if trajectory is not None else positions[[0, -1]]  # the clearance is kept from this polyline
+  objects = _sample_objects(rng, room, positions, orientations, path, (w, h), fov,
+                            (NEAREST_CENTER * scale, CLEARANCE * scale))
+  return World(objects=(room, *objects), positions=positions, speed=speed, time_step=time_step,
+               light=light / np.linalg.norm(light), ambient=float(ambient), orientations=orientations)
+
+
+def _sample_objects(rng, room, positions, orientations, path, resolution, fov, distances) -> list:
+  """The objects of a world (see sample_world): each seen from the middle of the path (no `orientations`) or
+  from the pose of its share of the frames; `distances` (nearest centre, clearance) in metres."""
+  (w, h), (nearest, clearance) = resolution, distances
   middle = positions[len(positions) // 2]
   half_x = np.tan(np.radians(fov) / 2.0) * 1.15
   half_y = half_x * h / w
-  for _ in range(int(rng.integers(NUM_OBJECTS[0], NUM_OBJECTS[1] + 1))):
+  objects = []
+  count = int(rng.integers(NUM_OBJECTS[0], NUM_OBJECTS[1] + 1))
+  for k in range(count):
+    view = None if orientations is None else (2 * k + 1) * len(positions) // (2 * count)
+    origin = middle if view is None else positions[view]
     for _ in range(20):  # rejection of candidates too near the path
       ray = np.array([rng.uniform(-half_x, half_x), rng.uniform(-half_y, half_y), 1.0])
-      wall, _ = room.intersect(middle, ray[None])
+      if view is not None:
+        ray = orientations[view] @ ray  # z-depth along the camera's axis, as seen from its pose
+      wall, _ = room.intersect(origin, ray[None])
       z = textures.log_uniform(rng, nearest, max(0.9 * float(wall[0]), nearest * 1.01))
-      center = middle + z * ray
+      center = origin + z * ray
       radius = textures.log_uniform(rng, *ANGULAR_RADIUS) * z * float(np.linalg.norm(ray))
-      if _segment_distance(center, positions[0], positions[-1]) - radius >= clearance:
+      if _path_distance(center, path) - radius >= clearance:
         break
     else:
       continue
     kind = KINDS[rng.choice(len(KINDS), p=_KIND_P)]
     material = textures.random_material(rng, 2.0 * radius)
     objects.append(_sample_shape(rng, kind, radius, center, _random_rotation(rng), material))
-  return World(objects=tuple(objects), positions=positions, speed=speed, time_step=TIME_STEP,
-               light=light / np.linalg.norm(light), ambient=float(ambient))
+  return objects
 
 
 class Scene(NamedTuple):
-  """A rendered scene; frame i is seen from `i * time_step * speed`."""
+  """A rendered scene; frame i is seen from `i * time_step * speed` (or from `positions`, where given)."""
   frames: np.ndarray  # uint8 [T, H, W, 3]
   depth: np.ndarray  # float32 [T, H, W], planar z-depth in metres
-  speed: np.ndarray  # float32 [3], m/s in camera axes (x right, y down, z forward); |time_step * speed| = step
+  speed: np.ndarray  # float32 [3], m/s in camera axes (x right, y down, z forward; posed: the world's axes)
   time_step: float  # seconds
+  times: np.ndarray | None = None  # [T] s of a trajectory's frames (None: i * time_step)
+  positions: np.ndarray | None = None  # [T, 3] m of a trajectory's frames, its axes (None: i * time_step * speed)
+  quaternions: np.ndarray | None = None  # [T, 4] camera-to-world [w, x, y, z] of a posed camera (None: unturned)
 
 
 def render_scene(seed, resolution, fov: float = 90.0, num_frames: int = 10, *,
-                 supersample: int = SUPERSAMPLE, step: float = STEP, depth_range=WALL_RANGE) -> Scene:
+                 supersample: int = SUPERSAMPLE, step: float = STEP, depth_range=WALL_RANGE, rotation: float = 0.0,
+                 trajectory: poses.Trajectory | None = None, distortion_model=None) -> Scene:
   """Samples (sample_world) and renders the scene of `seed` (an int or a tuple of ints).
 
   Args:
@@ -208,8 +260,50 @@ def render_scene(seed, resolution, fov: float = 90.0, num_frames: int = 10, *,
     supersample: colour rays per pixel and axis (anti-aliased edges); depth is always the pixel-centre ray's.
     step: metres the camera moves per frame (> 0; default STEP = 0.1, as Still Box).
     depth_range: (near, far) metres of the walls' distances (0 < near < far; default WALL_RANGE = (8, 150)).
+    rotation: degrees the camera turns per frame about the scene's random axis (>= 0; default 0: never).
+    trajectory: poses.Trajectory of num_frames poses the camera follows instead (default None).
+    distortion_model: None (a pinhole) or (model, coefficients), depthnet_jax.common.lens.parse_distortion's: the
+      frames as that lens sees them (distortion.lens_view; `supersample` is then its own), the depth maps the
+      pinhole's.
   """
-  world = sample_world(seed, resolution, fov, num_frames, step=step, depth_range=depth_range)
-  frames, depth = render_frames(world.objects, world.positions, resolution, fov, light=world.light,
-                                ambient=world.ambient, supersample=supersample)
-  return Scene(frames=frames, depth=depth, speed=world.speed, time_step=world.time_step)
+  world = sample_world(seed, resolution, fov, num_frames, step=step, depth_range=depth_range, rotation=rotation,
+                       trajectory=trajectory)
+  view = None if distortion_model is None else distortion.lens_view(*distortion_model, as_resolution(resolution),
+                                                                    fov, flag='distortion_model')
+  if world.orientations is None and view is None:
+    frames, depth = render_frames(world.objects, world.positions, resolution, fov, light=world.light,
+                                  ambient=world.ambient, supersample=supersample)
+  else:
+    frames, depth = _render_posed(world, resolution, fov, supersample, view)
+  posed = dict(quaternions=None if world.orientations is None else _quaternions(world, trajectory))
+  if trajectory is not None:
+    posed.update(times=trajectory.times, positions=trajectory.positions)
+  return Scene(frames=frames, depth=depth, speed=world.speed, time_step=world.time_step, **posed)
+
+
+def _quaternions(world: World, trajectory) -> np.ndarray:
+  """[T, 4] of the world's orientations: the trajectory's own (normalised), else of the matrices (w >= 0)."""
+  return trajectory.quaternions if trajectory is not None else rotations.matrix_to_quaternion(world.orientations)
+
+
+def _render_posed(world: World, resolution, fov: float, supersample: int, view) -> tuple[np.ndarray, np.ndarray]:
+  """(frames, depth) of a world seen by a turned camera, or through a lens (a LensView), frame by frame: the world
+  moved into each frame's camera axes (poses.in_camera), the depth that camera's z-depth."""
+  frames, depths = [], []
+  for i, position in enumerate(world.positions):
+    if world.orientations is None:
+      objects, light, origin = world.objects, world.light, position
+    else:
+      (objects, light), origin = poses.in_camera(world.objects, world.light, position, world.orientations[i]), 0.0
+    origin = np.broadcast_to(np.asarray(origin, np.float64), 3)
+    shading = dict(light=light, ambient=world.ambient)
+    if view is None:
+      rgb, depth = render_frames(objects, origin, resolution, fov, supersample=supersample, **shading)
+    else:
+      depth = cast_depth(objects, origin, resolution, fov)
+      canvas, _ = render_frames(objects, origin, view.canvas_size, view.canvas_fov, supersample=1,
+                                pixel=distortion.CANVAS_SCALE, **shading)
+      rgb = view.distort(canvas[0])[None]
+    frames.append(rgb)
+    depths.append(depth)
+  return np.concatenate(frames), np.concatenate(depths)
