@@ -81,6 +81,7 @@ def test_bad_logs_and_calibrations_are_one_line_before_any_work(random_checkpoin
     assert not out.exists(), flags
 
 
+@pytest.mark.slow   # two compiles and runs of the network: make test's budget is spent
 def test_identity_attitude_and_pinhole_calibration_change_nothing(random_checkpoint, flight, tmp_path, capsys):
   folder, frames = flight
   runs = {'plain': [], 'camera': ['--attitude', folder / 'identity.csv', '--calibration', folder / 'pinhole.yaml']}
