@@ -102,17 +102,8 @@ class Camera:
     return math.degrees(math.acos(float(np.clip((np.trace(r) - 1) / 2, -1, 1))))
 
 
-def low_mask(valid: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
-  """A valid mask [H, W] at the network's output size (h, w): a pixel is valid where all it covers is."""
-  if valid is None:
-    return None
-  import cv2
-  area = cv2.resize(valid.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA)
-  return area > 0.999
-
-
-def masked_pictures(depth: np.ndarray, valid: np.ndarray | None, picture: np.ndarray) -> np.ndarray:
-  """A picture of `depth` with the invalid pixels grey."""
+def masked_pictures(valid: np.ndarray | None, picture: np.ndarray) -> np.ndarray:
+  """A picture [H, W, 3] with the pixels not `valid` grey (None: every pixel valid)."""
   if valid is None:
     return picture
   return np.where(valid[..., None], picture, np.uint8(INVALID_GREY)).astype(np.uint8)

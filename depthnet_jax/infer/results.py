@@ -110,16 +110,16 @@ class ResultWriter:
                         'rotation_deg': self.camera.rotation_between(job.index - chosen.shift, job.index),
                         'invalid_fraction': float(holes.mean())})
     valid_px = None if not holes.any() else ~holes
+    picture = masked_pictures(valid_px, colormaps.depth_to_rgb(depth)) \
+        if opts.output_depth or self.out.animation else None
     if opts.output_depth:
-      self.out.write(f'{job.stem}_depth.png', atomic.write_png,
-                     masked_pictures(depth, valid_px, colormaps.depth_to_rgb(depth)))
+      self.out.write(f'{job.stem}_depth.png', atomic.write_png, picture)
     if opts.output_disp:
       self.out.write(f'{job.stem}_disp.png', atomic.write_png,
-                     masked_pictures(depth, valid_px, colormaps.disparity_to_rgb(np.nan_to_num(depth, nan=1e9))))
+                     masked_pictures(valid_px, colormaps.disparity_to_rgb(np.nan_to_num(depth, nan=1e9))))
     if opts.output_raw:
       self.out.write(f'{job.stem}_depth.npy', atomic.write_npy, depth)
     if self.out.animation:
-      picture = masked_pictures(depth, valid_px, colormaps.depth_to_rgb(depth))
       self.out.animation.add(np.concatenate([job.image, picture], axis=1))
     self.pairs += 1
 
