@@ -194,6 +194,7 @@ def test_sigterm_in_the_consumer_of_a_pool_still_ends_with_one_line():
 
 # --- (b) train.py, SIGTERM after its first checkpoint ---------------------------------------------------
 
+@pytest.mark.slow   # make test's budget (docs/testing.md)
 def test_train_sigterm_ends_like_ctrl_c_with_143(synth_tiny_dir, tiny_run, tmp_path):
   """Sent as the first checkpoint is being written: that save finished, one line, 143; the latest checkpoint loads,
   and nothing but the run's own files is left (no lock, no temporary). `tiny_run`: the programs compiled."""

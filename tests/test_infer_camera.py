@@ -1,6 +1,6 @@
 """infer.py's camera flags on a small rendered flight with any network: mistakes in attitude logs and calibrations
 are one `error:` line before any work, an identity attitude and a distortion-free calibration change nothing, and
-the per-pixel fusion of shifts (`predictor.fuse_shifts`) keeps the candidate nearest the accurate range."""
+the per-pixel fusion of shifts (`predictor.fuse_shifts`) keeps the smallest shift below the saturation ceiling."""
 
 import cv2
 import imageio.v3 as iio
@@ -97,15 +97,17 @@ def test_identity_attitude_and_pinhole_calibration_change_nothing(random_checkpo
   assert (tmp_path / 'camera' / 'shifts.csv').exists()
 
 
-def test_fuse_shifts_keeps_the_candidate_nearest_the_centre_and_skips_invalid_pixels():
-  raw = np.stack([np.full((2, 3), 5.0), np.full((2, 3), 18.0), np.full((2, 3), 60.0)])
-  raw[2, 0, 0] = 21.0
+def test_fuse_shifts_keeps_the_smallest_shift_below_the_ceiling_and_skips_invalid_pixels():
+  raw = np.stack([np.full((2, 3), 99.0), np.full((2, 3), 60.0), np.full((2, 3), 30.0)])
+  raw[0, 0, 0] = 40.0          # the smallest shift is below the ceiling there
+  raw[:, 1, 0] = [99.0, 98.0, 97.5]   # every candidate saturated: the lowest raw output
   valid = [None, np.ones((2, 3), bool), np.ones((2, 3), bool)]
   valid[1][1, 2] = False
-  depth, shares = inference.fuse_shifts(raw, [1.0, 2.0, 3.0], valid, centre=20.0)
-  assert depth[0, 0] == pytest.approx(63.0)          # candidate 2 (21 m raw) x 3
-  assert depth[0, 1] == pytest.approx(36.0)          # candidate 1 (18 m raw) x 2
-  assert depth[1, 2] == pytest.approx(180.0)         # candidate 1 invalid there: 60 m is nearer 20 m than 5 m
-  assert shares.sum() == pytest.approx(1.0)
+  depth, shares = inference.fuse_shifts(raw, [1.0, 2.0, 3.0], valid, ceiling=97.0)
+  assert depth[0, 0] == pytest.approx(40.0)          # candidate 0 (40 m raw) x 1
+  assert depth[0, 1] == pytest.approx(120.0)         # candidate 0 saturated: candidate 1 (60 m raw) x 2
+  assert depth[1, 0] == pytest.approx(292.5)         # all saturated: candidate 2 (97.5 m raw) x 3
+  assert depth[1, 2] == pytest.approx(90.0)          # candidate 1 invalid there: candidate 2 (30 m raw) x 3
+  np.testing.assert_allclose(shares, [1 / 6, 3 / 6, 2 / 6])
   none_valid = [np.zeros((2, 3), bool)] * 3
   assert np.isnan(inference.fuse_shifts(raw, [1, 1, 1], none_valid)[0]).all()

@@ -207,6 +207,7 @@ def test_iterator_state_restores_the_stream(tiny_train):
   assert _same([next(ip.make_iterator(ds, start_step=3)) for _ in range(1)], expected[:1])
 
 
+@pytest.mark.slow   # make test's budget (docs/testing.md)
 def test_worker_processes_give_the_same_batches_and_restore(tiny_train):
   ds = ip.train_dataset(tiny_train, global_batch_size=4, seed=0)
   reference = [next(it) for it in [ip.make_iterator(ds)] for _ in range(7)]

@@ -1,6 +1,7 @@
 """Every benchmark and script runs: each file of benchmarks/ and scripts/ with `--smoke` (tiny sizes, a step or
-two, outputs in this test's folder), as a user starts it (`python FILE --smoke`, a process of its own, from the
-repository), exits 0 and prints what it is for (a table row, a file written).
+two, outputs in this test's folder; the benchmarks of `SLOW` in `make test-slow`), as a user starts it
+(`python FILE --smoke`, a process of its own, from the repository), exits 0 and prints what it is for (a table
+row, a file written).
 
 Nothing else runs these files, so without this an API change breaks them silently. The files are found by
 listing the two folders: a new one is covered at once, and fails here until it takes `--smoke` (and the
@@ -25,6 +26,10 @@ FOLDERS = ('benchmarks', 'scripts')
 FILES = sorted(f'{folder}/{name}' for folder in FOLDERS for name in os.listdir(os.path.join(REPO, folder))
                if name.endswith('.py') and not name.startswith('_'))
 TIMEOUT_S = 300
+# Benchmarks whose smoke runs are in `make test-slow` (make test's budget): they time code the suite tests elsewhere.
+# train_step and inference stay in `make test`.
+SLOW = {'benchmarks/checksums.py', 'benchmarks/input_pipeline.py', 'benchmarks/layer_profile.py',
+        'benchmarks/profile_step.py', 'benchmarks/torch_parity.py'}
 
 
 def _copy_of_tiny_run(fixtures, tmp_path) -> str:
@@ -90,7 +95,7 @@ def _one_at_a_time(tmp_path_factory, group: str | None):
     yield
 
 
-@pytest.mark.parametrize('path', FILES)
+@pytest.mark.parametrize('path', [pytest.param(f, marks=pytest.mark.slow) if f in SLOW else f for f in FILES])
 def test_smoke_run(path, request, tmp_path, tmp_path_factory):
   flags, expected = CASES.get(path, (lambda f, tmp: [], r'\S'))
   argv = [sys.executable, path, '--smoke', *flags(request.getfixturevalue, tmp_path)]
@@ -113,6 +118,7 @@ def test_every_file_takes_smoke_and_the_cli_helpers():
     assert 'cli.main(' in source and 'cli.ArgumentParser(' in source, f'{path}: not started through cli.main'
     assert "add_argument('--debug'" not in source, f'{path}: defines --debug itself (cli.ArgumentParser does)'
   assert set(CASES) <= set(FILES), f'cases of files that do not exist: {sorted(set(CASES) - set(FILES))}'
+  assert SLOW <= set(FILES), f'slow files that do not exist: {sorted(SLOW - set(FILES))}'
 
 
 def test_a_usage_error_is_one_error_line(tmp_path):

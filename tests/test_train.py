@@ -137,6 +137,7 @@ def test_eval_only_prints_the_metrics_of_the_best_checkpoint(straight, synth_tin
   assert len(lines['eval_depth_error']) > 8   # full precision
 
 
+@pytest.mark.slow   # make test's budget (docs/testing.md)
 def test_sigkill_and_resume_ends_with_the_same_parameters(straight, synth_tiny_dir, tmp_path, capsys):
   """train.py killed mid-run, then resumed (in-process: what a second `train.py` runs)."""
   workdir = tmp_path / 'killed'

@@ -34,8 +34,10 @@ from depthnet_jax.model import models
 DEFAULT_SIZE = (512, 512)  # the original's inference default (its published network ends at 512x512)
 TARGET_DEPTH = 50.0        # choose_shift's default: the authors' later evaluation code aims at 50 m
 STATISTICS = ('mean', 'median')
-# --frame_shift fuse: the raw output (metres at the nominal displacement) around which the network is most accurate
-FUSE_CENTRE = 14.1   # scripts/fusion_table.py: the raw bin of lowest median relative error, 12.6-15.9 m
+# --frame_shift fuse: a raw output (metres at the nominal displacement) at or above FUSE_CEILING is taken as the
+# network's saturation (its targets were clipped to MAX_DEPTH = 100 m) and that candidate is passed over. Measured:
+# scripts/fusion_table.py's sweep of the ceiling on validation flights (docs/inference.md).
+FUSE_CEILING = 97.0
 
 
 def metric_scale(displacement: float, nominal: float) -> float:
@@ -60,13 +62,16 @@ def choose_shift(raw: np.ndarray, target: float = TARGET_DEPTH, statistic: str =
   return int(np.argmin(np.abs(values - float(target)))), values
 
 
-def fuse_shifts(raw: np.ndarray, scales, valid=None, centre: float | None = None
+def fuse_shifts(raw: np.ndarray, scales, valid=None, ceiling: float | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-  """Per pixel, the metric depth of the candidate whose raw output there is nearest (in log) the network's most
-  accurate depth `centre` (`FUSE_CENTRE`, measured: docs/inference.md), among the candidates valid there.
+  """Per pixel, the metric depth of the smallest shift whose raw output there is below `ceiling` (`FUSE_CEILING`),
+  among the candidates valid there; where every valid one is at or above it, the one of the lowest raw output.
+
+  The smallest shift sees the least occlusion and change between its frames; a raw output near the training cap
+  (100 m) says only "that far or farther", so a larger shift, whose raw output there is smaller, takes over.
 
   Args:
-    raw: `[K, H, W]` the candidates' raw outputs (metres at the nominal displacement), in the order of their shifts.
+    raw: `[K, H, W]` the candidates' raw outputs (metres at the nominal displacement), in increasing shift order.
     scales: `[K]` each candidate's metric scale (its displacement over the nominal one).
     valid: K masks `[H, W]` bool or None (every pixel valid), or None.
 
@@ -74,15 +79,15 @@ def fuse_shifts(raw: np.ndarray, scales, valid=None, centre: float | None = None
     (depth `[H, W]` float32 metres, NaN where no candidate is valid; `[K]` the share of pixels each gave).
   """
   raw = np.asarray(raw, np.float32)
-  target = np.float32(FUSE_CENTRE if centre is None else centre)
-  score = np.abs(np.log(np.maximum(raw, 1e-3) / target))
+  limit = np.float32(FUSE_CEILING if ceiling is None else ceiling)
   holes = np.zeros(raw.shape, bool)
   if valid is not None:
     for k, mask in enumerate(valid):
       if mask is not None:
         holes[k] = ~mask
-  score[holes] = np.inf
-  pick = np.argmin(score, axis=0)
+  below = (raw < limit) & ~holes
+  lowest = np.argmin(np.where(holes, np.inf, raw), axis=0)
+  pick = np.where(below.any(axis=0), np.argmax(below, axis=0), lowest)
   chosen = np.take_along_axis(raw, pick[None], 0)[0] * np.asarray(scales, np.float32)[pick]
   chosen[np.all(holes, axis=0)] = np.nan
   shares = np.bincount(pick.ravel(), minlength=len(raw)) / pick.size

@@ -149,8 +149,8 @@ class ResultWriter:
       return f'{self.pairs} pairs (shift {opts.frame_shift})'
     shifts = np.array([r['shift'] for r in self._used()])
     if opts.fuse:
-      return (f'{self.pairs} depth maps (shift fuse 1..{opts.max_shift}: per pixel the shift whose raw output is '
-              f'nearest {inference.FUSE_CENTRE:g} m; most used per frame median {np.median(shifts):g}; '
+      return (f'{self.pairs} depth maps (shift fuse 1..{opts.max_shift}: per pixel the smallest shift whose raw '
+              f'output is under {inference.FUSE_CEILING:g} m; most used per frame median {np.median(shifts):g}; '
               f'{self.predicted} pairs predicted)')
     chose = f'{shifts.min()}{"" if shifts.min() == shifts.max() else f" to {shifts.max()}"}'
     return (f'{self.pairs} depth maps (shift auto 1..{opts.max_shift}, target {opts.target_depth:g} m by '
