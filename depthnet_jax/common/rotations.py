@@ -105,7 +105,7 @@ def homography(k, source, target) -> np.ndarray:
 
 
 # The interpolation of `warp` (cv2.INTER_LANCZOS4): a stabilized first frame as sharp as the second. Measured with
-# evaluate --stabilize on a rendered rotated tree (docs/inference.md): the shipped model's error 13.40 m with
+# evaluate --stabilize on a rendered rotated tree (docs/inference.md): the shipped model's error 13.39 m with
 # Lanczos, 13.90 bicubic, 15.06 bilinear, 17.24 nearest (unrotated: 8.94 m).
 WARP = 4
 
