@@ -4,6 +4,8 @@ camera CSV give the same orientations at the frames' times; Slerp between sample
 renderer's frame-indexed CSV; Euler angles; positions at frame times; every bad input one error line naming the
 file, the line or topic, and the field."""
 
+import os
+
 import numpy as np
 import pytest
 from pyulog.ulog2csv import convert_ulog2csv
@@ -225,3 +227,28 @@ def test_bad_frame_times(flight, tmp_path):
   _error(lambda: attitude.frame_times(back), back, 'line 3', "column 'time'", 'not after')
   columns = _write_csv(tmp_path / 'columns.csv', 'frame,t', [('0', 2.0)])
   _error(lambda: attitude.frame_times(columns), columns, 'line 1', "'time'")
+
+
+def test_a_rendered_flight_as_a_ulog_gives_back_its_orientations_and_positions(tmp_path, capsys):
+  """scripts/flight_ulog.py (the README's walkthrough): the renderer's turning flight written as PX4 logs it, a
+  down-looking mount and a clock offset; read back by infer.py's readers, the camera's orientations and positions
+  of every frame, timed by the log's camera_capture."""
+  import json
+
+  from depthnet_jax.testing import config_files
+  from tfds_stillbox.render import export
+  script = config_files.load_module(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                 'scripts', 'flight_ulog.py'), 'flight_ulog_test')
+  folder = os.path.join(export.export(str(tmp_path / 'flight'), 16, 1, seed=2, num_frames=5, rotation=3.0), '0')
+  ulg = str(tmp_path / 'flight.ulg')
+  assert script.main(['--flight', folder, '--out', ulg, '--camera_rotation', '0,-90,0']) == 0
+  assert 'wrote' in capsys.readouterr()[0]
+  with open(os.path.join(folder, 'metadata.json')) as f:
+    expected = rotations.quaternion_to_matrix(np.array(json.load(f)['scenes'][0]['orientation']))
+  times = attitude.frame_times(ulog=ulg)
+  got = attitude.orientations_at(attitude.read_attitude(ulg), 5, times, camera_rotation=(0, -90, 0))
+  np.testing.assert_allclose(got, expected, atol=1e-6)
+  positions = script.read_flight(folder, 0)[2]
+  np.testing.assert_allclose(flight_log.positions_at(ulg, times), positions, atol=1e-5)
+  assert script.main(['--flight', folder, '--out', ulg]) == 1   # never over the user's file
+  assert capsys.readouterr()[1].startswith(f'error: --out {ulg}: exists already')

@@ -10,6 +10,10 @@ Each name is imported from the module that owns it (this package re-exports noth
     raycast   the pinhole camera (as_resolution, check_fov, pixel_slopes) and the vectorised ray caster
               (render_frames, render_frame): all the frames of a scene at once
     scenes    random Still-Box-like worlds (sample_world -> World) and their rendering (render_scene -> Scene)
+    poses     a turning camera (rotation_path), a trajectory CSV's poses, the scene in the camera's axes
+    camera    the posing and lens options checked (check_posing), recorded in metadata (posing_args), the lens
+              written beside the frames (write_calibration)
+    distortion  the frames as a radial-tangential or fisheye lens sees them (--distortion) over the pinhole depth
     checks    the ranges the command line and the TFDS builder's configs check (resolution, fov, frames, step,
               depth range)
     export    what is written: the Still Box tree (export) with motion logs, TFDS examples (tfds_examples), the
