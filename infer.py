@@ -36,7 +36,7 @@ from depthnet_jax.common import cli, compile_cache
 from depthnet_jax.common.conventions import MAX_DEPTH
 from depthnet_jax.infer import footage, motion, options
 from depthnet_jax.infer.outputs import MANIFEST
-from depthnet_jax.infer.predictor import STATISTICS, TARGET_DEPTH
+from depthnet_jax.infer.predictor import FUSE_CEILING, STATISTICS, TARGET_DEPTH
 from depthnet_jax.model.models import CLAMP_RANGE
 
 
@@ -56,10 +56,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--frame_shift', default='1',
                  help="pairs are (frame t - frame_shift, frame t), each giving frame t's depth; an integer >= 1 "
                       "(default 1), or 'auto': per frame, the shift k of 1..--max_shift whose raw output is "
-                      'closest to --target_depth (needs --displacement or --motion)')
+                      "closest to --target_depth, or 'fuse': per pixel, the smallest shift whose raw output is "
+                      f'under {FUSE_CEILING:g} m, just under the training cap of 100 m (docs/inference.md); both need '
+                      '--displacement or --motion')
   p.add_argument('--max_shift', type=int, default=None,
-                 help=f'with --frame_shift auto: the largest shift tried, 1 to {options.MAX_SHIFT_LIMIT} (default '
-                      f'{options.MAX_SHIFT}); K pairs per frame go through the network')
+                 help=f'with --frame_shift auto or fuse: the largest shift tried, 1 to {options.MAX_SHIFT_LIMIT} '
+                      f'(default {options.MAX_SHIFT}); K pairs per frame go through the network')
   p.add_argument('--target_depth', type=float, default=None,
                  help='with --frame_shift auto: the raw output (metres at the nominal displacement) aimed at, in '
                       f'(0, {MAX_DEPTH:g}] (default {TARGET_DEPTH:g}; clamp networks: inside [{CLAMP_RANGE[0]:g}, '
