@@ -226,3 +226,39 @@ def test_evaluate_stabilize_on_a_rotated_tree(tmp_path, capsys):
     assert figures[protocol, 'stabilized'] <= 0.55 * figures[protocol, 'rotated'], figures
   assert figures['original', 'stabilized'] <= 1.6 * figures['original', 'unrotated'], figures
   assert figures['followup', 'stabilized'] <= 1.2 * figures['followup', 'unrotated'], figures
+
+
+def test_attitude_on_the_renderers_own_turning_camera(tools, tmp_path):
+  """Flights of the renderer's turning camera (`--rotation`, 4 degrees a pair) through infer.py --attitude with the
+  renderer's attitude CSV: within 5 % of a plain cv2.warpPerspective correction done here, at least 1.5x below no
+  correction; beside them the same worlds rendered without rotation."""
+  import json
+
+  from tfds_stillbox.render import export
+  tools._INFER = tools._infer_module()
+  trees = {turn: export.export(str(tmp_path / f'turn{turn:g}'), 64, 3, seed=7, num_frames=FRAMES, step=0.1,
+                               depth_range=(8, 150), rotation=turn, scenes_per_folder=1) for turn in (0.0, DEGREES)}
+  k = rotations.intrinsics(64, 64, 90)
+  figures = {name: [] for name in ('unrotated', 'uncorrected', 'plain', 'attitude')}
+  for n in range(3):
+    folder = os.path.join(trees[DEGREES], str(n))
+    with open(os.path.join(folder, 'metadata.json')) as f:
+      scene = json.load(f)['scenes'][0]
+    r = rotations.quaternion_to_matrix(np.asarray(scene['orientation'], np.float64))
+    plain = str(tmp_path / f'plain{n}')
+    os.makedirs(plain)
+    for i, name in enumerate(scene['imgs']):   # every frame into the last frame's orientation
+      image = cv2.warpPerspective(cv2.imread(os.path.join(folder, name)), rotations.homography(k, r[i], r[-1]),
+                                  (64, 64), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REPLICATE)
+      cv2.imwrite(os.path.join(plain, name), image, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    runs = {'unrotated': (os.path.join(trees[0.0], str(n)), []), 'uncorrected': (folder, []), 'plain': (plain, []),
+            'attitude': (folder, ['--attitude', os.path.join(folder, scene['attitude'])])}
+    for name, (source, flags) in runs.items():
+      output = str(tmp_path / f'{name}{n}_out')
+      tools.infer(REFERENCE, source, output, '--frame_shift', SHIFT, *flags)
+      figures[name].append(_error(tools, runs['unrotated'][0] if name == 'unrotated' else folder, output))
+  figures = {name: float(np.mean(v)) for name, v in figures.items()}
+  print('renderer rotation errors (m):', {name: round(v, 2) for name, v in figures.items()})
+  assert figures['attitude'] <= 1.05 * figures['plain'], figures
+  assert figures['attitude'] * 1.5 <= figures['uncorrected'], figures
