@@ -112,10 +112,9 @@ WARP = 4
 
 def warp(image: np.ndarray, h: np.ndarray, fill=None, interpolation: int = WARP) -> tuple[np.ndarray, np.ndarray]:
   """`image` [H, W, C] warped by the homography `h` (output pixel p' takes image(h p'), by `interpolation`, a cv2
-  flag: Lanczos by default), and
-  the valid mask [H, W] bool: the output pixels whose source lies inside the image (0 <= x <= W - 1,
-  0 <= y <= H - 1, in front of the camera). Invalid pixels take `fill` [H, W, C] there (None: the nearest border
-  pixel, i.e. their source clamped into the image)."""
+  flag: Lanczos by default), and the valid mask [H, W] bool: the output pixels whose source lies inside the image
+  (0 <= x <= W - 1, 0 <= y <= H - 1, in front of the camera). Invalid pixels take `fill` [H, W, C] there (None:
+  the nearest border pixel, i.e. their source clamped into the image)."""
   import cv2
   rows, cols = image.shape[:2]
   u, v = np.meshgrid(np.arange(cols, dtype=np.float64), np.arange(rows, dtype=np.float64))
