@@ -38,6 +38,7 @@ from depthnet_jax.infer import footage, motion, options
 from depthnet_jax.infer.outputs import MANIFEST
 from depthnet_jax.infer.predictor import FUSE_CEILING, STATISTICS, TARGET_DEPTH
 from depthnet_jax.model.models import CLAMP_RANGE
+from depthnet_jax.model.runtimes import RUNTIMES
 
 
 def _extensions(text: str) -> list[str]:
@@ -128,6 +129,9 @@ def parser() -> argparse.ArgumentParser:
                  help='animation format of --output_video, default gif')
   p.add_argument('--fps', type=float, default=10.0,
                  help='frame rate of the animation: 0.01 to 100 for gif, > 0 up to 1000 for mp4; default 10')
+  p.add_argument('--runtime', choices=RUNTIMES, default='auto',
+                 help='what runs the network: onnx (ONNX Runtime, the fastest on a CPU), jax (XLA: GPUs and TPUs) '
+                 'or auto (onnx when JAX has only the CPU, else jax); the same depths within 1e-4')
   p.add_argument('--compilation_cache', default='', metavar='DIR', help=compile_cache.FLAG_HELP)
   p.add_argument('--no_compilation_cache', action='store_true', help=compile_cache.OFF_FLAG_HELP)
   return p

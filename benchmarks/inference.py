@@ -1,14 +1,15 @@
-"""Inference throughput: pairs/s of `Predictor.predict_batch` at 64, 256 and 512 (batch 1 and 8), beside the
-PyTorch reference model's eval forward on the same CPU in the same run.
+"""Inference throughput: pairs/s of `Predictor.predict_batch` with each runtime (JAX, ONNX Runtime) at 64, 256 and
+512 (batch 1 and 8), beside the PyTorch reference model's eval forward on the same CPU in the same run.
 
     .venv/bin/python benchmarks/inference.py [--sizes 64 256 512 --batches 1 8 --seconds 5] [--smoke]
 
-Ours includes what infer.py does per batch: normalisation, the network, the bilinear upsampling to the input
-size and the copy back to the host (frames are given at the network size, so no resize). Torch: the network
-only (eval mode, `torch.no_grad`), so the ratio flatters torch slightly. Compile time is excluded and printed.
-Both networks have random weights (ours drawn by NumPy, `testing.random_models`: no initialiser to compile, or
-those of `--checkpoint`); the speed does not depend on them. `--smoke`: 32x32, batch 1, a few calls (checks that it
-runs, measures nothing).
+Ours includes what infer.py does per batch: normalisation, the network, the bilinear upsampling to the input size
+and the copy back to the host (frames are given at the network size, so no resize). Torch: the network only (eval
+mode, `torch.no_grad`), so the ratio flatters torch slightly. ONNX Runtime runs the graph `model.onnx_graph` builds
+(CPU provider, one intra-op thread per CPU), as `--runtime onnx` does. Compile time is excluded and printed. Both
+networks have random weights (ours drawn by NumPy, `testing.random_models`: no initialiser to compile, or those of
+`--checkpoint`); the speed does not depend on them. `--smoke`: 32x32, batch 1, a few calls (checks that it runs,
+measures nothing).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from depthnet_jax.common.conventions import normalize
 from depthnet_jax.infer import checkpoint_input
 from depthnet_jax.infer import predictor as inference
 from depthnet_jax.testing.random_models import random_depthnet
+
+RUNTIMES = ('jax', 'onnx')
 
 
 def _rate(fn, batch: int, seconds: float) -> float:
@@ -53,26 +56,40 @@ def work(args) -> int:
   from depthnet_jax.testing import torch_reference
   torch.set_num_threads(os.cpu_count())
   reference = torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu').eval()
-  predictor = (inference.Predictor.from_checkpoint(args.checkpoint, info=info) if info
-               else inference.Predictor(random_depthnet()))
+  predictors = {runtime: (inference.Predictor.from_checkpoint(args.checkpoint, info=info, runtime=runtime) if info
+                          else inference.Predictor(random_depthnet(), runtime=runtime)) for runtime in RUNTIMES}
   rng = np.random.default_rng(0)
   rows = []
   for size in sizes:
     for batch in batches:
       first, second = (rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8) for _ in range(2))
       start = time.perf_counter()
-      predictor.predict_batch(first, second)
+      predictors['jax'].predict_batch(first, second)
       compile_s = time.perf_counter() - start
-      ours = _rate(functools.partial(predictor.predict_batch, first, second), batch, seconds)
+      rates = {r: _rate(functools.partial(p.predict_batch, first, second), batch, seconds)
+               for r, p in predictors.items()}
       x = torch.from_numpy(normalize(np.concatenate([first, second], -1))).permute(0, 3, 1, 2)
       theirs = _rate(functools.partial(_torch_forward, reference, x), batch, seconds)
-      rows.append((size, batch, ours, theirs, compile_s))
-  print(f'CPU: {os.cpu_count()} cores; BN + elu; torch {torch.__version__} with {torch.get_num_threads()} threads\n')
-  print('| input | batch | depthnet-jax pairs/s | PyTorch pairs/s | ours / torch | first call (compile) s |')
-  print('|---|---|---|---|---|---|')
-  for size, batch, ours, theirs, compile_s in rows:
-    print(f'| {size}x{size} | {batch} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | {compile_s:.1f} |')
+      rows.append((size, batch, rates, theirs, compile_s))
+  _print_table(rows, torch)
   return 0
+
+
+def _print_table(rows, torch) -> None:
+  print(f'CPU: {os.cpu_count()} cores; BN + elu; torch {torch.__version__} with {torch.get_num_threads()} threads; '
+        f'onnxruntime {_ort_version()}\n')
+  print('| input | batch | JAX pairs/s | ONNX Runtime pairs/s | PyTorch pairs/s | JAX / torch | ONNX Runtime / torch '
+        '| best / torch | JAX first call (compile) s |')
+  print('|---|---|---|---|---|---|---|---|---|')
+  for size, batch, rates, theirs, compile_s in rows:
+    jax_rate, ort_rate = rates['jax'], rates['onnx']
+    print(f'| {size}x{size} | {batch} | {jax_rate:.1f} | {ort_rate:.1f} | {theirs:.1f} | {jax_rate / theirs:.2f} | '
+          f'{ort_rate / theirs:.2f} | {max(jax_rate, ort_rate) / theirs:.2f} | {compile_s:.1f} |')
+
+
+def _ort_version() -> str:
+  import onnxruntime
+  return onnxruntime.__version__
 
 
 def parser() -> cli.ArgumentParser:

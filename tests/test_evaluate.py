@@ -165,6 +165,15 @@ def test_original_protocol_equals_training_evaluation(model, tiny_run, synth_tin
   assert document['pairs'] == document['images'] == 6
   assert document['pixels'] == sum(b['pixels'] for b in document['bins']) == 6 * 8 * 8
   assert document['scale_factor']['applied'] is False
+  assert document['runtime'] == 'jax'
+  # ONNX Runtime computes the network, the same JAX code the metrics: the same figures to 1e-4
+  code, _, err = _evaluate(capsys, '--checkpoint', workdir, '--dataset', 'tfds_stillbox/synth_tiny', '--data_dir',
+                           synth_tiny_dir, '--json', tmp_path / 'onnx.json', '--batch_size', 4, '--runtime', 'onnx')
+  assert code == 0, err
+  onnx_document = _json(tmp_path / 'onnx.json')
+  assert onnx_document['runtime'] == 'onnx'
+  assert onnx_document['metrics'] == pytest.approx(ours, rel=1e-4)
+  assert onnx_document['pixels'] == document['pixels']
 
 
 def test_example_pictures_are_an_option_of_the_evaluation(model, synth_tiny_dir):
@@ -216,6 +225,10 @@ def test_followup_protocol_equals_numpy_test_depth(model, trees, tiny_run, tmp_p
   assert document['pixels'] == sum(len(g) for g in gts) == sum(b['pixels'] for b in document['bins'])
   _assert_bins(document['bins'], _bins(np.concatenate(gts), np.concatenate(preds)))
   assert document['bins'][8]['pixels'] == document['bins'][9]['pixels'] == 0   # the mask stops below 80 m
+  code, _, err = _evaluate(capsys, '--checkpoint', tiny_run[0], '--stillbox_tree', trees[0.2], '--protocol',
+                           'followup', '--json', tmp_path / 'onnx.json', '--runtime', 'onnx')
+  assert code == 0, err
+  assert _json(tmp_path / 'onnx.json')['metrics'] == pytest.approx(document['metrics'], rel=1e-4)
 
 
 def test_still_box_tree_json_and_plot(model, trees, tiny_run, tmp_path, capsys):

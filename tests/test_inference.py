@@ -111,6 +111,23 @@ def test_video_in_video_out(random_checkpoint, scene_frames, tmp_path):
   assert back.shape == (3, 40, 112, 3)
 
 
+def test_runtimes_agree_on_a_folder_and_a_video(random_checkpoint, scene_frames, tmp_path):
+  """infer.py --runtime onnx gives --runtime jax's depths (1e-4 relative) on a folder of frames and on a video."""
+  folder, scene = scene_frames
+  video = tmp_path / 'clip.mp4'
+  iio.imwrite(video, scene.frames, plugin='pyav', codec='libx264', fps=10)
+  for source in (folder, video):
+    depths = {}
+    for runtime in ('jax', 'onnx'):
+      out = tmp_path / f'{source.name}-{runtime}'
+      _run('--checkpoint', random_checkpoint, '--input', source, '--output', out, '--no_resize', '--output_raw',
+           '--runtime', runtime)
+      depths[runtime] = np.stack([np.load(out / n) for n in sorted(os.listdir(out)) if n.endswith('.npy')])
+    assert depths['jax'].shape == (4, 40, 56)
+    error = np.max(np.abs(depths['onnx'] - depths['jax'])) / np.max(np.abs(depths['jax']))
+    assert error < 1e-4, (source.name, error)
+
+
 def test_infer_matches_the_training_evaluation(tiny_run, synth_tiny_dir, tmp_path):
   workdir, _ = tiny_run
   validation = input_pipeline.open_source('tfds_stillbox/synth_tiny', 'validation', synth_tiny_dir)
@@ -217,6 +234,7 @@ def test_colormaps():
 
 
 def test_pytorch_checkpoint_on_the_fly_and_one_compile_per_shape(tmp_path):
+  """Both runtimes give the original's run_inference depths; JAX compiles once per input shape."""
   import torch
 
   from depthnet_jax.testing import torch_reference
@@ -225,17 +243,20 @@ def test_pytorch_checkpoint_on_the_fly_and_one_compile_per_shape(tmp_path):
   path = tmp_path / 'DepthNet_elu_bn_512.pth.tar'
   torch_reference.save(torch_reference.checkpoint_dict(reference), path,
                        legacy=False)
-  predictor = inference.Predictor.from_checkpoint(path)
-  assert predictor.default_size() == (512, 512)   # the original's inference size, for PyTorch weights
   rng = np.random.default_rng(1)
   frames = rng.integers(0, 256, (3, 24, 40, 3), dtype=np.uint8)
-  depth = predictor.predict(frames[0], frames[1])
-  assert depth.shape == (24, 40) and depth.dtype == np.float32
-  predictor.predict(frames[1], frames[2])
-  predictor.predict(frames[0], frames[2], size=(32, 32))
-  assert predictor._forward._cache_size() == 2      # one compile per input shape
   x = torch.tensor(np.concatenate([frames[0], frames[1]], -1)[None], dtype=torch.float32).permute(0, 3, 1, 2)
   with torch.no_grad():
     expected = torch.nn.functional.interpolate(reference.eval()((x / 255 - 0.5) / 0.2)[:, None], (24, 40),
                                                mode='bilinear', align_corners=False)[0, 0].numpy()
-  np.testing.assert_allclose(depth, expected, rtol=1e-4, atol=1e-4)   # as the original's run_inference
+  for runtime in ('jax', 'onnx'):
+    predictor = inference.Predictor.from_checkpoint(path, runtime=runtime)
+    assert predictor.runtime == runtime
+    assert predictor.default_size() == (512, 512)   # the original's inference size, for PyTorch weights
+    depth = predictor.predict(frames[0], frames[1])
+    assert depth.shape == (24, 40) and depth.dtype == np.float32
+    predictor.predict(frames[1], frames[2])
+    predictor.predict(frames[0], frames[2], size=(32, 32))
+    if runtime == 'jax':
+      assert predictor._network._forward._cache_size() == 2      # one compile per input shape
+    np.testing.assert_allclose(depth, expected, rtol=1e-4, atol=1e-4)   # as the original's run_inference

@@ -70,7 +70,7 @@ LAYERS = (
     ('depthnet_jax.checkpoints',),
     ('depthnet_jax.evaluation', 'depthnet_jax.infer'),   # side by side: neither imports the other
     ('depthnet_jax.train',),
-    ('depthnet_jax.evaluate', 'depthnet_jax.torch_import'),   # the `python -m` entry points
+    ('depthnet_jax.evaluate', 'depthnet_jax.torch_import', 'depthnet_jax.export'),   # the `python -m` entry points
 )
 
 

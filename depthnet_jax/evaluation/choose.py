@@ -26,7 +26,9 @@ TARGET_DEPTH = 50.0   # test_depth.py's select_best_map aims at a mean output of
 _FORWARD: dict = {}
 
 
-def _forward(graphdef, params, batch_stats, pairs):
+def _forward(graphdef, params, batch_stats, pairs, network=None):
+  if network is not None:
+    return np.asarray(network.depth(pairs))
   if 'fn' not in _FORWARD:
     _FORWARD['fn'] = jax.jit(evaluate.forward, static_argnums=0)
   return np.asarray(_FORWARD['fn'](graphdef, params, batch_stats, {'image_pair': pairs}))
@@ -50,29 +52,31 @@ def candidates(record, stabilize: bool) -> list[dict]:
   return out
 
 
-def choose(graphdef, params, batch_stats, samples: list[dict], target: float = TARGET_DEPTH) -> dict:
+def choose(graphdef, params, batch_stats, samples: list[dict], target: float = TARGET_DEPTH, network=None) -> dict:
   """The candidate whose raw output's mean is closest to `target` (ties: the smallest shift)."""
-  raw = _forward(graphdef, params, batch_stats, np.stack([s['image_pair'] for s in samples]))
+  raw = _forward(graphdef, params, batch_stats, np.stack([s['image_pair'] for s in samples]), network)
   means = raw.reshape(len(raw), -1).mean(axis=1)
   return samples[int(np.argmin(np.abs(means - target)))]
 
 
 def evaluate_choose(graphdef, params, batch_stats, source, *, nominal: float = NOMINAL_DISPLACEMENT,
                     stabilize: bool = False, batch_size: int = 8, mesh=None, target: float = TARGET_DEPTH,
-                    show_progress: bool = False) -> Evaluation:
-  """The follow-up protocol on each scene's last frame, from the candidate pair it chooses (module docstring)."""
+                    show_progress: bool = False, network=None) -> Evaluation:
+  """The follow-up protocol on each scene's last frame, from the candidate pair it chooses (module docstring); the
+  network JAX's, or `network`'s (`evaluate.batch_runner`)."""
   mesh = mesh if mesh is not None else sharding.make_mesh()
-  step, totals = evaluate.protocol_step('followup', mesh), evaluate.Totals('followup')
+  run = evaluate.batch_runner('followup', mesh, graphdef, params, batch_stats, network)
+  totals = evaluate.Totals('followup')
   batch_size = -(-batch_size // mesh.size) * mesh.size
   chosen: list[dict] = []
   with progress.Progress(len(source), 'scenes', desc='evaluated', enabled=show_progress) as bar:
     for index in range(len(source)):
-      chosen.append(choose(graphdef, params, batch_stats, candidates(source[index], stabilize), target))
+      chosen.append(choose(graphdef, params, batch_stats, candidates(source[index], stabilize), target, network))
       bar.update(1)
       if len(chosen) == batch_size or index == len(source) - 1:
         local = _padded(chosen, batch_size)
         local = evaluate.with_scale(local, nominal)
-        out, _ = step(graphdef, params, batch_stats, sharding.global_batch(local, mesh))
+        out, _ = run(local)
         totals.add(out)
         chosen = []
   return totals.result(len(source), nominal, None)

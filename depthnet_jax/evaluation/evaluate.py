@@ -81,35 +81,52 @@ def _pair_ranges(batch) -> dict:
              for f, fill in ((jnp.min, jnp.inf), (jnp.max, -jnp.inf))}}
 
 
-def _original_step(graphdef, params, batch_stats, batch):
+def _original_metrics(prediction, batch):
   """Training's evaluation of a batch (the metric sums of its real pairs) and its error by depth; the prediction."""
-  prediction = forward(graphdef, params, batch_stats, batch)
   sums, count = losses.depth_metric_sums(prediction, batch['depth'], batch['mask'])
   bins = losses.depth_bin_sums(prediction, batch['depth'], batch['mask'])
   return {'sums': sums, 'count': count, 'bins': bins, **_pair_ranges(batch)}, prediction
 
 
-def _followup_step(graphdef, params, batch_stats, batch):
+def _followup_metrics(prediction, batch):
   """test_depth.py's evaluation of a batch and its error by depth; the (unscaled) prediction."""
-  prediction = forward(graphdef, params, batch_stats, batch)
   sums, count = losses.followup_metric_sums(prediction, batch['depth'], batch['mask'], batch['scale'])
   bins = losses.followup_bin_sums(prediction, batch['depth'], batch['mask'], batch['scale'])
   return {'sums': sums, 'count': count, 'bins': bins, **_pair_ranges(batch)}, prediction
 
 
+_METRICS = {'original': _original_metrics, 'followup': _followup_metrics}
 _STEPS: dict = {}
 
 
-def protocol_step(protocol: str, mesh):
-  """The jitted step of a protocol on a mesh (the model's graph a static argument): compiled once per model and
-  batch shape, shared by every evaluation of the process. Its sums are replicated; the prediction stays sharded
-  along the batch (read only for example pictures)."""
-  key = (protocol, mesh)
+def protocol_step(protocol: str, mesh, hosted: bool = False):
+  """The jitted step of a protocol on a mesh: `step(graphdef, params, batch_stats, batch)` (the model's graph a
+  static argument), compiled once per model and batch shape, shared by every evaluation of the process; or, if
+  `hosted`, `step(batch)` of a batch holding the network's `prediction` (a runtime outside JAX made it). Its sums
+  are replicated; the prediction stays sharded along the batch (read only for example pictures)."""
+  key = (protocol, mesh, hosted)
   if key not in _STEPS:
-    fn = _original_step if protocol == 'original' else _followup_step
-    _STEPS[key] = jax.jit(fn, static_argnums=0,
+    metrics = _METRICS[protocol]
+    if hosted:
+      fn, static = (lambda batch: metrics(batch['prediction'], batch)), ()
+    else:
+      fn, static = (lambda graphdef, params, batch_stats, batch: metrics(
+          forward(graphdef, params, batch_stats, batch), batch)), (0,)
+    _STEPS[key] = jax.jit(fn, static_argnums=static,
                           out_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)))
   return _STEPS[key]
+
+
+def batch_runner(protocol: str, mesh, graphdef, params, batch_stats, network=None):
+  """`run(host batch) -> (sums, prediction)`: the protocol's step on the batch made global, the network JAX's
+  (`graphdef`, `params`, `batch_stats`) or, if given, `network` (`runtimes.OnnxNetwork`: its `depth` of the
+  normalised pairs, on the host)."""
+  if network is None:
+    step = protocol_step(protocol, mesh)
+    return lambda local: step(graphdef, params, batch_stats, sharding.global_batch(local, mesh))
+  step = protocol_step(protocol, mesh, hosted=True)
+  return lambda local: step(sharding.global_batch(
+      dict(local, prediction=np.asarray(network.depth(local['image_pair']), np.float32)), mesh))
 
 
 # --- The evaluation ---------------------------------------------------------------------------------------------
@@ -117,7 +134,7 @@ def protocol_step(protocol: str, mesh):
 def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original', shift: int = SHIFT,
              batch_size: int = DEFAULT_BATCH_SIZE, nominal: float = NOMINAL_DISPLACEMENT, mesh=None,
              worker_count: int = 0, images: int = 0, show_progress: bool = False,
-             stabilize: bool = False) -> Evaluation:
+             stabilize: bool = False, network=None) -> Evaluation:
   """Evaluates a model on every (i, i + shift) pair of `source` (scene records, as `tfds.data_source` gives).
 
   Args:
@@ -136,6 +153,8 @@ def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original
     show_progress: N/M pairs on stderr (`progress.Progress`).
     stabilize: each pair's first frame warped into the second's orientation (records with `orientation`, a rotated
       tree: `input_pipeline.stabilized`), its pixels without a source not evaluated.
+    network: another runtime's network (`runtimes.OnnxNetwork`) to compute the predictions with, instead of the
+      split model (`batch_runner`); the metrics are the same JAX code either way.
   """
   if protocol not in PROTOCOLS:
     raise ValueError(f'protocol must be one of {PROTOCOLS}; got {protocol!r}')
@@ -144,12 +163,12 @@ def evaluate(graphdef, params, batch_stats, source, *, protocol: str = 'original
                                    process_index=jax.process_index(), process_count=jax.process_count(),
                                    stabilize=stabilize)
   pairs = len(source) * (input_pipeline.frames_per_scene(source) - shift)
-  step, totals, pictures = protocol_step(protocol, mesh), Totals(protocol), None
+  run, totals, pictures = batch_runner(protocol, mesh, graphdef, params, batch_stats, network), Totals(protocol), None
   with progress.Progress(pairs, 'pairs', desc='evaluated', enabled=show_progress) as bar:
     pending = None   # the previous batch's results, read while the device computes this one
     for local in input_pipeline.make_iterator(ds, worker_count):
       local = with_scale(local, nominal if protocol == 'followup' else None)
-      out, prediction = step(graphdef, params, batch_stats, sharding.global_batch(local, mesh))
+      out, prediction = run(local)
       if images and pictures is None:
         pictures = example_pictures(local, _local_rows(prediction), images)
       if pending is not None:

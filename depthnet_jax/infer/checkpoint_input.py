@@ -57,10 +57,12 @@ def identity(recorded: loading.CheckpointInfo, checkpoint: str) -> str:
                                f'({e.strerror or e})') from None
 
 
-def load(recorded: loading.CheckpointInfo, checkpoint: str, prefer: str) -> inference.Predictor:
-  """The predictor of the checkpoint `info` resolved to (so the one checked, even if training saved another)."""
+def load(recorded: loading.CheckpointInfo, checkpoint: str, prefer: str, runtime: str = 'auto'
+         ) -> inference.Predictor:
+  """The predictor of the checkpoint `info` resolved to (so the one checked, even if training saved another), its
+  network run by `runtime` (`runtimes.RUNTIMES`)."""
   try:
-    return inference.Predictor.from_checkpoint(recorded.path, prefer, info=recorded)
+    return inference.Predictor.from_checkpoint(recorded.path, prefer, info=recorded, runtime=runtime)
   except loading.LOAD_ERRORS as e:
     raise CheckpointInputError(f'--checkpoint: {cli.one_line(e)}') from e
   except Exception as e:  # noqa: BLE001 - a checkpoint that does not load (truncated, damaged, not ours)

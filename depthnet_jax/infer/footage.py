@@ -67,7 +67,7 @@ def _run_held(opts: InferOptions, video: bool, flight: motion.Motion | None, pla
   planned = output_plan.plan_outputs(opts, output, footage, plan, settings)
   # After every check (a mistake creates no cache folder), before the first compile (the model's load).
   compile_cache.enable(opts.compilation_cache, disabled=opts.no_compilation_cache)
-  predictor = checkpoint_input.load(recorded, opts.checkpoint, opts.prefer)
+  predictor = checkpoint_input.load(recorded, opts.checkpoint, opts.prefer, opts.runtime)
   if opts.auto:
     _check_target(opts.target_depth, predictor.spec)
   return _predict(opts, plan, footage, predictor, planned.open(opts.fps), size, nominal, camera)

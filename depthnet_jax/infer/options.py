@@ -60,6 +60,7 @@ class InferOptions:
   compilation_cache: str
   no_compilation_cache: bool
   prefer: str = 'best'
+  runtime: str = 'auto'
   attitude: str | None = None
   frame_times: str | None = None
   time_offset: float = 0.0
@@ -118,7 +119,7 @@ def from_flags(flags) -> InferOptions:
       size=size, fov=fov, train_fov=train_fov, extensions=extensions, output_depth=bool(depth),
       output_disp=bool(disp), output_raw=bool(raw), output_video=bool(video), video_format=flags.video_format,
       fps=fps, overwrite=bool(flags.overwrite), compilation_cache=flags.compilation_cache,
-      no_compilation_cache=bool(flags.no_compilation_cache), **camera)
+      no_compilation_cache=bool(flags.no_compilation_cache), runtime=getattr(flags, 'runtime', 'auto'), **camera)
 
 
 def _network_input(flags) -> tuple[tuple[int, int] | None, float | None, float | None]:

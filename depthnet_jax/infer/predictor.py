@@ -5,9 +5,10 @@
 
 Frames are resized to the network's input size (`size`, or left as they are), normalised as in training, and
 the network's output (1/4 of its input) is upsampled bilinearly to the frames' size, as the original's
-run_inference does. One compiled function per input shape. The footage's geometry (`geometry`), the pictures
-(`colormaps`), the flight's motion (`motion`) and the files (`atomic`, `outputs`) have their own modules;
-`footage` runs infer.py.
+run_inference does. The network runs in ONNX Runtime or JAX (`model.runtimes`: `runtime='auto'` takes ONNX
+Runtime when JAX is on a CPU, JAX on a GPU or TPU); everything around it is this module's, the same for both.
+The footage's geometry (`geometry`), the pictures (`colormaps`), the flight's motion (`motion`) and the files
+(`atomic`, `outputs`) have their own modules; `footage` runs infer.py.
 
 **Metric depth.** The network's depths assume the displacement it was trained with between a pair's frames
 (`Predictor.displacement`, the checkpoint's record: 0.3 m for Still Box). A pair whose frames are d metres apart
@@ -23,13 +24,11 @@ from __future__ import annotations
 
 import os
 
-import jax
 import numpy as np
-from flax import nnx
 
 from depthnet_jax.checkpoints import loading
-from depthnet_jax.common.conventions import NOMINAL_DISPLACEMENT, STILLBOX_FOV, normalize
-from depthnet_jax.model import models
+from depthnet_jax.common.conventions import NOMINAL_DISPLACEMENT, STILLBOX_FOV
+from depthnet_jax.model import runtimes
 
 DEFAULT_SIZE = (512, 512)  # the original's inference default (its published network ends at 512x512)
 TARGET_DEPTH = 50.0        # choose_shift's default: the authors' later evaluation code aims at 50 m
@@ -107,42 +106,62 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return out.reshape(h, w, -1)
 
 
+def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
+  """`[n_out, n_in]` the weights of `jax.image.resize(..., 'bilinear')` along one axis: a triangle kernel at
+  half-pixel centres (torch's `interpolate(mode='bilinear', align_corners=False)` when enlarging), widened by the
+  factor when shrinking (antialiased), each row normalised over the pixels inside the image."""
+  scale = n_out / n_in
+  centres = (np.arange(n_out) + 0.5) / scale
+  width = max(1.0 / scale, 1.0)
+  w = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None] + 0.5 - centres[:, None]) / width)
+  return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def upsample(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """`[B, h, w]` -> `[B, H, W]` bilinearly (`_resize_weights` along each axis), as the original's run_inference."""
+  h, w = depth.shape[1:3]
+  if (h, w) == tuple(size):
+    return np.asarray(depth, np.float32)
+  return _resize_weights(h, size[0]) @ np.asarray(depth, np.float32) @ _resize_weights(w, size[1]).T
+
+
 class Predictor:
-  """A DepthNet ready for inference, compiled once per input shape."""
+  """A DepthNet ready for inference by a runtime (`runtimes.RUNTIMES`): ONNX Runtime or JAX, compiled once per
+  input shape. Resizing, normalisation and upsampling are the same whichever runs the network."""
 
   def __init__(self, model, *, train_size: tuple[int, int] | None = None, train_fov: float | None = None,
-               displacement: float = NOMINAL_DISPLACEMENT, source: str = ''):
-    model.eval()
-    self._graphdef, self._state = nnx.split(model)
+               displacement: float = NOMINAL_DISPLACEMENT, source: str = '', runtime: str = 'auto'):
     self.spec = model.spec
     self.train_size = tuple(train_size) if train_size else None   # (h, w) the network was trained at, if known
     self.train_fov = float(train_fov or STILLBOX_FOV)
     self.displacement = float(displacement)   # metres between a pair's frames that its depths assume
     self.source = source
-    self._forward = jax.jit(self._forward_impl, static_argnums=(2,))
+    self.runtime = runtimes.resolve(runtime)
+    self._network = runtimes.make(model, self.runtime, self.metadata())
 
   @classmethod
   def from_checkpoint(cls, path: str | os.PathLike, prefer: str = 'best', *,
-                      info: loading.CheckpointInfo | None = None) -> 'Predictor':
+                      info: loading.CheckpointInfo | None = None, runtime: str = 'auto') -> 'Predictor':
     """From a training workdir (its best checkpoint, else latest), a model checkpoint or a `.pth.tar`.
 
     Args:
       info: `loading.checkpoint_info(path, prefer)` if the caller has it already (the checkpoint it resolved to is
         then the one loaded, even if training has written a better one since).
+      runtime: 'auto' (ONNX Runtime on a CPU, else JAX), 'onnx' or 'jax'.
     """
     info = info or loading.checkpoint_info(path, prefer)
     model = loading.load_any(info.resolved, prefer)   # checks every array is finite
     return cls(model, train_size=info.train_size, train_fov=info.train_fov, displacement=info.displacement,
-               source=info.path)
+               source=info.path, runtime=runtime)
+
+  def metadata(self) -> dict[str, str]:
+    """What the checkpoint records of the network's geometry, as an exported graph's metadata."""
+    size = self.train_size or (None, None)
+    return {'train_height': str(size[0]), 'train_width': str(size[1]), 'train_fov': repr(self.train_fov),
+            'nominal_displacement': repr(self.displacement), 'source': str(self.source)}
 
   def default_size(self) -> tuple[int, int]:
     return self.train_size or DEFAULT_SIZE
-
-  def _forward_impl(self, state, pairs: jax.Array, out_size: tuple[int, int]):
-    x = normalize(pairs)                                                  # [B, h, w, 6]
-    depth = models.depth_of(nnx.merge(self._graphdef, state)(x))          # [B, h/4, w/4]
-    # bilinear, half-pixel centres: torch's interpolate(mode='bilinear', align_corners=False) when upsampling
-    return depth, jax.image.resize(depth, (depth.shape[0], *out_size), 'bilinear')
 
   def predict_batch(self, first: np.ndarray, second: np.ndarray, size: tuple[int, int] | None = None,
                     *, full: bool = True) -> np.ndarray:
@@ -168,9 +187,8 @@ class Predictor:
     if size is not None and tuple(size) != out_size:
       first = np.stack([resize(f, size) for f in first])
       second = np.stack([resize(f, size) for f in second])
-    pairs = np.concatenate([first, second], axis=-1)
-    low, high = self._forward(self._state, pairs, tuple(out_size))
-    return np.asarray(low), np.asarray(high)
+    low = self._network(np.concatenate([first, second], axis=-1))   # [B, h/4, w/4]
+    return low, upsample(low, out_size)
 
   def predict_metric(self, first: np.ndarray, second: np.ndarray, displacement, size=None) -> np.ndarray:
     """Depth `[B, H, W]` in metres of pairs whose frames are `displacement` metres apart (a number or `[B]`)."""

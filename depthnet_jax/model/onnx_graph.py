@@ -1,0 +1,148 @@
+"""DepthNet as an ONNX graph, built node by node from the model's options and weights (the `onnx` package only).
+
+The graph has the original's interface, for ONNX Runtime, TensorRT or any ONNX consumer:
+
+- input `image_pair`, `[N, 6, H, W]` float32: the two frames concatenated on the channel axis (first frame's RGB,
+  then the second's), each normalised as in training, `(x / 255 - 0.5) / 0.2` (`conventions.normalize`);
+- output `depth`, the eval-mode depth of the finest scale, `[N, ceil(H / 4), ceil(W / 4)]` metres at the model's
+  nominal displacement. A with_confidence model returns `[N, ceil(H / 4), ceil(W / 4), 2]` instead, as
+  `models.DepthNet` does: `[..., 0]` the depth, `[..., 1]` the raw confidence.
+
+N, H and W are dynamic (named `batch`, `height`, `width`): the decoder crops its upsampled maps to the encoder
+map's size with `Shape` + `Slice`, as the original's `adaptative_cat`, so odd and rectangular sizes work as they
+do in JAX. The layers are the original's, in its layouts (`Conv` weights OIHW, `ConvTranspose` weights IOHW:
+`torch_import`'s mapping back), BatchNorm kept as `BatchNormalization` nodes in inference mode (runtimes fold
+them into the convolutions). Opset 17 and IR version 8, which ONNX Runtime since 1.12 and TensorRT 8.6 read.
+
+    graph = onnx_graph.build(model, metadata={'train_height': '64', ...})   # an onnx.ModelProto, checked
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from flax import nnx
+from onnx import TensorProto, helper, numpy_helper
+
+from depthnet_jax.model import models
+
+OPSET = 17
+IR_VERSION = 8
+INPUT, OUTPUT = 'image_pair', 'depth'
+GRAPH_VERSION = '1'   # bump when the graph built from the same weights changes (the runtime's cache key has it)
+
+
+class _Graph:
+  """Nodes and initializers appended in order; each op returns its output's name."""
+
+  def __init__(self, state: dict):
+    self.state, self.nodes, self.inits = state, [], []
+
+  def const(self, name: str, array) -> str:
+    self.inits.append(numpy_helper.from_array(np.array(array, order='C'), name))   # 0-d stays 0-d
+    return name
+
+  def op(self, op_type: str, inputs: list[str], name: str, **attrs) -> str:
+    self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
+    return name
+
+  def conv(self, x: str, params: dict, name: str, stride: int = 1) -> str:
+    """Conv 3x3, padding 1: our HWIO kernel as ONNX's OIHW."""
+    inputs = [x, self.const(f'{name}.weight', np.asarray(params['kernel']).transpose(3, 2, 0, 1))]
+    if params.get('bias') is not None:
+      inputs.append(self.const(f'{name}.bias', np.asarray(params['bias'])))
+    return self.op('Conv', inputs, name, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride])
+
+  def conv_transpose(self, x: str, params: dict, name: str) -> str:
+    """torch's ConvTranspose2d(k=4, s=2, p=1): our spatially flipped HWIO kernel back to IOHW (torch_import)."""
+    weight = np.asarray(params['kernel']).transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]
+    inputs = [x, self.const(f'{name}.weight', weight)]
+    if params.get('bias') is not None:
+      inputs.append(self.const(f'{name}.bias', np.asarray(params['bias'])))
+    return self.op('ConvTranspose', inputs, name, kernel_shape=[4, 4], pads=[1, 1, 1, 1], strides=[2, 2])
+
+  def block(self, x: str, params: dict, name: str, stride: int = 1) -> str:
+    """Conv -> [BatchNormalization] -> Relu (`models.ConvBlock`)."""
+    y = self.conv(x, params['conv'], f'{name}.conv', stride)
+    if params.get('bn') is not None:
+      bn = params['bn']
+      y = self.op('BatchNormalization', [y] + [self.const(f'{name}.bn.{k}', np.asarray(bn[k]))
+                                               for k in ('scale', 'bias', 'mean', 'var')],
+                  f'{name}.bn', epsilon=models.BN_EPSILON)
+    return self.op('Relu', [y], f'{name}.relu')
+
+  def crop_concat(self, skip: str, deconv_out: str, depth_up: str, k: int) -> str:
+    """`models._crop_concat`: the upsampled maps cropped to the encoder map's H and W, then concatenated."""
+    size = self.op('Shape', [skip], f'crop{k}.size', start=2, end=4)
+    starts, axes = self.const(f'crop{k}.starts', np.zeros(2, np.int64)), self.const(f'crop{k}.axes',
+                                                                                     np.array([2, 3], np.int64))
+    cropped = [self.op('Slice', [t, starts, size, axes], f'crop{k}.{i}') for i, t in enumerate((deconv_out,
+                                                                                                depth_up))]
+    return self.op('Concat', [skip, *cropped], f'concat{k}', axis=1)
+
+  def channel(self, x: str, index: int, name: str) -> str:
+    """`x[:, index]`: `[N, h, w]`."""
+    return self.op('Gather', [x, self.const(f'{name}.index', np.array(index, np.int64))], name, axis=1)
+
+
+def _network(g: _Graph) -> str:
+  """The layers of `models.DepthNet.__call__`; returns the finest raw prediction `[N, 1 or 2, h, w]`."""
+  s = g.state
+  x, out = INPUT, {}
+  for name, _, _, stride in models.ENCODER:
+    x = out[name] = g.block(x, s[name], name, stride)
+  skips = {5: out['conv5_1'], 4: out['conv4_1'], 3: out['conv3_1'], 2: out['conv2']}
+  raw = g.conv(x, s['predict_depth6'], 'predict_depth6')
+  features = x
+  for k in (5, 4, 3, 2):
+    first = raw if s['predict_depth6']['kernel'].shape[-1] == 1 else g.op(
+        'Slice', [raw, g.const(f'depth{k + 1}.start', np.zeros(1, np.int64)), g.const(f'depth{k + 1}.end',
+                  np.ones(1, np.int64)), g.const(f'depth{k + 1}.axis', np.ones(1, np.int64))], f'depth{k + 1}')
+    up_name = f'upsampled_depth{k + 1}_to_{k}'
+    depth_up = g.conv_transpose(first, s[up_name], up_name)
+    deconv = s[f'deconv{k}']
+    deconv_out = g.block(g.conv_transpose(features, deconv['up'], f'deconv{k}.up'), deconv['block'], f'deconv{k}')
+    features = g.crop_concat(skips[k], deconv_out, depth_up, k)
+    raw = g.conv(features, s[f'predict_depth{k}'], f'predict_depth{k}')
+  return raw
+
+
+def _post_process(g: _Graph, raw: str, spec) -> str:
+  """`models.DepthNet._post_process`: channel 0, elu + 1, the clamp; with confidence, stacked on a last axis."""
+  depth = g.channel(raw, 0, 'raw_depth')
+  if spec.depth_activation == 'elu':
+    depth = g.op('Add', [g.op('Elu', [depth], 'elu', alpha=1.0), g.const('one', np.array(1.0, np.float32))],
+                 'elu_plus_one')
+  if spec.clamp:
+    low, high = (np.array(v, np.float32) for v in models.CLAMP_RANGE)
+    depth = g.op('Clip', [depth, g.const('clamp.min', low), g.const('clamp.max', high)], 'clamp')
+  if not spec.with_confidence:
+    return g.op('Identity', [depth], OUTPUT)
+  last = g.const('last_axis', np.array([-1], np.int64))
+  parts = [g.op('Unsqueeze', [t, last], f'{t}.stacked') for t in (depth, g.channel(raw, 1, 'confidence'))]
+  return g.op('Concat', parts, OUTPUT, axis=-1)
+
+
+def build(model: models.DepthNet, *, metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+  """The ONNX graph of `model` (eval mode: BatchNorm's running statistics), checked by `onnx.checker`.
+
+  Args:
+    metadata: string pairs stored as the model's `metadata_props` (training size, FOV, nominal displacement, ...).
+  """
+  spec = model.spec
+  state = nnx.state(model).to_pure_dict()
+  g = _Graph(state)
+  _post_process(g, _network(g), spec)
+  out_shape = ['batch', 'depth_height', 'depth_width'] + ([2] if spec.with_confidence else [])
+  graph = helper.make_graph(
+      g.nodes, 'DepthNet',
+      [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ['batch', 6, 'height', 'width'])],
+      [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, out_shape)], initializer=g.inits)
+  proto = helper.make_model(graph, opset_imports=[helper.make_opsetid('', OPSET)], producer_name='depthnet-jax',
+                            producer_version=GRAPH_VERSION, doc_string='DepthNet (Pinard et al. 2017): depth from '
+                            'two frames of a translating camera')
+  proto.ir_version = IR_VERSION
+  options = {f'model.{k}': str(v) for k, v in spec.to_dict().items()}
+  helper.set_model_props(proto, {**options, **(metadata or {})})
+  onnx.checker.check_model(proto, full_check=True)
+  return proto

@@ -1,0 +1,129 @@
+"""`python -m depthnet_jax.export`: the ONNX graph against the original's network (PyTorch's reference DepthNet, every
+option), at square, rectangular and odd sizes and batch sizes in one session; the command's outputs and errors."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from depthnet_jax.checkpoints import loading
+from depthnet_jax.model import onnx_graph, runtimes
+from depthnet_jax.testing import parity
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(REPO, 'models', 'reference64')
+
+
+@pytest.fixture(scope='module', params=sorted(parity.OPTIONS))
+def imported(request, tmp_path_factory):
+  return parity.Imported(request.param, tmp_path_factory.mktemp(request.param))
+
+
+def test_onnx_graph_equals_the_original_network(imported):
+  """ONNX Runtime on the exported graph = the PyTorch reference in eval mode, 1e-5 relative, with one session for
+  every size and batch (the graph's N, H and W are dynamic; the crops follow odd sizes as the original's)."""
+  model = imported.model
+  model.eval()
+  session = ort.InferenceSession(onnx_graph.build(model).SerializeToString(), runtimes.session_options(),
+                                 providers=['CPUExecutionProvider'])
+  torch.manual_seed(3)
+  for batch, height, width in ((2, 64, 64), (1, 64, 96), (3, 45, 67)):
+    x = torch.randn(batch, 6, height, width)
+    ours = session.run(None, {onnx_graph.INPUT: x.numpy()})[0]
+    expected = imported.torch_forward(x, train=False)
+    assert ours.shape == tuple(expected.shape)
+    assert parity.relative_error(ours, expected) < 1e-5, (batch, height, width)
+
+
+def _export(*args, ok=True):
+  result = subprocess.run([sys.executable, '-m', 'depthnet_jax.export', *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+  assert (result.returncode == 0) == ok, result.stderr
+  return result
+
+
+def test_export_onnx_of_the_shipped_model(tmp_path):
+  """The command's graph (replacing an older file, with --overwrite) passes onnx.checker, has dynamic N/H/W and the
+  checkpoint's record as metadata."""
+  out = tmp_path / 'reference64.onnx'
+  out.write_text('an older export')
+  result = _export('--checkpoint', SHIPPED, '--format', 'onnx', '--out', out, '--overwrite')
+  assert f'wrote    {out}' in result.stdout
+  graph = onnx.load(out)
+  onnx.checker.check_model(graph, full_check=True)
+  meta = {p.key: p.value for p in graph.metadata_props}
+  assert (meta['train_height'], meta['train_width'], meta['train_fov'], meta['nominal_displacement']) == (
+      '64', '64', '90.0', '0.3')
+  assert meta['model.batch_norm'] == 'True' and meta['model.depth_activation'] == 'elu'
+  dims = [d.dim_param or d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+  assert dims == ['batch', 6, 'height', 'width']
+  assert sorted(os.listdir(tmp_path)) == ['reference64.onnx']   # no lock or temporary left behind
+
+
+def test_export_pth_round_trip(tmp_path):
+  """The .pth.tar of the shipped model loads in torch (weights_only) into the original's DepthNet (strict), and
+  torch_import reads back its arrays bit for bit."""
+  from flax import nnx
+
+  from depthnet_jax.checkpoints import torch_import
+  from depthnet_jax.testing import torch_reference
+  out = tmp_path / 'DepthNet_elu_bn_64.pth.tar'
+  _export('--checkpoint', SHIPPED, '--format', 'pth', '--out', out)
+  loaded = torch.load(out, weights_only=True)
+  assert loaded['arch'] == 'DepthNet_elu_bn' and loaded['bn'] is True and loaded['activation_function'] == 'elu'
+  assert not any(k.startswith('module.') for k in loaded['state_dict'])
+  torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu').load_state_dict(loaded['state_dict'])
+  ours = nnx.state(loading.load_any(SHIPPED)).to_pure_dict()
+  back = nnx.state(torch_import.load(out)).to_pure_dict()
+  flat_ours, flat_back = (dict(torch_import._flatten(t)) for t in (ours, back))
+  assert flat_ours.keys() == flat_back.keys()
+  for key, value in flat_ours.items():
+    assert np.array_equal(np.asarray(value), np.asarray(flat_back[key])), key
+
+
+def _damaged_copy(tmp_path):
+  copy = tmp_path / 'damaged'
+  shutil.copytree(SHIPPED, copy)
+  biggest = max((os.path.join(d, f) for d, _, fs in os.walk(copy) for f in fs), key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.seek(os.path.getsize(biggest) // 2)
+    f.write(b'\xff' * 64)
+  return copy
+
+
+@pytest.mark.parametrize('case', ['format', 'exists', 'unwritable', 'damaged', 'inside', 'suffix'])
+def test_export_errors_are_one_line_and_write_nothing(tmp_path, case):
+  out = tmp_path / 'out' / 'model.onnx'
+  out.parent.mkdir()
+  args = ['--checkpoint', SHIPPED, '--format', 'onnx', '--out', out]
+  if case == 'format':
+    args[3] = 'tflite'
+  elif case == 'exists':
+    out.write_text('mine')
+  elif case == 'unwritable':
+    out = tmp_path / 'file' / 'model.onnx'
+    (tmp_path / 'file').write_text('a file, not a folder')
+    args[-1] = out
+  elif case == 'damaged':
+    args[1] = _damaged_copy(tmp_path)
+  elif case == 'inside':
+    args[1] = tmp_path / 'out'
+    shutil.copytree(SHIPPED, tmp_path / 'out', dirs_exist_ok=True)
+  elif case == 'suffix':
+    args[-1] = out.with_suffix('.pb')
+  before = sorted(os.listdir(out.parent)) if out.parent.is_dir() else None
+  result = _export(*args, ok=False)
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+  assert 'Traceback' not in result.stderr
+  if case == 'exists':
+    assert out.read_text() == 'mine'
+  if before is not None:
+    assert sorted(os.listdir(out.parent)) == before   # nothing half-written, no temporary
+
