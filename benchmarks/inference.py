@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import statistics
 import sys
 import time
 
@@ -31,13 +32,23 @@ from depthnet_jax.testing.random_models import random_depthnet
 RUNTIMES = ('jax', 'onnx')
 
 
-def _rate(fn, batch: int, seconds: float) -> float:
-  fn()
-  count, start = 0, time.perf_counter()
-  while time.perf_counter() - start < seconds or count < 3:
+def _rates(fns: dict, batch: int, seconds: float, blocks: int = 5) -> dict[str, float]:
+  """Pairs/s of each of `fns` (one warm-up call each), timed in `blocks` interleaved rounds: per round each runs for
+  `seconds / blocks` (at least one call), and its rate is the median of its rounds. Interleaving spreads the
+  machine's drifts (this shared CPU's speed wanders by 10-20 % over a minute) over all alike; blocks of calls, not
+  single calls, keep each runtime's idle threads (ONNX Runtime's and torch's spin a while after a call) out of the
+  next one's time."""
+  for fn in fns.values():
     fn()
-    count += 1
-  return count * batch / (time.perf_counter() - start)
+  rates: dict[str, list[float]] = {name: [] for name in fns}
+  for _ in range(blocks):
+    for name, fn in fns.items():
+      count, start = 0, time.perf_counter()
+      while count == 0 or time.perf_counter() - start < seconds / blocks:
+        fn()
+        count += 1
+      rates[name].append(count * batch / (time.perf_counter() - start))
+  return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def _torch_forward(reference, x) -> None:
@@ -56,8 +67,7 @@ def work(args) -> int:
   from depthnet_jax.testing import torch_reference
   torch.set_num_threads(os.cpu_count())
   reference = torch_reference.TorchDepthNet(batch_norm=True, depth_activation='elu').eval()
-  predictors = {runtime: (inference.Predictor.from_checkpoint(args.checkpoint, info=info, runtime=runtime) if info
-                          else inference.Predictor(random_depthnet(), runtime=runtime)) for runtime in RUNTIMES}
+  predictors = {runtime: _predictor(info, runtime, args.jax_dtype) for runtime in RUNTIMES}
   rng = np.random.default_rng(0)
   rows = []
   for size in sizes:
@@ -66,18 +76,30 @@ def work(args) -> int:
       start = time.perf_counter()
       predictors['jax'].predict_batch(first, second)
       compile_s = time.perf_counter() - start
-      rates = {r: _rate(functools.partial(p.predict_batch, first, second), batch, seconds)
-               for r, p in predictors.items()}
       x = torch.from_numpy(normalize(np.concatenate([first, second], -1))).permute(0, 3, 1, 2)
-      theirs = _rate(functools.partial(_torch_forward, reference, x), batch, seconds)
-      rows.append((size, batch, rates, theirs, compile_s))
-  _print_table(rows, torch)
+      fns = {r: functools.partial(p.predict_batch, first, second) for r, p in predictors.items()}
+      rates = _rates(dict(fns, torch=functools.partial(_torch_forward, reference, x)), batch, seconds)
+      rows.append((size, batch, rates, rates.pop('torch'), compile_s))
+  _print_table(rows, torch, args.jax_dtype)
   return 0
 
 
-def _print_table(rows, torch) -> None:
-  print(f'CPU: {os.cpu_count()} cores; BN + elu; torch {torch.__version__} with {torch.get_num_threads()} threads; '
-        f'onnxruntime {_ort_version()}\n')
+def _predictor(info, runtime: str, jax_dtype: str) -> inference.Predictor:
+  """The predictor of --checkpoint (or of random weights) by `runtime`, JAX's computing in `jax_dtype`."""
+  from depthnet_jax.checkpoints import loading
+  model = loading.load_any(info.resolved) if info else random_depthnet()
+  if runtime == 'jax':
+    model.set_execution(compute_dtype=jax_dtype)
+  if info is None:
+    return inference.Predictor(model, runtime=runtime)
+  return inference.Predictor(model, train_size=info.train_size, train_fov=info.train_fov,
+                             displacement=info.displacement, source=info.path, runtime=runtime)
+
+
+def _print_table(rows, torch, jax_dtype: str) -> None:
+  import jax
+  print(f'CPU: {os.cpu_count()} cores; JAX on {jax.devices()[0].device_kind} in {jax_dtype}; BN + elu; '
+        f'torch {torch.__version__} with {torch.get_num_threads()} threads; onnxruntime {_ort_version()}\n')
   print('| input | batch | JAX pairs/s | ONNX Runtime pairs/s | PyTorch pairs/s | JAX / torch | ONNX Runtime / torch '
         '| best / torch | JAX first call (compile) s |')
   print('|---|---|---|---|---|---|---|---|---|')
@@ -99,6 +121,8 @@ def parser() -> cli.ArgumentParser:
   p.add_argument('--seconds', type=float, default=5.0, help='timed per setting, after one warm-up call')
   p.add_argument('--checkpoint', default=None, help='a BN + elu model to time instead of random weights (workdir, '
                  'checkpoint or .pth.tar)')
+  p.add_argument('--jax_dtype', choices=['float32', 'bfloat16'], default='float32',
+                 help='the compute dtype of the JAX runtime (ONNX Runtime and PyTorch: float32)')
   p.add_argument('--smoke', action='store_true', help='32x32, batch 1, 3 calls: checks that it runs')
   return p
 

@@ -187,7 +187,7 @@ class Predictor:
     if size is not None and tuple(size) != out_size:
       first = np.stack([resize(f, size) for f in first])
       second = np.stack([resize(f, size) for f in second])
-    low = self._network(np.concatenate([first, second], axis=-1))   # [B, h/4, w/4]
+    low = self._network(first, second)   # [B, h/4, w/4]
     return low, upsample(low, out_size)
 
   def predict_metric(self, first: np.ndarray, second: np.ndarray, displacement, size=None) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""What runs the network for inference and evaluation, one of two runtimes: uint8 pairs `[B, h, w, 6]` in (or, for
-`OnnxNetwork.depth`, pairs already normalised), depth `[B, h/4, w/4]` out (channel 0 of a confidence model).
+"""What runs the network for inference and evaluation, one of two runtimes: two uint8 frames `[B, h, w, 3]` in (or,
+for `OnnxNetwork.depth`, pairs already normalised `[B, h, w, 6]`), depth `[B, h/4, w/4]` out (channel 0 of a
+confidence model).
 
 - `jax`: the Flax model, jitted (normalisation and forward in one program per input shape). The runtime for GPUs
   and TPUs.
@@ -24,7 +25,7 @@ import numpy as np
 from flax import nnx
 
 from depthnet_jax.common import atomic, cli, compile_cache
-from depthnet_jax.common.conventions import normalize
+from depthnet_jax.common.conventions import MEAN, STD, normalize
 from depthnet_jax.model import models
 
 RUNTIMES = ('auto', 'jax', 'onnx')
@@ -50,11 +51,13 @@ class JaxNetwork:
     self._graphdef, self._state = nnx.split(model)
     self._forward = jax.jit(self._forward_impl)
 
-  def _forward_impl(self, state, pairs):
-    return models.depth_of(nnx.merge(self._graphdef, state)(normalize(pairs)))
+  def _forward_impl(self, state, first, second):
+    pairs = normalize(jax.numpy.concatenate([first, second], axis=-1))
+    return models.depth_of(nnx.merge(self._graphdef, state)(pairs))
 
-  def __call__(self, pairs: np.ndarray) -> np.ndarray:
-    return np.asarray(self._forward(self._state, pairs))
+  def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """uint8 RGB `[B, h, w, 3]` x 2 -> depth `[B, h/4, w/4]`."""
+    return np.asarray(self._forward(self._state, first, second))
 
 
 def digest(model: models.DepthNet) -> str:
@@ -127,8 +130,17 @@ class OnnxNetwork:
     out = self._session.run(None, {'image_pair': np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2))})[0]
     return out[..., 0] if self._confidence else out
 
-  def __call__(self, pairs: np.ndarray) -> np.ndarray:
-    return self.depth(normalize(pairs))
+  def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """uint8 RGB `[B, h, w, 3]` x 2 -> depth `[B, h/4, w/4]`: the graph's input made in place, NCHW, normalised."""
+    b, h, w, _ = first.shape
+    x = np.empty((b, 6, h, w), np.float32)
+    x[:, :3] = first.transpose(0, 3, 1, 2)
+    x[:, 3:] = second.transpose(0, 3, 1, 2)
+    x *= np.float32(1 / 255)
+    x -= np.float32(MEAN)
+    x *= np.float32(1 / STD)
+    out = self._session.run(None, {'image_pair': x})[0]
+    return out[..., 0] if self._confidence else out
 
 
 def make(model: models.DepthNet, runtime: str = 'auto', metadata: dict[str, str] | None = None):
