@@ -127,3 +127,23 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, case):
   if before is not None:
     assert sorted(os.listdir(out.parent)) == before   # nothing half-written, no temporary
 
+
+
+def test_the_runtime_caches_its_graph_in_the_compilation_cache(tmp_path, capsys):
+  """`--runtime onnx` exports the graph once per weights into <cache>/onnx-graphs/ and reads it back; a cache it
+  cannot write is one warning, the graph kept in memory."""
+  from depthnet_jax.testing.random_models import random_depthnet
+  model = random_depthnet(2)
+  first = runtimes.OnnxNetwork(model, cache=str(tmp_path / 'cache'))
+  assert first.graph_path == str(tmp_path / 'cache' / runtimes.GRAPH_DIR / f'depthnet-{runtimes.digest(model)}.onnx')
+  stamp = os.stat(first.graph_path).st_mtime_ns
+  again = runtimes.OnnxNetwork(model, cache=str(tmp_path / 'cache'))
+  assert again.graph_path == first.graph_path and os.stat(first.graph_path).st_mtime_ns == stamp
+  other = random_depthnet(3)
+  assert runtimes.digest(other) != runtimes.digest(model)
+  (tmp_path / 'file').write_text('not a folder')
+  in_memory = runtimes.OnnxNetwork(other, cache=str(tmp_path / 'file'))
+  assert in_memory.graph_path is None
+  assert capsys.readouterr().err.startswith('warning: ONNX graph cache')
+  frames = np.random.default_rng(0).integers(0, 256, (2, 1, 32, 48, 3), dtype=np.uint8)
+  np.testing.assert_array_equal(first(*frames), again(*frames))
