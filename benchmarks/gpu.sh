@@ -12,7 +12,7 @@
 # 5. scripts/demo.py: a 300-step synth64 training (build of synth64_small, training, evaluation, inference), timed.
 #
 # Every step's full output is kept in OUT_DIR (train_step.md, inference_float32.md, inference_bfloat16.md,
-# demo.log). Nothing here is measured on the project's CPU-only machines: README "On a GPU" says what is known.
+# demo.log). Not run yet: no GPU was lent to the project (docs/speed.md, "On NVIDIA GPUs and TPUs").
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
