@@ -130,13 +130,14 @@ class ResultWriter:
     self.out.finish(self.pairs)
 
   def summary(self, frames: int) -> str:
-    """The line infer.py prints: frames, pairs (or shifts chosen), network input, speed, the output folder, and
-    what the depths are metres of."""
+    """The line infer.py prints: frames, pairs (or shifts chosen), network input and runtime, speed, the output
+    folder, and what the depths are metres of."""
     opts, size = self.opts, self.size
     elapsed = time.time() - self.started
     network = 'as they are' if size is None else f'{size[1]}x{size[0]}'
     rate = f'{self.pairs / elapsed:.1f} {"depth maps" if opts.auto else "pairs"}/s'
-    return (f'{frames} frames, {self._pairs_said()}, network input {network}: {elapsed:.1f} s, {rate} -> '
+    runtime = {'onnx': 'ONNX Runtime', 'jax': 'JAX'}.get(self.predictor.runtime, self.predictor.runtime)
+    return (f'{frames} frames, {self._pairs_said()}, network input {network} ({runtime}): {elapsed:.1f} s, {rate} -> '
             f'{self.out.folder} ({MANIFEST}: complete); {self._depth_said()}')
 
   def _used(self) -> list[dict]:
