@@ -3,8 +3,6 @@ option), at square, rectangular and odd sizes and batch sizes in one session; th
 
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -12,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from depthnet_jax.checkpoints import loading
+from depthnet_jax.checkpoints import export_command, loading
 from depthnet_jax.model import onnx_graph, runtimes
 from depthnet_jax.testing import parity
 
@@ -41,20 +39,21 @@ def test_onnx_graph_equals_the_original_network(imported):
     assert parity.relative_error(ours, expected) < 1e-5, (batch, height, width)
 
 
-def _export(*args, ok=True):
-  result = subprocess.run([sys.executable, '-m', 'depthnet_jax.export', *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)
-  assert (result.returncode == 0) == ok, result.stderr
-  return result
+def _export(*args, ok=True, capsys):
+  """The command run in-process (its flags as a user types them): (stdout, stderr); asserts its exit code."""
+  code = export_command.main([str(a) for a in args])
+  out, err = capsys.readouterr()
+  assert (code == 0) == ok, err
+  return out, err
 
 
-def test_export_onnx_of_the_shipped_model(tmp_path):
+def test_export_onnx_of_the_shipped_model(tmp_path, capsys):
   """The command's graph (replacing an older file, with --overwrite) passes onnx.checker, has dynamic N/H/W and the
   checkpoint's record as metadata."""
   out = tmp_path / 'reference64.onnx'
   out.write_text('an older export')
-  result = _export('--checkpoint', SHIPPED, '--format', 'onnx', '--out', out, '--overwrite')
-  assert f'wrote    {out}' in result.stdout
+  stdout, _ = _export('--checkpoint', SHIPPED, '--format', 'onnx', '--out', out, '--overwrite', capsys=capsys)
+  assert f'wrote    {out}' in stdout
   graph = onnx.load(out)
   onnx.checker.check_model(graph, full_check=True)
   meta = {p.key: p.value for p in graph.metadata_props}
@@ -66,7 +65,7 @@ def test_export_onnx_of_the_shipped_model(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['reference64.onnx']   # no lock or temporary left behind
 
 
-def test_export_pth_round_trip(tmp_path):
+def test_export_pth_round_trip(tmp_path, capsys):
   """The .pth.tar of the shipped model loads in torch (weights_only) into the original's DepthNet (strict), and
   torch_import reads back its arrays bit for bit."""
   from flax import nnx
@@ -74,7 +73,7 @@ def test_export_pth_round_trip(tmp_path):
   from depthnet_jax.checkpoints import torch_import
   from depthnet_jax.testing import torch_reference
   out = tmp_path / 'DepthNet_elu_bn_64.pth.tar'
-  _export('--checkpoint', SHIPPED, '--format', 'pth', '--out', out)
+  _export('--checkpoint', SHIPPED, '--format', 'pth', '--out', out, capsys=capsys)
   loaded = torch.load(out, weights_only=True)
   assert loaded['arch'] == 'DepthNet_elu_bn' and loaded['bn'] is True and loaded['activation_function'] == 'elu'
   assert not any(k.startswith('module.') for k in loaded['state_dict'])
@@ -97,8 +96,18 @@ def _damaged_copy(tmp_path):
   return copy
 
 
+def test_the_command_runs_as_python_m(tmp_path):
+  """`python -m depthnet_jax.export` is the command (a user error: one line, exit 1, nothing written)."""
+  import subprocess
+  import sys
+  result = subprocess.run([sys.executable, '-m', 'depthnet_jax.export', '--checkpoint', SHIPPED, '--format', 'tflite',
+                           '--out', tmp_path / 'm.onnx'], capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert result.returncode == 1 and result.stderr.startswith("error: argument --format: invalid choice: 'tflite'")
+  assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize('case', ['format', 'exists', 'unwritable', 'damaged', 'inside', 'suffix'])
-def test_export_errors_are_one_line_and_write_nothing(tmp_path, case):
+def test_export_errors_are_one_line_and_write_nothing(tmp_path, case, capsys):
   out = tmp_path / 'out' / 'model.onnx'
   out.parent.mkdir()
   args = ['--checkpoint', SHIPPED, '--format', 'onnx', '--out', out]
@@ -118,10 +127,10 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, case):
   elif case == 'suffix':
     args[-1] = out.with_suffix('.pb')
   before = sorted(os.listdir(out.parent)) if out.parent.is_dir() else None
-  result = _export(*args, ok=False)
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
-  assert 'Traceback' not in result.stderr
+  _, stderr = _export(*args, ok=False, capsys=capsys)
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), stderr
+  assert 'Traceback' not in stderr
   if case == 'exists':
     assert out.read_text() == 'mine'
   if before is not None:
@@ -145,5 +154,11 @@ def test_the_runtime_caches_its_graph_in_the_compilation_cache(tmp_path, capsys)
   in_memory = runtimes.OnnxNetwork(other, cache=str(tmp_path / 'file'))
   assert in_memory.graph_path is None
   assert capsys.readouterr().err.startswith('warning: ONNX graph cache')
+  import jax
+  jax.config.update('jax_enable_compilation_cache', False)   # --no_compilation_cache: no graph written either
+  try:
+    assert runtimes.OnnxNetwork(other).graph_path is None and capsys.readouterr().err == ''
+  finally:
+    jax.config.update('jax_enable_compilation_cache', True)
   frames = np.random.default_rng(0).integers(0, 256, (2, 1, 32, 48, 3), dtype=np.uint8)
   np.testing.assert_array_equal(first(*frames), again(*frames))

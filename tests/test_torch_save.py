@@ -6,6 +6,7 @@ BatchNorm affine parameters and running statistics drawn too, so that a tensor s
 """
 
 import collections
+import itertools
 import os
 import zipfile
 
@@ -22,10 +23,11 @@ from depthnet_jax.common import atomic
 from depthnet_jax.testing import random_models, torch_reference
 
 RTOL = 1e-5
-# Each option on and off, each pair of options together at least once (the 16 combinations took 25 s of make test).
 COMBINATIONS = [dict(batch_norm=bn, depth_activation=act, clamp=clamp, with_confidence=conf) for bn, act, clamp, conf
-                in ((True, 'elu', False, False), (False, None, False, False), (True, None, True, False),
-                    (False, 'elu', True, True), (True, 'elu', False, True), (False, None, True, False))]
+                in itertools.product([True, False], ['elu', None], [False, True], [False, True])]
+# Computed on both sides for two of them, every option on in one or the other (each forward costs JAX a compile per
+# operation, 1.5 s; tests/test_export.py runs every option against PyTorch through the ONNX graph).
+COMPUTED = (COMBINATIONS[0], COMBINATIONS[-1])
 
 
 def _name(options):
@@ -101,8 +103,8 @@ def test_the_state_dict_has_the_torch_module_s_keys_in_its_order(batch_norm, wit
   assert not any(k.startswith('module.') for k in ours)
 
 
-@pytest.mark.parametrize('options', COMBINATIONS, ids=_name)
-def test_the_original_s_model_loads_it_strictly_and_computes_our_depth(options, tmp_path):
+def _loaded_torch_model(options, tmp_path):
+  """(our model, the original's DepthNet of `options` with our file's state_dict loaded strictly, in eval mode)."""
   model = _model(1, **options)
   ckpt = torch_save.original_checkpoint(model, epoch=7, best_error=1.5)
   assert ckpt['arch'] == torch_reference.arch_string(
@@ -112,7 +114,17 @@ def test_the_original_s_model_loads_it_strictly_and_computes_our_depth(options, 
   loaded = torch.load(path, weights_only=True)
   torch_model = torch_reference.TorchDepthNet(**options)
   torch_model.load_state_dict(loaded['state_dict'], strict=True)
-  torch_model.eval()
+  return model, torch_model.eval()
+
+
+@pytest.mark.parametrize('options', COMBINATIONS, ids=_name)
+def test_the_original_s_model_loads_it_strictly(options, tmp_path):
+  _loaded_torch_model(options, tmp_path)
+
+
+@pytest.mark.parametrize('options', COMPUTED, ids=_name)
+def test_the_original_s_model_computes_our_depth_from_it(options, tmp_path):
+  model, torch_model = _loaded_torch_model(options, tmp_path)
   x = np.random.default_rng(2).normal(size=(2, 6, 64, 64)).astype(np.float32)
   with torch.no_grad():
     expected = torch_model(torch.from_numpy(x)).numpy()

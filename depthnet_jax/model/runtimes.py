@@ -9,9 +9,9 @@ confidence model).
   (`benchmarks/inference.py`; README "Which runtime"), so `auto` takes it on a CPU-only JAX.
 
 The graph is exported on the fly (under a second) and cached in `onnx-graphs/` inside the compilation cache's
-directory (`compile_cache.cache_dir`), named by a digest of the graph version, the options and every weight's
-bytes: a later run with the same weights reads it back. A cache that cannot be written is not an error: one
-`warning:` line, and the graph stays in memory.
+directory (the one in use: `--compilation_cache`, ...; none with `--no_compilation_cache`), named by a digest of the
+graph version, the options and every weight's bytes: a later run with the same weights reads it back. A cache that
+cannot be written is not an error: one `warning:` line, and the graph stays in memory.
 """
 
 from __future__ import annotations
@@ -70,16 +70,27 @@ def digest(model: models.DepthNet) -> str:
   return h.hexdigest()[:32]
 
 
+def _cache_dir() -> str | None:
+  """The compilation cache's directory in use (`compile_cache.enable` sets it from --compilation_cache), else the
+  default one (`compile_cache.cache_dir`); None when JAX's compilation cache is turned off."""
+  if not jax.config.jax_enable_compilation_cache:
+    return None
+  return jax.config.jax_compilation_cache_dir or compile_cache.cache_dir()
+
+
 def graph_bytes(model: models.DepthNet, metadata: dict[str, str] | None = None, *, cache: str | None = None
                 ) -> tuple[bytes, str | None]:
   """The serialised ONNX graph of `model`, and the cached file it was read from or written to (None: in memory).
 
   Args:
-    cache: the compilation cache's directory (default `compile_cache.cache_dir()`); the graph is `GRAPH_DIR/`
+    cache: the compilation cache's directory (default: the one in use, `_cache_dir`); the graph is `GRAPH_DIR/`
       inside it.
   """
   from depthnet_jax.model import onnx_graph
-  folder = os.path.join(cache or compile_cache.cache_dir(), GRAPH_DIR)
+  cache = cache or _cache_dir()
+  if cache is None:   # the compilation cache is off (--no_compilation_cache): so is this one
+    return onnx_graph.build(model, metadata=metadata).SerializeToString(), None
+  folder = os.path.join(cache, GRAPH_DIR)
   path = os.path.join(folder, f'depthnet-{digest(model)}.onnx')
   try:
     with open(path, 'rb') as f:
