@@ -394,3 +394,18 @@ def test_help_and_flag_errors_do_not_start_jax(tmp_path):
                            '--dataset', 'x', '--debug'], capture_output=True, text=True, timeout=120, cwd=REPO)
   assert result.returncode == 1 and 'Traceback' in result.stderr
   assert result.stderr.splitlines()[-1].startswith('error: --checkpoint ')
+
+
+@pytest.mark.slow
+def test_choose_shift_by_either_runtime(trees, tiny_run, tmp_path, capsys):
+  """--choose_shift (the follow-up's choice among each scene's candidate pairs) gives the same figures whether JAX
+  or ONNX Runtime computes the candidates (1e-4 relative; the same choice on these scenes)."""
+  documents = {}
+  for runtime in ('jax', 'onnx'):
+    code, _, err = _evaluate(capsys, '--checkpoint', tiny_run[0], '--stillbox_tree', trees[0.2], '--protocol',
+                             'followup', '--choose_shift', '--runtime', runtime, '--json', tmp_path / f'{runtime}.json')
+    assert code == 0, err
+    documents[runtime] = _json(tmp_path / f'{runtime}.json')
+  assert documents['onnx']['runtime'] == 'onnx' and documents['onnx']['choose_shift'] is True
+  assert documents['onnx']['metrics'] == pytest.approx(documents['jax']['metrics'], rel=1e-4)
+  assert documents['onnx']['images'] == documents['jax']['images'] == 2
