@@ -10,9 +10,10 @@ The graph has the original's interface, for ONNX Runtime, TensorRT or any ONNX c
 
 N, H and W are dynamic (named `batch`, `height`, `width`): the decoder crops its upsampled maps to the encoder
 map's size with `Shape` + `Slice`, as the original's `adaptative_cat`, so odd and rectangular sizes work as they
-do in JAX. The layers are the original's, in its layouts (`Conv` weights OIHW, `ConvTranspose` weights IOHW:
+do in JAX. The layers compute the original's (weights in its layouts: `Conv` OIHW, `ConvTranspose` IOHW,
 `torch_import`'s mapping back), BatchNorm kept as `BatchNormalization` nodes in inference mode (runtimes fold
-them into the convolutions). Opset 17 and IR version 8, which ONNX Runtime since 1.12 and TensorRT 8.6 read.
+them into the convolutions), laid out for ONNX Runtime's CPU kernels (`_network`, `upsample_phases`). Opset 17 and
+IR version 8 (ONNX 1.12's), so that older consumers read it too; tested here with ONNX Runtime 1.32 only.
 
     graph = onnx_graph.build(model, metadata={'train_height': '64', ...})   # an onnx.ModelProto, checked
 """
@@ -73,7 +74,8 @@ class _Graph:
     a 2x2 convolution of the input, padded so that its output is the input's size (phase a = 0 reads input rows
     m - 1 and m with taps 3 and 1, a = 1 rows m and m + 1 with taps 2 and 0; columns alike); the four phases
     concatenated and interleaved by DepthToSpace. The same multiplications as ConvTranspose, but as ordinary
-    convolutions, which ONNX Runtime computes in its blocked layout: 2.1x faster here (docs/inference.md)."""
+    convolutions, which ONNX Runtime computes in its blocked layout once their inputs have multiples of BLOCK
+    channels (docs/speed.md#inference: the transposed convolutions were a third of the graph's time)."""
     weight = np.asarray(params['kernel']).transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]   # torch's [C, O, 4, 4]
     weight = _pad_axis(weight, 0, extra_in)
     taps = ((3, 1), (2, 0))
@@ -127,8 +129,8 @@ def _network(g: _Graph) -> str:
   Laid out for ONNX Runtime's blocked (NCHWc) convolutions, which need channel counts that are multiples of BLOCK:
   the prediction heads have BLOCK filters (the model's 1 or 2, then zero ones) and the depth upsampling BLOCK output
   channels (the upsampled depth, then zeros), so that every concatenation has a multiple of BLOCK channels (513 ->
-  528, 385 -> 400, ...) and its consumers read the zero channels with zero weights. The same values, computed
-  3.5x faster than the one-channel layers (docs/inference.md)."""
+  528, 385 -> 400, ...) and its consumers read the zero channels with zero weights. The same values; a batch of 8
+  pairs at 256x256 took 166 instead of 196 ms of kernels with the phases (docs/speed.md#inference)."""
   s = g.state
   x, out = INPUT, {}
   for name, _, _, stride in models.ENCODER:
