@@ -33,18 +33,18 @@ RUNTIMES = ('jax', 'onnx')
 IDLE_S = 0.3   # untimed, before each block: longer than OpenMP's default spin (KMP_BLOCKTIME, 200 ms)
 
 
-def _rates(fns: dict, batch: int, seconds: float, blocks: int = 5) -> dict[str, float]:
+def _rates(fns: dict, batch: int, seconds: float, blocks: int = 5, idle: float = IDLE_S) -> dict[str, float]:
   """Pairs/s of each of `fns` (one warm-up call each), timed in `blocks` interleaved rounds: per round each runs for
   `seconds / blocks` (at least one call), and its rate is the median of its rounds. Interleaving spreads the
   machine's drifts (this shared CPU's speed wanders by 10-20 % over a minute) over all alike; blocks of calls, not
-  single calls, and a pause of IDLE_S before each block, keep each runtime's idle threads (ONNX Runtime's and torch's
-  OpenMP threads spin a while after a call) out of the next one's time."""
+  single calls, and a pause of `idle` seconds before each block, keep each runtime's idle threads (ONNX Runtime's
+  and torch's OpenMP threads spin a while after a call) out of the next one's time."""
   for fn in fns.values():
     fn()
   rates: dict[str, list[float]] = {name: [] for name in fns}
   for _ in range(blocks):
     for name, fn in fns.items():
-      time.sleep(IDLE_S)   # the previous runtime's threads go idle before this one's block starts
+      time.sleep(idle)   # the previous runtime's threads go idle before this one's block starts
       count, start = 0, time.perf_counter()
       while count == 0 or time.perf_counter() - start < seconds / blocks:
         fn()
@@ -80,7 +80,8 @@ def work(args) -> int:
       compile_s = time.perf_counter() - start
       x = torch.from_numpy(normalize(np.concatenate([first, second], -1))).permute(0, 3, 1, 2)
       fns = {r: functools.partial(p.predict_batch, first, second) for r, p in predictors.items()}
-      rates = _rates(dict(fns, torch=functools.partial(_torch_forward, reference, x)), batch, seconds)
+      rates = _rates(dict(fns, torch=functools.partial(_torch_forward, reference, x)), batch, seconds,
+                     blocks=1 if args.smoke else 5, idle=0.0 if args.smoke else IDLE_S)
       rows.append((size, batch, rates, rates.pop('torch'), compile_s))
   _print_table(rows, torch, args.jax_dtype)
   return 0
