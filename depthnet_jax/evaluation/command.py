@@ -218,12 +218,11 @@ def _load(args: Args):
 
 def _network(args: Args, info, model):
   """The ONNX Runtime network of the model if --runtime resolves to onnx, else None (JAX evaluates it)."""
+  from depthnet_jax.checkpoints import export_command
   from depthnet_jax.model import runtimes
   if runtimes.resolve(args.runtime) != 'onnx':
     return None
-  size = info.train_size or (None, None)
-  return runtimes.OnnxNetwork(model, {'train_height': str(size[0]), 'train_width': str(size[1]),
-                                      'nominal_displacement': repr(info.displacement)})
+  return runtimes.OnnxNetwork(model, export_command.metadata(info, {}))
 
 
 def run(args: Args, *, stdout=None) -> report.Evaluation:
