@@ -162,3 +162,15 @@ def test_the_runtime_caches_its_graph_in_the_compilation_cache(tmp_path, capsys)
     jax.config.update('jax_enable_compilation_cache', True)
   frames = np.random.default_rng(0).integers(0, 256, (2, 1, 32, 48, 3), dtype=np.uint8)
   np.testing.assert_array_equal(first(*frames), again(*frames))
+
+
+def test_the_runtime_runs_large_batches_in_pieces_with_the_same_depths(monkeypatch):
+  from depthnet_jax.testing.random_models import random_depthnet
+  network = runtimes.OnnxNetwork(random_depthnet(4))
+  first, second = np.random.default_rng(1).integers(0, 256, (2, 5, 32, 48, 3), dtype=np.uint8)
+  whole = network(first, second)
+  monkeypatch.setattr(runtimes, 'CHUNK_PIXELS', 2 * 32 * 48)   # runs of 2, 2 and 1 pairs
+  runs = []
+  monkeypatch.setattr(network, '_run', lambda a, b, run=network._run: runs.append(len(a)) or run(a, b))
+  np.testing.assert_allclose(network(first, second), whole, rtol=1e-6, atol=1e-6)
+  assert runs == [2, 2, 1] and whole.shape == (5, 8, 12)

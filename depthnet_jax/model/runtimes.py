@@ -30,6 +30,10 @@ from depthnet_jax.model import models
 
 RUNTIMES = ('auto', 'jax', 'onnx')
 GRAPH_DIR = 'onnx-graphs'
+# The most pixels of pairs one ONNX Runtime run takes (a larger batch runs in pieces): past it the activations
+# outgrow the caches and a pair costs more. 8 pairs of 512x512 in runs of 1 took 606 ms, in one run 647 ms; of
+# 256x256 in runs of 4 146 ms, in one run 154 ms (medians of 4, interleaved; docs/speed.md#inference).
+CHUNK_PIXELS = 4 * 256 * 256
 
 
 def resolve(runtime: str) -> str:
@@ -142,7 +146,14 @@ class OnnxNetwork:
     return out[..., 0] if self._confidence else out
 
   def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """uint8 RGB `[B, h, w, 3]` x 2 -> depth `[B, h/4, w/4]`: the graph's input made in place, NCHW, normalised."""
+    """uint8 RGB `[B, h, w, 3]` x 2 -> depth `[B, h/4, w/4]`, in runs of at most CHUNK_PIXELS pixels of pairs."""
+    chunk = max(1, CHUNK_PIXELS // (first.shape[1] * first.shape[2]))
+    if len(first) <= chunk:
+      return self._run(first, second)
+    return np.concatenate([self._run(first[i:i + chunk], second[i:i + chunk]) for i in range(0, len(first), chunk)])
+
+  def _run(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """One session run: the graph's input made in place, NCHW, normalised."""
     b, h, w, _ = first.shape
     x = np.empty((b, 6, h, w), np.float32)
     x[:, :3] = first.transpose(0, 3, 1, 2)
