@@ -216,13 +216,10 @@ def _load(args: Args):
   return info, model
 
 
-def _network(args: Args, info, model):
+def _network(args: Args, model):
   """The ONNX Runtime network of the model if --runtime resolves to onnx, else None (JAX evaluates it)."""
-  from depthnet_jax.checkpoints import export_command
   from depthnet_jax.model import runtimes
-  if runtimes.resolve(args.runtime) != 'onnx':
-    return None
-  return runtimes.OnnxNetwork(model, export_command.metadata(info, {}))
+  return runtimes.OnnxNetwork(model) if runtimes.resolve(args.runtime) == 'onnx' else None
 
 
 def run(args: Args, *, stdout=None) -> report.Evaluation:
@@ -247,7 +244,7 @@ def run(args: Args, *, stdout=None) -> report.Evaluation:
   batch_size = bounded_batch(args, data, mesh.size)
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   params, batch_stats = sharding.replicate((params, batch_stats), mesh)
-  network = _network(args, info, model)
+  network = _network(args, model)
   if args.stabilize and not source.rotates:
     print(f'note: --stabilize: the scenes of {data_name} record no orientation (a camera that does not rotate); '
           'nothing to stabilize', file=sys.stderr, flush=True)

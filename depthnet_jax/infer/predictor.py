@@ -146,7 +146,7 @@ class Predictor:
     self.displacement = float(displacement)   # metres between a pair's frames that its depths assume
     self.source = source
     self.runtime = runtimes.resolve(runtime)
-    self._network = runtimes.make(model, self.runtime, self.metadata())
+    self._network = runtimes.make(model, self.runtime)
 
   @classmethod
   def from_checkpoint(cls, path: str | os.PathLike, prefer: str = 'best', *,
@@ -162,12 +162,6 @@ class Predictor:
     model = loading.load_any(info.resolved, prefer)   # checks every array is finite
     return cls(model, train_size=info.train_size, train_fov=info.train_fov, displacement=info.displacement,
                source=info.path, runtime=runtime)
-
-  def metadata(self) -> dict[str, str]:
-    """What the checkpoint records of the network's geometry, as an exported graph's metadata."""
-    size = self.train_size or (None, None)
-    return {'train_height': str(size[0]), 'train_width': str(size[1]), 'train_fov': repr(self.train_fov),
-            'nominal_displacement': repr(self.displacement), 'source': str(self.source)}
 
   def default_size(self) -> tuple[int, int]:
     return self.train_size or DEFAULT_SIZE

@@ -59,11 +59,9 @@ class _Graph:
                                                         len(params['bias']))))
     return self.op('Conv', inputs, name, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride])
 
-  def conv_transpose(self, x: str, params: dict, name: str, *, outputs: int = 0) -> str:
-    """torch's ConvTranspose2d(k=4, s=2, p=1): our spatially flipped HWIO kernel back to IOHW (torch_import), zero
-    output channels appended up to `outputs`."""
+  def conv_transpose(self, x: str, params: dict, name: str) -> str:
+    """torch's ConvTranspose2d(k=4, s=2, p=1): our spatially flipped HWIO kernel back to IOHW (torch_import)."""
     weight = np.asarray(params['kernel']).transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]
-    weight = _pad_axis(weight, 1, max(0, outputs - weight.shape[1]))
     inputs = [x, self.const(f'{name}.weight', weight)]
     if params.get('bias') is not None:
       inputs.append(self.const(f'{name}.bias', np.asarray(params['bias'])))

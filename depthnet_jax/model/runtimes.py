@@ -11,7 +11,9 @@ confidence model).
 The graph is exported on the fly (under a second) and cached in `onnx-graphs/` inside the compilation cache's
 directory (the one in use: `--compilation_cache`, ...; none with `--no_compilation_cache`), named by a digest of the
 graph version, the options and every weight's bytes: a later run with the same weights reads it back. A cache that
-cannot be written is not an error: one `warning:` line, and the graph stays in memory.
+cannot be written is not an error: one `warning:` line, and the graph stays in memory. The graph holds no checkpoint
+record in its metadata (the cache is keyed by the weights alone, which several checkpoints may share); `python -m
+depthnet_jax.export` writes one.
 """
 
 from __future__ import annotations
@@ -82,8 +84,7 @@ def _cache_dir() -> str | None:
   return jax.config.jax_compilation_cache_dir or compile_cache.cache_dir()
 
 
-def graph_bytes(model: models.DepthNet, metadata: dict[str, str] | None = None, *, cache: str | None = None
-                ) -> tuple[bytes, str | None]:
+def graph_bytes(model: models.DepthNet, *, cache: str | None = None) -> tuple[bytes, str | None]:
   """The serialised ONNX graph of `model`, and the cached file it was read from or written to (None: in memory).
 
   Args:
@@ -93,7 +94,7 @@ def graph_bytes(model: models.DepthNet, metadata: dict[str, str] | None = None, 
   from depthnet_jax.model import onnx_graph
   cache = cache or _cache_dir()
   if cache is None:   # the compilation cache is off (--no_compilation_cache): so is this one
-    return onnx_graph.build(model, metadata=metadata).SerializeToString(), None
+    return onnx_graph.build(model).SerializeToString(), None
   folder = os.path.join(cache, GRAPH_DIR)
   path = os.path.join(folder, f'depthnet-{digest(model)}.onnx')
   try:
@@ -101,7 +102,7 @@ def graph_bytes(model: models.DepthNet, metadata: dict[str, str] | None = None, 
       return f.read(), path
   except OSError:
     pass
-  data = onnx_graph.build(model, metadata=metadata).SerializeToString()
+  data = onnx_graph.build(model).SerializeToString()
   try:
     os.makedirs(folder, exist_ok=True)
     atomic.write_bytes(path, data)
@@ -128,11 +129,11 @@ class OnnxNetwork:
 
   name = 'onnx'
 
-  def __init__(self, model: models.DepthNet, metadata: dict[str, str] | None = None, *, cache: str | None = None,
+  def __init__(self, model: models.DepthNet, *, cache: str | None = None,
                threads: int | None = None):
     import onnxruntime as ort
     model.eval()
-    data, self.graph_path = graph_bytes(model, metadata, cache=cache)
+    data, self.graph_path = graph_bytes(model, cache=cache)
     try:
       self._session = ort.InferenceSession(data, session_options(threads), providers=['CPUExecutionProvider'])
     except Exception as e:  # noqa: BLE001 - ONNX Runtime's own error types
@@ -165,6 +166,6 @@ class OnnxNetwork:
     return out[..., 0] if self._confidence else out
 
 
-def make(model: models.DepthNet, runtime: str = 'auto', metadata: dict[str, str] | None = None):
+def make(model: models.DepthNet, runtime: str = 'auto'):
   """The network of `model` by `runtime` (`RUNTIMES`)."""
-  return OnnxNetwork(model, metadata) if resolve(runtime) == 'onnx' else JaxNetwork(model)
+  return OnnxNetwork(model) if resolve(runtime) == 'onnx' else JaxNetwork(model)
