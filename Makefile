@@ -36,12 +36,13 @@ test-slow: venv
 demo: venv
 	$(PY) scripts/demo.py --out demo_out
 
-# The reference model (docs/reference_models.md): builds synth64_large, trains configs/reference64.py (about 100
-# minutes on 2 CPU cores; resumes where it stopped), evaluates and exports it to reference_out/reference64.
-# REFERENCE_ARGS="--steps 1000" runs the first 1000 steps of the same schedule.
+# A reference model (docs/reference_models.md): RESOLUTION=64 (default), 128 or 256 builds synth<R>_large, trains
+# configs/reference<R>.py (about 100 minutes on 2 CPU cores; resumes where it stopped), evaluates and exports it to
+# reference_out/<R>/reference<R>. REFERENCE_ARGS="--steps 1000" runs the first 1000 steps of the same schedule.
+RESOLUTION ?= 64
 REFERENCE_ARGS ?=
 reference: venv
-	$(PY) scripts/reference.py --out reference_out $(REFERENCE_ARGS)
+	$(PY) scripts/reference.py --resolution $(RESOLUTION) --out reference_out/$(RESOLUTION) $(REFERENCE_ARGS)
 
 demo-import: venv
 	$(PY) scripts/import_demo.py --out demo_out/import

@@ -1,25 +1,28 @@
-"""The reference model, trained and published with one command: `make reference` runs
+"""A reference model, trained and published with one command: `make reference [RESOLUTION=64|128|256]` runs
 
-    .venv/bin/python scripts/reference.py --out reference_out [--data_dir DIR] [--steps N]
+    .venv/bin/python scripts/reference.py --out reference_out [--resolution R] [--data_dir DIR] [--steps N]
 
-1. `tfds build tfds_stillbox --config synth64_large --data_dir DIR` (16000 rendered 64x64 scenes; skipped when
-   built; DIR defaults to <out>/data);
-2. `train.py --config configs/reference64.py --workdir <out>/run` (resumes if the run exists: stop it at any time
-   and run the same command again). `--steps N` stops after N steps instead, on the same schedule: the early part
-   of the curve, to compare with the published one (N from 1 to the recipe's num_train_steps, 23000);
+for the recipe of resolution R (`RECIPES`: `configs/reference<R>.py` on the builder config `synth<R>_large`; 128
+warm-starts from `models/reference64`, 256 from `models/reference128`):
+
+1. `tfds build tfds_stillbox --config synth<R>_large --data_dir DIR` (rendered scenes; skipped when built; DIR
+   defaults to <out>/data);
+2. `train.py --config configs/reference<R>.py --workdir <out>/run` (resumes if the run exists: stop it at any
+   time and run the same command again). `--steps N` stops after N steps instead, on the same schedule: the early
+   part of the curve, to compare with the published one (N from 1 to the recipe's num_train_steps);
 3. evaluates the best checkpoint on the validation split with both protocols of `python -m depthnet_jax.evaluate`
-   (`original`, training's, and `followup`), beside the constant-depth baseline (the mean training depth
-   everywhere) under the same protocols;
-4. renders the regression set, HOLDOUT_SCENES scenes of seed HOLDOUT_SEED (`python -m tfds_stillbox.render`; a seed
-   the dataset does not use), and evaluates the model on it (original protocol): the figure
-   tests/test_reference_model.py keeps the shipped model to;
-5. exports the best checkpoint as a model checkpoint `<out>/reference64` (float32) whose metadata records what it
+   (`original`, training's, and `followup`), beside the constant-depth baselines (the mean and the median training
+   depth everywhere) under the same protocols;
+4. renders the regression set, the recipe's `holdout_scenes` scenes of seed HOLDOUT_SEED at R (`python -m
+   tfds_stillbox.render`; a seed the datasets do not use), and evaluates the model on it (original protocol): the
+   figure tests/test_reference_model.py keeps the shipped model to;
+5. exports the best checkpoint as a model checkpoint `<out>/reference<R>` (float32) whose metadata records what it
    was trained on (dataset, scenes, steps, recipe, commit, wall time, figures; `reference` key);
 6. draws `<out>/learning_curve.png` (from the run's event files, `scripts/learning_curve.py`'s drawing),
    `<out>/predictions.png` (held-out scenes: frame t, frame t+3, true depth, predicted depth; rainbow 0-100 m),
    `<out>/error_by_depth.png`, and writes `<out>/summary.json` with every figure.
 
-Nothing existing is overwritten: the export refuses an existing `<out>/reference64` (move it away first).
+Nothing existing is overwritten: the export refuses an existing `<out>/reference<R>` (move it away first).
 `--workdir` takes the run from elsewhere (default `<out>/run`); with `--steps N`, a run that has taken N steps is
 not trained again (no train.py start-up). `--smoke` checks that the whole command runs, in seconds: the test
 suite's tiny dataset and config (`synth_tiny`, `configs/test.py`), a regression set of SMOKE_HOLDOUT_SCENES scenes,
@@ -30,6 +33,7 @@ figures mean nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -42,9 +46,27 @@ import time
 from depthnet_jax.common import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, 'configs', 'reference64.py')
-DATASET = 'synth64_large'
-HOLDOUT_SEED, HOLDOUT_SCENES = 2027, 16   # the regression set: scenes the dataset (seed 0) does not hold
+HOLDOUT_SEED = 2027   # the regression set: scenes the datasets (seed 0) do not hold
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """One reference model: its resolution, builder config, config file and regression set size."""
+  resolution: int
+  dataset: str
+  holdout_scenes: int   # scenes of the regression set (fewer at larger sizes: the test stays fast)
+
+  @property
+  def name(self) -> str:
+    return f'reference{self.resolution}'
+
+  @property
+  def config(self) -> str:
+    return os.path.join(ROOT, 'configs', f'{self.name}.py')
+
+
+RECIPES = {r.resolution: r for r in (Recipe(64, 'synth64_large', 16), Recipe(128, 'synth128_large', 16),
+                                     Recipe(256, 'synth256_large', 4))}
 CONSTANT_BATCHES = 200                    # training batches the constant baseline's mean depth is taken over
 # --smoke: the test suite's tiny dataset and config instead, a smaller regression set, fewer baseline batches.
 SMOKE_DATASET, SMOKE_CONFIG = 'synth_tiny', os.path.join(ROOT, 'configs', 'test.py')
@@ -74,7 +96,8 @@ def schedule_steps(config_file: str) -> int | None:
 def check_args(args) -> tuple[str, str, int | None]:
   """(dataset, config file, --steps) of the flags, checked before any work (one `error:` line each): --steps from 1
   to the config's num_train_steps (it stops the same schedule earlier; a config without one: train.py's most)."""
-  dataset, config = (SMOKE_DATASET, SMOKE_CONFIG) if args.smoke else (DATASET, CONFIG)
+  recipe = RECIPES[args.resolution]
+  dataset, config = (SMOKE_DATASET, SMOKE_CONFIG) if args.smoke else (recipe.dataset, recipe.config)
   steps = args.steps
   if steps is not None:
     most = schedule_steps(config)
@@ -114,12 +137,12 @@ def _machine() -> str:
   return f'{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}'
 
 
-def render_holdout(out: str, scenes: int = HOLDOUT_SCENES) -> str:
+def render_holdout(out: str, scenes: int, resolution: int = 64) -> str:
   """The regression set as a Still Box tree (the renderer's command line); returns its resolution folder."""
   from tfds_stillbox.render import cli as render_cli
-  tree = os.path.join(out, '64')
+  tree = os.path.join(out, str(resolution))
   if not os.path.isdir(tree):
-    code = render_cli.main(['--out', out, '--resolution', '64', '--scenes', str(scenes), '--seed',
+    code = render_cli.main(['--out', out, '--resolution', str(resolution), '--scenes', str(scenes), '--seed',
                             str(HOLDOUT_SEED), '--jobs', '1'])
     if code:
       raise SystemExit(f'error: rendering the regression set into {out} failed')
@@ -174,7 +197,9 @@ def _built(data_dir: str, name: str) -> bool:
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--out', default=None, help='output folder (run, pictures, exported model; default reference_out)')
-  p.add_argument('--data_dir', default=None, help=f'TFDS data_dir of {DATASET} (default <out>/data)')
+  p.add_argument('--resolution', type=int, default=64, choices=sorted(RECIPES),
+                 help='which reference model: configs/reference<R>.py on its builder config (default 64)')
+  p.add_argument('--data_dir', default=None, help='TFDS data_dir of the dataset (default <out>/data)')
   p.add_argument('--workdir', default=None, help='the training run (resumed if it exists; default <out>/run)')
   p.add_argument('--steps', type=int, default=None,
                  help="stop after this many steps, 1 to the config's num_train_steps (its schedule; default: the "
@@ -191,7 +216,8 @@ def work(args) -> int:
   out = os.path.abspath(args.out or (tempfile.mkdtemp(prefix='depthnet-reference-') if args.smoke
                                      else 'reference_out'))
   data_dir = os.path.abspath(args.data_dir or os.path.join(out, 'data'))
-  workdir, export = os.path.abspath(args.workdir or os.path.join(out, 'run')), os.path.join(out, 'reference64')
+  recipe = RECIPES[args.resolution]
+  workdir, export = os.path.abspath(args.workdir or os.path.join(out, 'run')), os.path.join(out, recipe.name)
   for flag, folder in (('--out', out), ('--data_dir', data_dir), ('--workdir', workdir)):
     cli.check_writable_dir(folder, flag)
   check_workdir(workdir)
@@ -220,17 +246,19 @@ def work(args) -> int:
   if args.train_only:
     return 0
   smoke = {'holdout_scenes': SMOKE_HOLDOUT_SCENES, 'constant_batches': SMOKE_CONSTANT_BATCHES} if args.smoke else {}
-  return publish(workdir, out, times=times, commit=commit, **smoke)
+  return publish(workdir, out, recipe, times=times, commit=commit, **smoke)
 
 
 def main(argv: list[str] | None = None) -> int:
   return cli.main(parser(), work, argv)
 
 
-def publish(workdir: str, out: str, times: dict[str, float] | None = None, commit: dict | None = None, *,
-            holdout_scenes: int = HOLDOUT_SCENES, constant_batches: int = CONSTANT_BATCHES) -> int:
+def publish(workdir: str, out: str, recipe: Recipe = RECIPES[64], times: dict[str, float] | None = None,
+            commit: dict | None = None, *, holdout_scenes: int | None = None,
+            constant_batches: int = CONSTANT_BATCHES) -> int:
   """Steps 3-6 on a finished run (any run of a built dataset: its config.json names the data)."""
-  export = os.path.join(out, 'reference64')
+  export = os.path.join(out, recipe.name)
+  holdout_scenes = holdout_scenes or recipe.holdout_scenes
   if os.path.exists(export):
     print(f'error: {export} exists already; expected a new folder for the exported model', file=sys.stderr)
     return 1
@@ -257,7 +285,7 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
   # pixel of each axis).
   constants = train_lib.training_depths(trainer, constant_batches, stride=4)
   validation = evaluate_all(model, trainer.eval_source, constants, nominal)
-  holdout = tree_source.open_tree(render_holdout(os.path.join(out, 'holdout'), holdout_scenes))
+  holdout = tree_source.open_tree(render_holdout(os.path.join(out, 'holdout'), holdout_scenes, recipe.resolution))
   regression = evaluate.evaluate(*nnx.split(model, nnx.Param, nnx.BatchStat), holdout, protocol='original',
                                  nominal=nominal)
   evaluated = time.time()
@@ -265,10 +293,10 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
   scalars = run_log.read_scalars(workdir)
   rates = [v for _, v in scalars.get('train_steps_per_sec', [])[1:]]   # the first window holds the compile
   reference = {
-      'name': 'reference64',
+      'name': recipe.name,
       'dataset': config.dataset, 'train_scenes': len(trainer.train_source),
-      'validation_scenes': len(trainer.eval_source), 'resolution': 64,
-      'recipe': 'configs/reference64.py', 'config': config.to_dict(),
+      'validation_scenes': len(trainer.eval_source), 'resolution': recipe.resolution,
+      'recipe': os.path.relpath(recipe.config, ROOT), 'config': config.to_dict(),
       'best_step': int(recorded['step']), 'steps': int(trainer.num_steps), 'batch_size': int(config.batch_size),
       **(commit or _commit()),
       'trained_at': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
@@ -279,9 +307,9 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
           'constant_depth_m': constants,
           **{f'{name}_{p}': validation[name][p].metrics for name in validation for p in evaluate.PROTOCOLS},
       },
-      'regression': {'seed': HOLDOUT_SEED, 'scenes': holdout_scenes, 'resolution': 64, 'shift': 3,
+      'regression': {'seed': HOLDOUT_SEED, 'scenes': holdout_scenes, 'resolution': recipe.resolution, 'shift': 3,
                      'protocol': 'original', 'depth_error': regression.metrics['depth_error'],
-                     'render': f'python -m tfds_stillbox.render --out DIR --resolution 64 --scenes '
+                     'render': f'python -m tfds_stillbox.render --out DIR --resolution {recipe.resolution} --scenes '
                                f'{holdout_scenes} --seed {HOLDOUT_SEED}'},
   }
   metadata = {k: recorded[k] for k in ('image_size', 'fov', 'displacement', 'step', 'eval_metrics') if k in recorded}
@@ -289,13 +317,13 @@ def publish(workdir: str, out: str, times: dict[str, float] | None = None, commi
   print(f'exported {export}')
 
   curve = charts.learning_curve(scalars, baseline=validation['mean']['original'].metrics['depth_error'],
-                                title=f'reference64: DepthNet on {config.dataset} ({config.solver}, batch '
+                                title=f'{recipe.name}: DepthNet on {config.dataset} ({config.solver}, batch '
                                       f'{config.batch_size}), validation every {config.eval_every_epochs:g} epoch')
   atomic.write_png(os.path.join(out, 'learning_curve.png'), curve)
   predictor = inference.Predictor.from_checkpoint(export)
   atomic.write_png(os.path.join(out, 'predictions.png'), predictions_sheet(predictor, holdout))
   atomic.write_png(os.path.join(out, 'error_by_depth.png'), charts.error_by_depth(
-      validation['model']['original'].bins, f'reference64 on {config.dataset} validation (original protocol)'))
+      validation['model']['original'].bins, f'{recipe.name} on {config.dataset} validation (original protocol)'))
   summary = {
       'reference': reference,
       'validation_bins': {f'{name}_{p}': validation[name][p].bins for name in validation
