@@ -208,6 +208,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       _synth('synth128', 128, 2000),
       _synth('synth128_large', 128, 4000,
              description='4000 rendered scenes at 128x128: the reference128 model (configs/reference128.py).'),
+      _synth('synth256_large', 256, 1000,
+             description='1000 rendered scenes at 256x256: the reference256 model (configs/reference256.py).'),
       _synth('synth64_small', 64, 800, description='800 rendered scenes at 64x64: make demo, quick experiments.'),
       # one process: a fraction of a second of rendering, less than starting worker processes would take
       _synth('synth_tiny', 32, 12, num_frames=6, description='12 tiny rendered scenes, for tests.', jobs=1),
