@@ -40,13 +40,25 @@ from depthnet_jax.infer.predictor import FUSE_CEILING, STATISTICS, TARGET_DEPTH
 from depthnet_jax.model.models import CLAMP_RANGE
 from depthnet_jax.model.runtimes import RUNTIMES
 
+SHIPPED_MODELS = """\
+shipped models (models/, docs/reference_models.md), trained on 90-degree frames: with --fov the frames are
+resized to the model's focal length, width W' = W tan(FOV/2) for a model trained at width W, so a narrower lens
+gives the network fewer pixels (its depth map is a quarter as wide, then upsampled to the frames):
+
+  model                trained at   network input width at FOV 90 / 70 / 60 deg   its depth map's width
+  models/reference64   64x64         64 /  45 /  37 px                              16 / 12 / 10
+  models/reference128  128x128      128 /  90 /  74 px                              32 / 23 / 19
+
+Take the largest (finest depth, 4x the compute of the next); reference64 where speed matters most."""
+
 
 def _extensions(text: str) -> list[str]:
   return [e.strip() for e in text.split(',') if e.strip()]
 
 
 def parser() -> argparse.ArgumentParser:
-  p = cli.ArgumentParser(prog='python infer.py', description=__doc__.split('\n\n')[0])
+  p = cli.ArgumentParser(prog='python infer.py', description=__doc__.split('\n\n')[0], epilog=SHIPPED_MODELS,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--checkpoint', required=True, help='training workdir, checkpoint directory, or .pth.tar')
   p.add_argument('--input', required=True, help='folder of frames (sorted by name) or a video file')
   p.add_argument('--output', required=True,
