@@ -33,7 +33,6 @@ figures mean nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -42,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 
 from depthnet_jax.common import cli
 
@@ -49,8 +49,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLDOUT_SEED = 2027   # the regression set: scenes the datasets (seed 0) do not hold
 
 
-@dataclasses.dataclass(frozen=True)
-class Recipe:
+class Recipe(typing.NamedTuple):   # not a dataclass: the tests load this file without a sys.modules entry
   """One reference model: its resolution, builder config, config file and regression set size."""
   resolution: int
   dataset: str

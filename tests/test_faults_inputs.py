@@ -376,6 +376,7 @@ def test_the_scripts_argument_errors_are_one_line_before_any_work(capsys, script
                                                  "(configs/test.py's num_train_steps"),
       ('reference', ['--steps', '0'], 'error: --steps=0: expected an integer from 1 to 23000'),
       ('reference', ['--stpes', '5'], 'error: unrecognized arguments: --stpes 5 (--help lists the flags)'),
+      ('reference', ['--resolution', '96'], 'error: argument --resolution: invalid choice: 96'),
       ('reference', ['--out', str(tmp_path / 'out'), '--workdir', str(foreign)],
        f'error: --workdir {foreign}: holds files that are not a depthnet-jax training run (thesis.tex)'),
       ('demo', ['--steps', str(10**7)], 'error: --steps=10000000: expected an integer from 1 to 100000 (a demo; '
