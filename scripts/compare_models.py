@@ -54,19 +54,17 @@ def pairs(folder: str):
 
 def errors(predictors: dict, folder: str) -> dict[str, float]:
   """Per model name (and 'constant'): the mean absolute error in metres over every pixel of every pair."""
-  sums = dict.fromkeys([*predictors, 'constant'], 0.0)
-  truths, count = [], 0
+  sums, truths = dict.fromkeys(predictors, 0.0), []
   for first, second, truth in pairs(folder):
     for name, predictor in predictors.items():
       for i in range(0, len(first), 8):
         depth = predictor.predict_batch(first[i:i + 8], second[i:i + 8], predictor.default_size())
         sums[name] += float(np.abs(depth.astype(np.float64) - truth[i:i + 8]).sum())
     truths.append(truth.astype(np.float64))
-    count += truth.size
-  truth = np.concatenate([t.ravel() for t in truths])
+  truth = np.concatenate(truths)
   sums['constant'] = float(np.abs(truth - truth.mean()).sum())
-  return {**{name: s / count for name, s in sums.items()}, 'constant_depth_m': float(truth.mean()),
-          'pairs': sum(len(t) for t in truths)}
+  return {**{name: s / truth.size for name, s in sums.items()}, 'constant_depth_m': float(truth.mean()),
+          'pairs': len(truth)}
 
 
 def table(results: dict[int, dict[str, float]], names: list[str]) -> list[str]:
