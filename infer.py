@@ -48,6 +48,7 @@ gives the network fewer pixels (its depth map is a quarter as wide, then upsampl
   model                trained at   network input width at FOV 90 / 70 / 60 deg   its depth map's width
   models/reference64   64x64         64 /  45 /  37 px                              16 / 12 / 10
   models/reference128  128x128      128 /  90 /  74 px                              32 / 23 / 19
+  models/reference256  256x256      256 / 179 / 148 px                              64 / 45 / 37
 
 Take the largest (finest depth, 4x the compute of the next); reference64 where speed matters most."""
 

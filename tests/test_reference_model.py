@@ -1,4 +1,4 @@
-"""Each shipped reference model (models/reference64, reference128; docs/reference_models.md) keeps the figure
+"""Each shipped reference model (models/reference64, 128 and 256; docs/reference_models.md) keeps the figure
 recorded when it was trained: its depth error on the regression set (scenes of a seed the training data does not
 use, rendered here by `python -m tfds_stillbox.render` as the recipe says) must stay within 5 % of the value in its
 metadata. It fails if the model code, the renderer, the evaluation or (through the original's own PyTorch file of
@@ -26,6 +26,7 @@ TOLERANCE = 0.05
 SHIPPED = {
     'reference64': (64, 'tfds_stillbox/synth64_large', 10000, ''),
     'reference128': (128, 'tfds_stillbox/synth128_large', 3000, 'models/reference64'),
+    'reference256': (256, 'tfds_stillbox/synth256_large', 800, 'models/reference128'),
 }
 REFERENCE = os.path.join(REPO, 'models', 'reference64')   # the one the PyTorch-file test uses
 
