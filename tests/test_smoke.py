@@ -27,9 +27,9 @@ FILES = sorted(f'{folder}/{name}' for folder in FOLDERS for name in os.listdir(o
                if name.endswith('.py') and not name.startswith('_'))
 TIMEOUT_S = 300
 # Benchmarks whose smoke runs are in `make test-slow` (make test's budget): they time code the suite tests elsewhere.
-# train_step and inference stay in `make test`.
-SLOW = {'benchmarks/checksums.py', 'benchmarks/input_pipeline.py', 'benchmarks/layer_profile.py',
-        'benchmarks/profile_step.py', 'benchmarks/torch_parity.py'}
+SLOW = {'benchmarks/checksums.py', 'benchmarks/inference.py', 'benchmarks/input_pipeline.py',
+        'benchmarks/layer_profile.py', 'benchmarks/profile_step.py', 'benchmarks/torch_parity.py',
+        'benchmarks/train_step.py'}
 
 
 def _copy_of_tiny_run(fixtures, tmp_path) -> str:
