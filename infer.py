@@ -50,7 +50,8 @@ gives the network fewer pixels (its depth map is a quarter as wide, then upsampl
   models/reference128  128x128      128 /  90 /  74 px                              32 / 23 / 19
   models/reference256  256x256      256 / 179 / 148 px                              64 / 45 / 37
 
-Take the largest (finest depth, 4x the compute of the next); reference64 where speed matters most."""
+Take the largest whose input width your frames reach (finest depth, 4x the compute of the next; upsampled
+frames make a model worse than the smaller one); reference64 where speed matters most."""
 
 
 def _extensions(text: str) -> list[str]:

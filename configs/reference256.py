@@ -8,9 +8,10 @@ minutes of training on 2 CPU cores. `make reference RESOLUTION=256` builds the d
 The paper's 256 stage: SGD at lr 0.001, batch 64, fewer scenes. Here Adam as at 64 and 128, batch 32 (batch 64
 would halve the steps the budget holds), from 1e-4, a third of the 128 stage's start, as the paper divides its
 rate by 10 at this stage; at 128 the drops, not the first phase, brought the error down, so here a x0.3 drop
-after 2 epochs (step 562) and another after 3 (step 843). A step of 32 at 256 takes 6.0-6.2 s on 2 cores here
-(measured; predicted: 4.4 s, 4x the step at 128), so the budget holds 1000 steps with 4 evaluations. 900
-training scenes x 10 frames = 281 steps of 32 pairs per epoch; 1000 steps = 3.6 epochs.
+after 2 epochs (step 562) and another after 3 (step 843). A step of 32 at 256 took 5.1 s on 2 cores here (the
+median of the published run's logging windows, the slowest 7.7 s; predicted: 4.4 s, 4x the step at 128), so the
+budget holds 1000 steps with 4 evaluations. 900 training scenes x 10 frames = 281 steps of 32 pairs per epoch;
+1000 steps = 3.6 epochs.
 """
 
 from configs import default
